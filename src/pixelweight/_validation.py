@@ -1,0 +1,176 @@
+"""Input validation shared by every public function of :mod:`pixelweight`.
+
+Every public function validates its inputs and raises :class:`ValueError` (or
+:class:`TypeError` for a wrong Python type) that names the offending shape, dtype or
+value. These helpers keep the messages uniform across losses, metrics and data.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Optional, Tuple
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_reduction(reduction: str) -> str:
+    """Return ``reduction`` if it is one of ``"none"``, ``"mean"``, ``"sum"``."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_int(value, name: str, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_float(
+    value,
+    name: str,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
+    value = float(value)
+    if value != value:  # NaN
+        raise ValueError(f"{name} must not be NaN")
+    if minimum is not None:
+        bad = value < minimum if min_inclusive else value <= minimum
+        if bad:
+            op = ">=" if min_inclusive else ">"
+            raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    if maximum is not None:
+        bad = value > maximum if max_inclusive else value >= maximum
+        if bad:
+            op = "<=" if max_inclusive else "<"
+            raise ValueError(f"{name} must be {op} {maximum}, got {value}")
+    return value
+
+
+def check_ignore_index(ignore_index) -> Optional[int]:
+    if ignore_index is None:
+        return None
+    return check_int(ignore_index, "ignore_index")
+
+
+def check_multiclass_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate multiclass segmentation inputs.
+
+    ``logits``: floating (N, C, H, W) with C >= 2. ``target``: integer (N, H, W) with
+    values in ``[0, C)`` or equal to ``ignore_index``. Returns ``(logits, target)`` with
+    ``target`` as ``torch.long`` on the logits' device.
+    """
+    check_tensor(logits, "logits")
+    check_tensor(target, "target")
+    ignore_index = check_ignore_index(ignore_index)
+    if logits.ndim != 4:
+        raise ValueError(f"logits must have shape (N, C, H, W), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating tensor, got dtype {logits.dtype}")
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"multiclass logits need C >= 2 channels, got shape {tuple(logits.shape)}; "
+            "use the binary form for a single foreground channel"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"target must be an integer tensor of class indices, got dtype {target.dtype}")
+    if target.ndim != 3 or target.shape != (logits.shape[0],) + tuple(logits.shape[2:]):
+        raise ValueError(
+            f"target must have shape (N, H, W) = {(logits.shape[0],) + tuple(logits.shape[2:])} "
+            f"to match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    target = target.long()
+    num_classes = logits.shape[1]
+    valid = target if ignore_index is None else target[target != ignore_index]
+    if valid.numel() > 0:
+        lo, hi = int(valid.min()), int(valid.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"target values must lie in [0, {num_classes - 1}]"
+                + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+                + f", found values in [{lo}, {hi}]"
+            )
+    return logits, target
+
+
+def check_binary_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate binary segmentation inputs.
+
+    ``logits``: floating (N, 1, H, W). ``target``: (N, H, W) or (N, 1, H, W), integer,
+    bool or float with values in {0, 1} (or ``ignore_index``). Returns
+    ``(logits, target)`` with ``target`` as a long (N, 1, H, W) tensor.
+    """
+    check_tensor(logits, "logits")
+    check_tensor(target, "target")
+    ignore_index = check_ignore_index(ignore_index)
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise ValueError(f"binary logits must have shape (N, 1, H, W), got {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating tensor, got dtype {logits.dtype}")
+    if target.ndim == 3:
+        target = target.unsqueeze(1)
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"binary target must have shape (N, H, W) or (N, 1, H, W) matching logits "
+            f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    if target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
+    if target.is_floating_point():
+        if not torch.all((target == 0) | (target == 1) | ((target == ignore_index) if ignore_index is not None else False)):
+            raise ValueError("a floating binary target must hold only 0.0 and 1.0 (or ignore_index)")
+    target = target.long()
+    valid = target if ignore_index is None else target[target != ignore_index]
+    if valid.numel() > 0 and (int(valid.min()) < 0 or int(valid.max()) > 1):
+        raise ValueError(
+            "binary target values must be 0 or 1"
+            + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+            + f", found values in [{int(valid.min())}, {int(valid.max())}]"
+        )
+    return logits, target
+
+
+def valid_mask(target: torch.Tensor, ignore_index: Optional[int]) -> torch.Tensor:
+    """Boolean mask of the pixels that count (``target != ignore_index``)."""
+    if ignore_index is None:
+        return torch.ones_like(target, dtype=torch.bool)
+    return target != ignore_index
+
+
+def reduce_pixel_loss(loss: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Reduce a per-pixel loss map over the valid pixels.
+
+    ``"none"`` returns the map with ignored pixels set to 0; ``"sum"`` sums the valid
+    pixels; ``"mean"`` divides that sum by the number of valid pixels and returns a
+    zero that keeps the graph (no NaN) when no pixel is valid.
+    """
+    check_reduction(reduction)
+    loss = torch.where(valid, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    count = valid.sum()
+    return total / count.clamp_min(1).to(loss.dtype)
