@@ -1,0 +1,97 @@
+"""Run profiles: how big a chapter's experiments are, as data rather than if-branches.
+
+Every notebook has a papermill parameter ``profile``: ``"ci"`` (CPU, minutes: what CI and
+the published book run) or ``"full"`` (GPU scale: more seeds, steps and samples). A
+notebook asks :func:`get_profile` for the numbers and never branches on the name.
+Chapters that need other numbers override fields, e.g.
+``get_profile(profile, steps=600)``; the overrides are part of the record's config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """The scale of a chapter's experiments.
+
+    Attributes
+    ----------
+    name: ``"ci"`` or ``"full"`` (or a custom name).
+    seeds: training seeds; statistics across seeds give the confidence intervals.
+    steps: optimiser steps per training run.
+    batch_size: global batch size (split across DDP ranks).
+    train_samples, val_samples, test_samples: generated images per split.
+    image_size: side of the generated canvases, in pixels.
+    width: channels of the U-Net's first level.
+    depth: number of U-Net downsamplings.
+    eval_every: validation every this many steps (0: only at the end).
+    lr: learning rate (Adam).
+    """
+
+    name: str
+    seeds: Tuple[int, ...]
+    steps: int
+    batch_size: int
+    train_samples: int
+    val_samples: int
+    test_samples: int
+    image_size: int = 64
+    width: int = 16
+    depth: int = 3
+    eval_every: int = 0
+    lr: float = 2e-3
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"profile name must be a non-empty string, got {self.name!r}")
+        seeds = tuple(self.seeds)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty tuple of non-negative ints, got {self.seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        object.__setattr__(self, "seeds", seeds)
+        for field in ("steps", "batch_size", "train_samples", "val_samples", "test_samples",
+                      "image_size", "width"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be a positive int, got {value!r}")
+        for field in ("depth", "eval_every"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{field} must be a non-negative int, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["seeds"] = list(self.seeds)
+        return data
+
+
+PROFILES: Dict[str, Profile] = {
+    # CPU, 2 cores: each chapter notebook must finish within 5 minutes.
+    "ci": Profile(
+        name="ci", seeds=(0, 1, 2), steps=300, batch_size=16,
+        train_samples=1200, val_samples=200, test_samples=400,
+        width=16, depth=3, eval_every=100,
+    ),
+    # One GPU (Colab or better): more seeds, longer training, more data.
+    "full": Profile(
+        name="full", seeds=(0, 1, 2, 3, 4), steps=4000, batch_size=32,
+        train_samples=12000, val_samples=1000, test_samples=2000,
+        width=32, depth=3, eval_every=500,
+    ),
+}
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """The profile called ``name`` with any fields replaced by ``overrides``."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)}
+    if unknown:
+        raise ValueError(f"unknown profile fields {sorted(unknown)}")
+    return dataclasses.replace(PROFILES[name], **overrides)

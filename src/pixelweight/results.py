@@ -1,0 +1,244 @@
+"""Result records: every run writes one JSON file that says what ran, where and what it gave.
+
+A record holds the run's configuration, its metrics and training history, the seed, the
+wall time, the device, the library version and the git commit of the source tree. The
+``full`` profile's records are committed under ``results/`` and shown by the chapters
+beside the ``ci`` run; :func:`config_differences` flags a committed record whose
+configuration no longer matches what the notebook would run today.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+import torch
+
+SCHEMA_VERSION = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+def _git(args: List[str], cwd: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_commit(path: Union[str, Path, None] = None) -> Dict[str, Any]:
+    """The git commit of the source tree at ``path`` (default: this package's folder).
+
+    Returns ``{"commit": sha or "unknown", "dirty": bool or None}``. ``dirty`` is true
+    when tracked files differ from the commit, so a record made from uncommitted code
+    says so. The environment variable ``PIXELWEIGHT_GIT_COMMIT`` overrides the lookup
+    (for installs without a ``.git`` folder, e.g. a wheel built in CI).
+    """
+    env = os.environ.get("PIXELWEIGHT_GIT_COMMIT")
+    if env:
+        return {"commit": env, "dirty": None}
+    cwd = Path(path) if path is not None else Path(__file__).resolve().parent
+    sha = _git(["rev-parse", "HEAD"], cwd)
+    if not sha:
+        return {"commit": "unknown", "dirty": None}
+    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    return {"commit": sha, "dirty": bool(status) if status is not None else None}
+
+
+def device_description(device: Union[str, torch.device]) -> str:
+    """A human-readable name of ``device`` (the GPU model on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def provenance(device: Union[str, torch.device, None] = None) -> Dict[str, Any]:
+    """Where and with what a result was computed: versions, commit, machine, time (UTC)."""
+    from . import __version__
+
+    info = {
+        "pixelweight": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **{f"git_{k}": v for k, v in git_commit().items()},
+    }
+    if device is not None:
+        info["device"] = device_description(device)
+    return info
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert tensors, numpy values, dataclasses and non-finite floats into strict JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return _jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # strict JSON has no NaN/inf
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, (Path, torch.device, torch.dtype)):
+        return str(value)
+    raise TypeError(f"cannot store a value of type {type(value).__name__} in a result record")
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """One run's result: what ran (``config``), what it gave (``metrics``, ``history``)."""
+
+    name: str
+    config: Dict[str, Any]
+    metrics: Dict[str, Any]
+    seed: int
+    wall_time_s: float
+    device: str
+    history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    provenance: Dict[str, Any] = dataclasses.field(default_factory=provenance)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"record name must be a non-empty string of letters, digits and ._=+-, got {self.name!r}"
+            )
+        if not isinstance(self.config, Mapping) or not isinstance(self.metrics, Mapping):
+            raise ValueError("config and metrics must be mappings")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if not (isinstance(self.wall_time_s, (int, float)) and self.wall_time_s >= 0):
+            raise ValueError(f"wall_time_s must be a non-negative number, got {self.wall_time_s!r}")
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}--seed{self.seed}.json"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
+        missing = {"name", "config", "metrics", "seed", "wall_time_s", "device"} - set(data)
+        if missing:
+            raise ValueError(f"result record lacks the fields {sorted(missing)}")
+        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise ValueError(
+                f"record schema_version {data['schema_version']} is newer than this library's "
+                f"{SCHEMA_VERSION}: upgrade pixelweight"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def save_record(record: RunRecord, results_dir: Union[str, Path]) -> Path:
+    """Write ``record`` as strict JSON into ``results_dir`` (created if needed), atomically.
+
+    Returns the path ``results_dir / f"{name}--seed{seed}.json"``.
+    """
+    if not isinstance(record, RunRecord):
+        raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / record.filename
+    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_record(path: Union[str, Path]) -> RunRecord:
+    """Read one JSON record written by :func:`save_record`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no result record at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return RunRecord.from_dict(data)
+
+
+def load_records(results_dir: Union[str, Path], name: Optional[str] = None) -> List[RunRecord]:
+    """All records in ``results_dir`` (recursively), optionally only those named ``name``.
+
+    A missing folder gives an empty list: a chapter without committed ``full`` records
+    simply shows none.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        return []
+    if not results_dir.is_dir():
+        raise ValueError(f"{results_dir} is not a folder")
+    records = [load_record(p) for p in sorted(results_dir.rglob("*.json")) if not p.name.startswith(".")]
+    return [r for r in records if name is None or r.name == name]
+
+
+def records_frame(records: Iterable[RunRecord]):
+    """A pandas DataFrame, one row per record: name, seed, wall time, device, commit and
+    every scalar metric as a column."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        row = {
+            "name": rec.name,
+            "seed": rec.seed,
+            "wall_time_s": rec.wall_time_s,
+            "device": rec.device,
+            "commit": str(rec.provenance.get("git_commit", "unknown"))[:10],
+        }
+        row.update(
+            {k: v for k, v in rec.metrics.items() if isinstance(v, (int, float)) or v is None}
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def config_differences(
+    recorded: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = ("device",)
+) -> Dict[str, Any]:
+    """Keys whose values differ between a recorded config and the current one.
+
+    Returns ``{key: (recorded_value, current_value)}`` over the union of keys (``ignore``
+    left out), comparing after JSON normalisation so tuples equal lists. An empty dict
+    means the record still describes what the notebook would run.
+    """
+    a, b = _jsonable(dict(recorded)), _jsonable(dict(current))
+    skip = set(ignore)
+    diffs = {}
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        if a.get(key, "<missing>") != b.get(key, "<missing>"):
+            diffs[key] = (a.get(key, "<missing>"), b.get(key, "<missing>"))
+    return diffs

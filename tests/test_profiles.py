@@ -1,0 +1,42 @@
+import pytest
+
+from pixelweight.profiles import PROFILES, Profile, get_profile
+
+
+def test_ci_and_full_exist_and_full_is_larger():
+    ci, full = get_profile("ci"), get_profile("full")
+    assert len(ci.seeds) >= 3 and len(full.seeds) >= 5
+    assert full.steps > ci.steps and full.train_samples > ci.train_samples
+
+
+def test_overrides_do_not_mutate_the_registry():
+    p = get_profile("ci", steps=7, seeds=[5, 6])
+    assert p.steps == 7 and p.seeds == (5, 6)
+    assert PROFILES["ci"].steps != 7
+    assert p.to_dict()["seeds"] == [5, 6]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(seeds=()), "seeds"),
+        (dict(seeds=(1, 1)), "distinct"),
+        (dict(seeds=(-1,)), "seeds"),
+        (dict(steps=0), "steps"),
+        (dict(batch_size=2.0), "batch_size"),
+        (dict(eval_every=-1), "eval_every"),
+        (dict(lr=0), "lr"),
+    ],
+)
+def test_profile_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        get_profile("ci", **kw)
+
+
+def test_unknown_profile_and_field():
+    with pytest.raises(ValueError, match="unknown profile 'gpu'"):
+        get_profile("gpu")
+    with pytest.raises(ValueError, match="unknown profile fields"):
+        get_profile("ci", epochs=3)
+    with pytest.raises(ValueError, match="name"):
+        Profile(name="", seeds=(0,), steps=1, batch_size=1, train_samples=1, val_samples=1, test_samples=1)

@@ -1,0 +1,114 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pixelweight import __version__
+from pixelweight.results import (
+    RunRecord,
+    config_differences,
+    git_commit,
+    load_record,
+    load_records,
+    provenance,
+    records_frame,
+    save_record,
+)
+
+
+def _record(**kw):
+    base = dict(name="ch0-ce", config={"lr": 1e-3, "sizes": (1, 2)}, metrics={"miou": 0.5},
+                seed=1, wall_time_s=2.5, device="cpu")
+    base.update(kw)
+    return RunRecord(**base)
+
+
+def test_roundtrip_strict_json_with_tensors_numpy_and_nan(tmp_path):
+    rec = _record(metrics={"miou": np.float32(0.25), "per_class": torch.tensor([0.5, float("nan")]),
+                           "count": np.int64(3), "inf": math.inf})
+    path = save_record(rec, tmp_path / "sub")
+    assert path.name == "ch0-ce--seed1.json"
+    data = json.loads(path.read_text())  # strict JSON: NaN/inf stored as null
+    assert data["metrics"] == {"miou": 0.25, "per_class": [0.5, None], "count": 3, "inf": None}
+    assert data["config"]["sizes"] == [1, 2]
+    back = load_record(path)
+    assert back.metrics["per_class"] == [0.5, None] and back.seed == 1
+    assert back.provenance["pixelweight"] == __version__
+
+
+def test_provenance_fields(monkeypatch):
+    info = provenance("cpu")
+    for key in ("pixelweight", "torch", "python", "platform", "created_utc", "git_commit", "git_dirty", "device"):
+        assert key in info
+    assert info["device"].startswith("cpu")
+    monkeypatch.setenv("PIXELWEIGHT_GIT_COMMIT", "abc123")
+    assert git_commit() == {"commit": "abc123", "dirty": None}
+
+
+def test_git_commit_outside_a_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIXELWEIGHT_GIT_COMMIT", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    assert git_commit(tmp_path) == {"commit": "unknown", "dirty": None}
+
+
+def test_load_records_filters_and_frame(tmp_path):
+    save_record(_record(seed=0), tmp_path)
+    save_record(_record(seed=1, metrics={"miou": 0.7}), tmp_path)
+    save_record(_record(name="other", seed=0), tmp_path / "nested")
+    assert len(load_records(tmp_path)) == 3
+    recs = load_records(tmp_path, name="ch0-ce")
+    frame = records_frame(recs)
+    assert list(frame["seed"]) == [0, 1] and list(frame["miou"]) == [0.5, 0.7]
+    assert load_records(tmp_path / "missing") == []
+
+
+def test_config_differences():
+    assert config_differences({"a": (1, 2), "device": "cuda"}, {"a": [1, 2], "device": "cpu"}) == {}
+    diff = config_differences({"a": 1, "b": 2}, {"a": 1, "c": 3})
+    assert diff == {"b": (2, "<missing>"), "c": ("<missing>", 3)}
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(name=""), "name"),
+        (dict(name="has space"), "name"),
+        (dict(name="../escape"), "name"),
+        (dict(seed=1.0), "seed"),
+        (dict(seed=True), "seed"),
+        (dict(wall_time_s=-1), "wall_time_s"),
+        (dict(config=[1]), "mappings"),
+    ],
+)
+def test_record_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        _record(**kw)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_record(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_record(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        load_record(bad)
+    bad.write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ValueError, match="lacks the fields"):
+        load_record(bad)
+    newer = _record().to_dict()
+    newer["schema_version"] = 99
+    bad.write_text(json.dumps(newer))
+    with pytest.raises(ValueError, match="newer"):
+        load_record(bad)
+    with pytest.raises(TypeError, match="RunRecord"):
+        save_record({"name": "x"}, tmp_path)
+    with pytest.raises(TypeError, match="cannot store"):
+        save_record(_record(metrics={"f": object()}), tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="not a folder"):
+        load_records(tmp_path / "file")
