@@ -293,11 +293,11 @@ def evaluate(
 ) -> Dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` with the accumulator ``metrics``.
 
-    ``metrics`` is any object with ``reset()``, ``update(outputs, targets)``,
-    ``compute() -> dict`` and, for distributed runs, ``sync()`` (the accumulators of
-    :mod:`pixelweight.metrics`). Under DDP every rank evaluates a disjoint shard
-    (``rank::world_size``, no padding, so nothing is counted twice) and ``sync``
-    sums the accumulators.
+    ``metrics`` is any object with ``reset()``, ``update(outputs, targets)`` and
+    ``compute() -> dict`` (the accumulators of :mod:`pixelweight.metrics`). Under DDP
+    every rank evaluates a disjoint shard (``rank::world_size``, no padding, so nothing
+    is counted twice) and ``compute()`` sums the accumulators over the ranks, so every
+    rank gets the exact metrics of the whole set.
     """
     for method in ("reset", "update", "compute"):
         if not callable(getattr(metrics, method, None)):
@@ -320,10 +320,7 @@ def evaluate(
             metrics.update(outputs.float(), targets)
     finally:
         model.train(was_training)
-    if ctx.enabled:
-        if not callable(getattr(metrics, "sync", None)):
-            raise TypeError("distributed evaluation needs a metrics object with sync()")
-        metrics.sync()
+    # compute() sums the accumulators over all ranks when a process group is active
     return metrics.compute()
 
 
