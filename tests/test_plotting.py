@@ -45,3 +45,10 @@ def test_figures_have_labels():
     with pytest.raises(ValueError, match="as many targets"):
         plotting.show_pairs([np.zeros((4, 4))], [], 3)
     plt.close("all")
+
+
+def test_class_legend_lists_every_class():
+    fig, _ = plt.subplots()
+    plotting.class_legend(fig, ["bg", "a", "b"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["bg", "a", "b"]
+    plt.close(fig)

@@ -93,13 +93,13 @@ def show_pairs(
     return fig
 
 
-def class_legend(ax, class_names: Sequence[str], ncol: int = 6, **kwargs) -> None:
-    """Add a legend of the label colours to ``ax``."""
+def class_legend(fig, class_names: Sequence[str], ncol: int = 6) -> None:
+    """Add a legend of the label colours below the figure's axes."""
     from matplotlib.patches import Patch
 
     colors = label_colors(len(class_names))
     handles = [Patch(facecolor=c, edgecolor="0.5", label=n) for c, n in zip(colors, class_names)]
-    ax.legend(handles=handles, ncol=ncol, fontsize="small", frameon=False, **kwargs)
+    fig.legend(handles=handles, ncol=ncol, fontsize="small", frameon=False, loc="outside lower center")
 
 
 def plot_class_frequencies(

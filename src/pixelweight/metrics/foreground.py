@@ -50,6 +50,7 @@ from scipy.ndimage import distance_transform_edt
 from pixelweight._validation import check_float, check_tensor
 
 __all__ = [
+    "ForegroundMetrics",
     "WFMTerms",
     "wfm_gt_terms",
     "weighted_fmeasure",
@@ -596,3 +597,71 @@ def s_measure(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 0.5) -> torch
     s = (alpha * s_obj + (1 - alpha) * s_reg).clamp_min(0)
     s = torch.where(fg_fraction == 0, 1 - mean_pred, torch.where(fg_fraction == 1, mean_pred, s))
     return s.to(pred.dtype)
+
+
+class ForegroundMetrics:
+    r"""Accumulate foreground-map metrics over batches of binary logits.
+
+    :meth:`update` takes logits ``(N, 1, h, w)`` (upsampled bilinearly to the ground
+    truth's size when they differ, then :math:`D = \sigma(z)`) and a binary ground truth
+    ``(N, H, W)``. :meth:`compute` returns the means over images of the Weighted
+    F-measure (``wfm``, β² = 1), ``mae``, ``s_measure`` and the per-image maximum
+    F-measure (``mean_max_f``, β² = 0.3), plus the dataset-level ``max_f`` of SOD papers
+    (the maximum of the mean F-measure curve). Under ``torch.distributed`` the sums are
+    added over the ranks first, so every rank gets the metrics of the whole set.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen so far."""
+        self._sums = torch.zeros(4, dtype=torch.float64)  # wfm, mae, s_measure, max_f
+        self._curve = torch.zeros(NUM_THRESHOLDS, dtype=torch.float64)
+        self._count = 0
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of binary logits ``(N, 1, h, w)`` and targets ``(N, H, W)``."""
+        check_tensor(logits, "logits")
+        check_tensor(target, "target")
+        if logits.ndim != 4 or logits.shape[1] != 1 or not logits.is_floating_point():
+            raise ValueError(f"logits must be a floating (N, 1, h, w) tensor, got {tuple(logits.shape)} {logits.dtype}")
+        gt = _check_gt(target)
+        if gt.shape[0] != logits.shape[0]:
+            raise ValueError(f"logits hold {logits.shape[0]} images but target {gt.shape[0]}")
+        if tuple(logits.shape[-2:]) != tuple(gt.shape[-2:]):
+            logits = torch.nn.functional.interpolate(
+                logits.float(), size=tuple(gt.shape[-2:]), mode="bilinear", align_corners=False
+            )
+        pred = torch.sigmoid(logits.float())[:, 0]
+        per_image = torch.stack(
+            [weighted_fmeasure(pred, gt), mae(pred, gt), s_measure(pred, gt), max_fmeasure(pred, gt)]
+        )
+        self._sums += per_image.double().sum(dim=1).cpu()
+        self._curve += fmeasure_curve(pred, gt).double().sum(dim=0).cpu()
+        self._count += gt.shape[0]
+
+    def compute(self) -> dict:
+        """Means over every image seen (summed over ranks under ``torch.distributed``)."""
+        state = torch.cat([self._sums, self._curve, torch.tensor([float(self._count)], dtype=torch.float64)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            device = (
+                torch.device("cuda", torch.cuda.current_device())
+                if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+            )
+            state = state.to(device)
+            torch.distributed.all_reduce(state)
+            state = state.cpu()
+        count = float(state[-1])
+        if count == 0:
+            raise ValueError("ForegroundMetrics.compute() called before any update()")
+        sums, curve = state[:4] / count, state[4:-1] / count
+        return {
+            "wfm": float(sums[0]),
+            "mae": float(sums[1]),
+            "s_measure": float(sums[2]),
+            "mean_max_f": float(sums[3]),
+            "max_f": float(curve.max()),
+            "num_images": int(count),
+        }

@@ -1,0 +1,143 @@
+r"""Soft Dice loss (Milletari, Navab, Ahmadi. *V-Net*, 3DV 2016; smoothed form).
+
+The Dice coefficient of a prediction :math:`P` and a ground truth :math:`G` is
+:math:`2|P\cap G| / (|P| + |G|)`. Replacing the hard prediction by probabilities
+:math:`p_{i,c}` and the ground truth by its one-hot :math:`g_{i,c}` makes it
+differentiable. Per image :math:`n` and class :math:`c`, over the valid pixels
+:math:`V_n` of that image,
+
+.. math::
+    D_{n,c} = \frac{2\sum_{i\in V_n} p_{i,c}\,g_{i,c} + s}{\sum_{i\in V_n} p_{i,c}
+              + \sum_{i\in V_n} g_{i,c} + s},
+    \qquad \mathcal{L}_{n,c} = 1 - D_{n,c},
+
+with a smoothing constant :math:`s \ge 0`. Ignored pixels are left out of all three sums.
+
+Classes absent from an image. They are *kept*: with :math:`s > 0`,
+:math:`D_{n,c} = s / (\sum_i p_{i,c} + s)`, so the loss pushes the probability mass of a
+class that is not there towards 0 (a false-positive penalty) and is 0 once none is
+predicted. With :math:`s = 0` an absent class has :math:`D_{n,c} = 0` (loss 1, no
+gradient) whatever is predicted. A 0/0 (no valid pixel in the image, or :math:`s = 0`
+with nothing predicted and nothing present) is defined as :math:`D = 1`, loss 0: never NaN.
+
+Binary logits ``(N, 1, H, W)`` give the Dice of the foreground only
+(:math:`p = \sigma(z)`, one class); for a two-class Dice use two-channel logits.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_float, check_ignore_index, check_reduction
+from ._common import prepare
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smooth: float = 1.0,
+    ignore_index: Optional[int] = None,
+    reduction: str = "mean",
+    per_image: bool = True,
+) -> torch.Tensor:
+    r"""Soft Dice loss :math:`1 - D_{n,c}` from logits, per image and class.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(N, C, H, W)`` with ``C >= 2`` (softmax probabilities, one Dice per class) or
+        ``(N, 1, H, W)`` (sigmoid, Dice of the foreground).
+    target : torch.Tensor
+        ``(N, H, W)`` class indices (multiclass); ``(N, H, W)`` or ``(N, 1, H, W)`` in
+        {0, 1} (binary). Pixels equal to ``ignore_index`` are left out of every sum.
+    smooth : float
+        Smoothing :math:`s \ge 0` added to numerator and denominator.
+    ignore_index : int, optional
+        Target value of pixels that do not count.
+    reduction : {"mean", "sum", "none"}
+        ``"none"`` returns the loss per image and class, shape ``(N, K)`` with ``K = C``
+        (multiclass) or 1 (binary); ``(K,)`` when ``per_image=False``. ``"mean"``
+        averages over classes and over the images that have at least one valid pixel
+        (an all-ignored batch gives a zero with a graph); ``"sum"`` sums all entries.
+    per_image : bool
+        ``True`` (default): one Dice per image and class. ``False``: the sums run over
+        the whole batch, one Dice per class ("batch Dice").
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar, or ``(N, K)`` / ``(K,)`` for ``reduction="none"``.
+    """
+    smooth = check_float(smooth, "smooth", minimum=0.0)
+    check_reduction(reduction)
+    _check_bool(per_image, "per_image")
+    ignore_index = check_ignore_index(ignore_index)
+    p = prepare(logits, target, ignore_index)
+
+    if p.binary:
+        probs = torch.sigmoid(p.logits)  # p_i = sigma(z_i), (N, 1, H, W)
+        onehot = p.safe_target.to(probs.dtype)  # g_i = y_i
+        valid = p.valid  # (N, 1, H, W)
+    else:
+        probs = torch.softmax(p.logits, dim=1)  # p_{i,c}, (N, C, H, W)
+        onehot = F.one_hot(p.safe_target, p.num_classes).permute(0, 3, 1, 2).to(probs.dtype)  # g_{i,c}
+        valid = p.valid.unsqueeze(1)  # (N, 1, H, W)
+    m = valid.to(probs.dtype)
+    probs, onehot = probs * m, onehot * m  # ignored pixels leave every sum
+
+    dims = (2, 3) if per_image else (0, 2, 3)
+    intersection = (probs * onehot).sum(dims)  # sum_i p_{i,c} g_{i,c}
+    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # sum_i p + sum_i g + s
+    numerator = 2.0 * intersection + smooth  # 2 sum_i p g + s
+    defined = denominator > 0
+    # D = numerator / denominator, and D = 1 for 0/0 (nothing present, nothing predicted).
+    one = torch.ones_like(denominator)
+    dice = torch.where(defined, numerator / torch.where(defined, denominator, one), one)
+    loss = 1.0 - dice  # (N, K) or (K,)
+
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if not per_image:
+        return loss.mean()
+    # mean over classes and over the images with at least one valid pixel
+    has_valid = valid.flatten(1).any(dim=1)  # (N,)
+    count = has_valid.sum() * loss.shape[1]
+    return (loss * has_valid.unsqueeze(1).to(loss.dtype)).sum() / count.clamp_min(1).to(loss.dtype)
+
+
+class SoftDiceLoss(nn.Module):
+    """Module form of :func:`soft_dice_loss`."""
+
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        ignore_index: Optional[int] = None,
+        reduction: str = "mean",
+        per_image: bool = True,
+    ) -> None:
+        super().__init__()
+        self.smooth = check_float(smooth, "smooth", minimum=0.0)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.reduction = check_reduction(reduction)
+        self.per_image = _check_bool(per_image, "per_image")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return soft_dice_loss(logits, target, self.smooth, self.ignore_index, self.reduction, self.per_image)
+
+    def extra_repr(self) -> str:
+        return (
+            f"smooth={self.smooth}, ignore_index={self.ignore_index}, "
+            f"reduction={self.reduction!r}, per_image={self.per_image}"
+        )

@@ -1,0 +1,132 @@
+r"""Focal loss (Lin, Goyal, Girshick, He, Dollár. *Focal Loss for Dense Object Detection*, ICCV 2017).
+
+Cross-entropy down-weights nothing: a pixel classified correctly with :math:`p_t = 0.9`
+still adds :math:`-\log 0.9`. The focal loss multiplies each pixel's cross-entropy by a
+modulating factor that vanishes as the pixel becomes easy,
+
+.. math::
+    \mathrm{FL}_i = -\alpha_{y_i}\,(1 - p_{t,i})^{\gamma}\,\log p_{t,i},
+
+where :math:`p_{t,i}` is the probability of the true class (softmax for multiclass,
+:math:`\sigma(z)` or :math:`1-\sigma(z)` for binary), :math:`\gamma \ge 0` the focusing
+parameter (:math:`\gamma = 0` gives cross-entropy) and :math:`\alpha` an optional class
+weight. In the binary case the paper's scalar :math:`\alpha` weighs the foreground by
+:math:`\alpha` and the background by :math:`1-\alpha`.
+
+Stability: :math:`\log p_t` comes from log-softmax / log-sigmoid, and
+:math:`1 - p_t = -\operatorname{expm1}(\log p_t)` keeps its precision when :math:`p_t`
+is close to 1.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from .._validation import check_float, check_ignore_index, check_reduction, reduce_pixel_loss
+from ._common import WeightLike, check_class_weight, class_weight_for, pixel_weight, prepare, target_log_prob
+
+AlphaLike = Union[float, WeightLike]
+
+
+def _check_alpha(alpha: AlphaLike) -> Union[None, float, torch.Tensor]:
+    """``None``, a float in [0, 1] (binary only) or a per-class weight vector."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        return check_float(alpha, "alpha", minimum=0.0, maximum=1.0)
+    return check_class_weight(alpha, "alpha")
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 2.0,
+    alpha: AlphaLike = None,
+    ignore_index: Optional[int] = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Focal loss :math:`-\alpha_{y_i}(1-p_{t,i})^\gamma \log p_{t,i}` from logits.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(N, C, H, W)`` with ``C >= 2`` (softmax) or ``(N, 1, H, W)`` (binary, sigmoid).
+    target : torch.Tensor
+        ``(N, H, W)`` class indices (multiclass); ``(N, H, W)`` or ``(N, 1, H, W)`` in
+        {0, 1} (binary). Pixels equal to ``ignore_index`` are left out.
+    gamma : float
+        Focusing parameter :math:`\gamma \ge 0`; 0 gives (weighted) cross-entropy.
+    alpha : float or torch.Tensor or sequence of float, optional
+        ``None``: no class weight. A float :math:`\alpha\in[0,1]` (binary logits only, as
+        in the paper): :math:`\alpha_1 = \alpha`, :math:`\alpha_0 = 1-\alpha`. A vector:
+        per-class weights, ``C`` values for multiclass and 2 ``(background, foreground)``
+        for binary.
+    ignore_index : int, optional
+        Target value of pixels that do not count.
+    reduction : {"mean", "sum", "none"}
+        ``"mean"`` divides the sum by the number of valid pixels (not by
+        :math:`\sum\alpha`); ``"none"`` returns the per-pixel map, ``(N, H, W)`` for
+        multiclass and ``(N, 1, H, W)`` for binary, 0 at ignored pixels.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar or per-pixel map; an all-ignored batch gives a zero mean with a graph.
+    """
+    gamma = check_float(gamma, "gamma", minimum=0.0)
+    check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    alpha = _check_alpha(alpha)
+    p = prepare(logits, target, ignore_index)
+    if isinstance(alpha, float):
+        if not p.binary:
+            raise ValueError(
+                f"a scalar alpha={alpha} is defined for binary (N, 1, H, W) logits only; for "
+                f"multiclass logits of shape {tuple(p.logits.shape)} pass C per-class values"
+            )
+        alpha = torch.tensor([1.0 - alpha, alpha])  # (alpha_0, alpha_1) = (1 - alpha, alpha)
+    alpha = class_weight_for(alpha, p, "alpha")
+
+    log_pt = target_log_prob(p)  # log p_t
+    loss = -log_pt  # -log p_t
+    if gamma != 0.0:
+        one_minus_pt = -torch.expm1(log_pt)  # 1 - p_t = -(e^{log p_t} - 1), precise near p_t = 1
+        # (1 - p_t)^gamma. The clamp only matters where 1 - p_t underflows to 0: there the
+        # loss is 0 anyway, and for gamma < 1 the derivative of x^gamma at 0 would be inf.
+        tiny = torch.finfo(one_minus_pt.dtype).tiny
+        loss = one_minus_pt.clamp_min(tiny).pow(gamma) * loss
+    if alpha is not None:
+        loss = pixel_weight(alpha, p) * loss  # alpha_{y_i}
+    return reduce_pixel_loss(loss, p.valid, reduction)
+
+
+class FocalLoss(nn.Module):
+    """Module form of :func:`focal_loss`; a vector ``alpha`` is a buffer, a scalar an attribute."""
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: AlphaLike = None,
+        ignore_index: Optional[int] = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.gamma = check_float(gamma, "gamma", minimum=0.0)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.reduction = check_reduction(reduction)
+        alpha = _check_alpha(alpha)
+        if isinstance(alpha, torch.Tensor):
+            self.register_buffer("alpha", alpha.clone())
+        else:
+            self.alpha = alpha
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.gamma, self.alpha, self.ignore_index, self.reduction)
+
+    def extra_repr(self) -> str:
+        a = self.alpha if not isinstance(self.alpha, torch.Tensor) else "tensor"
+        return f"gamma={self.gamma}, alpha={a}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -1,0 +1,90 @@
+"""Accumulators used by the training harness for binary maps and classification."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from py_sod_metrics import Fmeasure
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
+
+from pixelweight.metrics.classification import ClassificationMetrics
+from pixelweight.metrics.foreground import (
+    ForegroundMetrics,
+    mae,
+    max_fmeasure,
+    s_measure,
+    weighted_fmeasure,
+)
+
+
+def _maps(n=5, size=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 1, size, size, generator=g, dtype=torch.float64) * 2
+    gt = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        gt[i, 4 + i : 14 + i, 6:18] = 1
+    return logits, gt
+
+
+def test_foreground_accumulator_equals_direct_means_over_batches():
+    logits, gt = _maps()
+    m = ForegroundMetrics()
+    m.update(logits[:2], gt[:2])
+    m.update(logits[2:], gt[2:])
+    out = m.compute()
+    pred = torch.sigmoid(logits)[:, 0]
+    assert out["num_images"] == 5
+    assert out["wfm"] == pytest.approx(float(weighted_fmeasure(pred, gt).mean()), abs=1e-6)
+    assert out["mae"] == pytest.approx(float(mae(pred, gt).mean()), abs=1e-6)
+    assert out["s_measure"] == pytest.approx(float(s_measure(pred, gt).mean()), abs=1e-6)
+    assert out["mean_max_f"] == pytest.approx(float(max_fmeasure(pred, gt).mean()), abs=1e-6)
+    ref = Fmeasure()
+    for p, g in zip(pred.numpy(), gt.numpy().astype(bool)):
+        ref.step(pred=(p * 255).astype(np.uint8), gt=g.astype(np.uint8) * 255)
+    assert out["max_f"] == pytest.approx(float(ref.get_results()["fm"]["curve"].max()), abs=1e-4)
+
+
+def test_foreground_accumulator_upsamples_logits_and_resets():
+    logits, gt = _maps(n=2, size=32)
+    small = logits[..., ::2, ::2]
+    m = ForegroundMetrics()
+    m.update(small, gt)
+    up = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    expected = weighted_fmeasure(torch.sigmoid(up)[:, 0], gt).mean()
+    assert m.compute()["wfm"] == pytest.approx(float(expected), abs=1e-6)
+    m.reset()
+    with pytest.raises(ValueError, match="before any update"):
+        m.compute()
+
+
+def test_foreground_accumulator_errors():
+    m = ForegroundMetrics()
+    with pytest.raises(ValueError, match=r"\(N, 1, h, w\)"):
+        m.update(torch.randn(2, 2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="binary"):
+        m.update(torch.randn(2, 1, 4, 4), torch.full((2, 4, 4), 3))
+    with pytest.raises(ValueError, match="2 images but target 3"):
+        m.update(torch.randn(2, 1, 4, 4), torch.zeros(3, 4, 4, dtype=torch.long))
+
+
+def test_classification_accumulator_matches_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 10, generator=g)
+    target = torch.randint(0, 10, (200,), generator=g)
+    m = ClassificationMetrics(10)
+    m.update(logits[:50], target[:50])
+    m.update(logits[50:].argmax(1), target[50:])  # labels are accepted too
+    out = m.compute()
+    assert out["accuracy"] == pytest.approx(float(multiclass_accuracy(logits, target, 10, average="micro")), abs=1e-7)
+    assert out["mean_recall"] == pytest.approx(float(multiclass_recall(logits, target, 10, average="macro")), abs=1e-7)
+    assert len(out["recall"]) == 10 and sum(map(sum, out["confusion_matrix"])) == 200
+
+
+def test_classification_accumulator_errors():
+    m = ClassificationMetrics(3)
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        m.update(torch.randn(2, 3), torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(N, C\) = \(2, 3\)"):
+        m.update(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="lie in"):
+        m.update(torch.randn(2, 3), torch.tensor([0, 5]))
