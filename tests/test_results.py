@@ -112,3 +112,20 @@ def test_load_errors(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="not a folder"):
         load_records(tmp_path / "file")
+
+
+def test_committed_records_found_from_a_notebook_folder(tmp_path, monkeypatch):
+    from pixelweight.results import RESULTS_ENV_VAR, committed_records, find_results_root
+
+    monkeypatch.delenv(RESULTS_ENV_VAR, raising=False)
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    save_record(_record(), tmp_path / "results" / "00_testbed")
+    nb_dir = tmp_path / "notebooks" / "00_testbed"
+    nb_dir.mkdir(parents=True)
+    assert find_results_root(nb_dir) == tmp_path / "results"
+    assert [r.name for r in committed_records("00_testbed", start=nb_dir)] == ["ch0-ce"]
+    assert committed_records("01_other", start=nb_dir) == []
+    monkeypatch.setenv(RESULTS_ENV_VAR, str(tmp_path / "results"))
+    assert find_results_root("/") == tmp_path / "results"
+    with pytest.raises(ValueError, match="folder name"):
+        committed_records("../x")

@@ -8,11 +8,20 @@ value. These helpers keep the messages uniform across losses, metrics and data.
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_choice(value, name: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of the strings ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} ({value!r})")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
 
 
 def check_reduction(reduction: str) -> str:
@@ -62,6 +71,38 @@ def check_float(
     return value
 
 
+def check_int_range(value, name: str, minimum: int) -> Tuple[int, int]:
+    """``value`` as an inclusive integer range ``(lo, hi)``: an int ``k`` means ``(k, k)``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a (min, max) pair, got {value!r}")
+        lo = check_int(value[0], f"{name}[0]", minimum)
+        hi = check_int(value[1], f"{name}[1]", minimum)
+        if lo > hi:
+            raise ValueError(f"{name} must satisfy min <= max, got {value!r}")
+        return lo, hi
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int or a (min, max) pair of ints, got {type(value).__name__} ({value!r})")
+    k = check_int(value, name, minimum)
+    return k, k
+
+
+def check_label_range(
+    labels: torch.Tensor, name: str, num_classes: int, ignore_index: Optional[int] = None
+) -> None:
+    """Every label that is not ``ignore_index`` lies in ``[0, num_classes)``."""
+    valid = labels if ignore_index is None else labels[labels != ignore_index]
+    if valid.numel() == 0:
+        return
+    lo, hi = int(valid.min()), int(valid.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{name} values must lie in [0, {num_classes - 1}]"
+            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+            + f", found values in [{lo}, {hi}]"
+        )
+
+
 def check_ignore_index(ignore_index) -> Optional[int]:
     if ignore_index is None:
         return None
@@ -99,16 +140,7 @@ def check_multiclass_inputs(
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
     target = target.long()
-    num_classes = logits.shape[1]
-    valid = target if ignore_index is None else target[target != ignore_index]
-    if valid.numel() > 0:
-        lo, hi = int(valid.min()), int(valid.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"target values must lie in [0, {num_classes - 1}]"
-                + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
-                + f", found values in [{lo}, {hi}]"
-            )
+    check_label_range(target, "target", logits.shape[1], ignore_index)
     return logits, target
 
 

@@ -242,3 +242,34 @@ def config_differences(
         if a.get(key, "<missing>") != b.get(key, "<missing>"):
             diffs[key] = (a.get(key, "<missing>"), b.get(key, "<missing>"))
     return diffs
+
+
+RESULTS_ENV_VAR = "PIXELWEIGHT_RESULTS"
+
+
+def find_results_root(start: Union[str, Path, None] = None) -> Optional[Path]:
+    """The book's committed ``results/`` folder.
+
+    ``$PIXELWEIGHT_RESULTS`` if set; otherwise the first ``results/`` folder found beside
+    a ``_toc.yml`` while walking up from ``start`` (default: the working directory, which
+    is the notebook's folder when the book is built). ``None`` when there is none (e.g.
+    a notebook opened alone on Colab).
+    """
+    env = os.environ.get(RESULTS_ENV_VAR)
+    if env:
+        return Path(env)
+    here = Path(start) if start is not None else Path.cwd()
+    for folder in [here.resolve(), *here.resolve().parents]:
+        if (folder / "_toc.yml").is_file() and (folder / "results").is_dir():
+            return folder / "results"
+    return None
+
+
+def committed_records(chapter: str, name: Optional[str] = None,
+                      start: Union[str, Path, None] = None) -> List[RunRecord]:
+    """The committed records of ``chapter`` (a folder under ``results/``), e.g. the
+    ``full``-profile runs made on a GPU; an empty list when there are none."""
+    if not isinstance(chapter, str) or not chapter or "/" in chapter or chapter.startswith("."):
+        raise ValueError(f"chapter must be a folder name under results/, got {chapter!r}")
+    root = find_results_root(start)
+    return [] if root is None else load_records(root / chapter, name=name)

@@ -430,7 +430,7 @@ def train(
             loss = loss_fn(logits.float(), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"the loss is {float(loss)} at step {step}: training diverged "
+                    f"the loss is {float(loss.detach())} at step {step}: training diverged "
                     "(lower the learning rate or check the loss inputs)"
                 )
             optimizer.zero_grad(set_to_none=True)

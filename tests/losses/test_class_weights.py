@@ -106,7 +106,7 @@ def test_weights_plug_into_cross_entropy():
         ((), dict(counts=np.ones(3)), TypeError, "counts must be a 1-D torch.Tensor"),
         ((), dict(counts=[1, 2], method="sqrt"), ValueError, "method must be one of"),
         ((torch.full((4,), 255), 3), dict(ignore_index=255), ValueError, "no valid pixel"),
-        ((torch.tensor([0, 3]), 3), dict(), ValueError, r"labels must lie in \[0, 2\], found values in \[0, 3\]"),
+        ((torch.tensor([0, 3]), 3), dict(), ValueError, r"labels values must lie in \[0, 2\], found values in \[0, 3\]"),
         ((torch.zeros(4), 3), dict(), ValueError, "labels must be an integer tensor"),
         (([0, 1], 3), dict(), TypeError, "labels must be a torch.Tensor"),
         ((torch.zeros(4, dtype=torch.long), 0), dict(), ValueError, "num_classes must be >= 1"),

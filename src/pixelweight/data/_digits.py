@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_float, check_int
+from .._validation import check_choice, check_float, check_int, check_int_range  # noqa: F401 (re-exported)
 
 #: The three splits, in the order their source digits are assigned.
 SPLITS = ("train", "val", "test")
@@ -65,11 +65,7 @@ def _source_digits() -> Tuple[np.ndarray, np.ndarray]:
 
 
 def check_split(split) -> str:
-    if not isinstance(split, str):
-        raise TypeError(f"split must be a str, got {type(split).__name__} ({split!r})")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return split
+    return check_choice(split, "split", SPLITS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,22 +103,6 @@ def digit_split(split: str) -> np.ndarray:
         Sorted int64 indices (a fresh copy).
     """
     return _split_indices(check_split(split)).copy()
-
-
-def check_int_range(value, name: str, minimum: int) -> Tuple[int, int]:
-    """``value`` as an inclusive integer range ``(lo, hi)``: an int ``k`` means ``(k, k)``."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a (min, max) pair, got {value!r}")
-        lo = check_int(value[0], f"{name}[0]", minimum)
-        hi = check_int(value[1], f"{name}[1]", minimum)
-        if lo > hi:
-            raise ValueError(f"{name} must satisfy min <= max, got {value!r}")
-        return lo, hi
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int or a (min, max) pair of ints, got {type(value).__name__} ({value!r})")
-    k = check_int(value, name, minimum)
-    return k, k
 
 
 def check_fits(digit_range: Tuple[int, int], name: str, size: int) -> None:

@@ -31,18 +31,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._validation import check_ignore_index, check_reduction, reduce_pixel_loss
+from .._validation import check_choice, check_ignore_index, check_reduction, reduce_pixel_loss
 from ._common import WeightLike, check_class_weight, class_weight_for, pixel_weight, prepare, target_log_prob
 
 NORMALIZATIONS = ("pixels", "weights")
 
 
 def _check_normalize(normalize) -> str:
-    if not isinstance(normalize, str):
-        raise TypeError(f"normalize must be a str, got {type(normalize).__name__} ({normalize!r})")
-    if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    return normalize
+    return check_choice(normalize, "normalize", NORMALIZATIONS)
 
 
 def cross_entropy(

@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .._validation import check_ignore_index, check_int, check_tensor
+from .._validation import check_ignore_index, check_int, check_label_range, check_tensor
 
 METHODS = ("inverse", "median")
 
@@ -58,14 +58,7 @@ def class_counts(labels: torch.Tensor, num_classes: int, ignore_index: Optional[
     labels = labels.long().flatten()
     if ignore_index is not None:
         labels = labels[labels != ignore_index]
-    if labels.numel() > 0:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"labels must lie in [0, {num_classes - 1}]"
-                + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
-                + f", found values in [{lo}, {hi}]"
-            )
+    check_label_range(labels, "labels", num_classes, ignore_index)
     return torch.bincount(labels, minlength=num_classes)
 
 

@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .._validation import check_ignore_index, check_int, check_tensor
+from .._validation import check_ignore_index, check_int, check_label_range, check_tensor
 
 __all__ = ["confusion_matrix", "metrics_from_confusion", "SegmentationMetrics"]
 
@@ -51,18 +51,6 @@ def _check_label_map(x, name: str) -> torch.Tensor:
     if x.is_floating_point() or x.is_complex():
         raise ValueError(f"{name} must be an integer (or bool) tensor of class labels, got dtype {x.dtype}")
     return x.long()
-
-
-def _check_range(x: torch.Tensor, name: str, num_classes: int, ignore_index: Optional[int] = None) -> None:
-    if x.numel() == 0:
-        return
-    lo, hi = int(x.min()), int(x.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"{name} values must lie in [0, {num_classes - 1}]"
-            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
-            + f", found values in [{lo}, {hi}]"
-        )
 
 
 def confusion_matrix(
@@ -102,8 +90,8 @@ def confusion_matrix(
     if ignore_index is not None:
         keep = target != ignore_index
         pred, target = pred[keep], target[keep]
-    _check_range(target, "target", num_classes, ignore_index)
-    _check_range(pred, "pred", num_classes)
+    check_label_range(target, "target", num_classes, ignore_index)
+    check_label_range(pred, "pred", num_classes)
     bins = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)  # index g*C + c
     return bins.reshape(num_classes, num_classes)
 
