@@ -194,3 +194,13 @@ def test_torchrun_two_processes_gives_exact_distributed_metrics(tmp_path):
     single = evaluate(model, threshold_task(33, seed=1), SegmentationMetrics(2), device="cpu")
     assert rec.metrics["val_confusion_matrix"] == single["confusion_matrix"]
     assert rec.metrics["val_miou"] == pytest.approx(single["miou"], abs=1e-12)
+
+
+def test_progress_default_follows_environment(monkeypatch):
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    assert TrainConfig().progress is False
+    monkeypatch.delenv("PIXELWEIGHT_PROGRESS")
+    assert TrainConfig().progress is True
+    assert TrainConfig(progress=False).progress is False
+    with pytest.raises(TypeError, match="progress"):
+        TrainConfig(progress="yes")

@@ -114,7 +114,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
-    progress: bool = True
+    progress: Optional[bool] = None
 
     def __post_init__(self):
         check_int(self.steps, "steps", minimum=1)
@@ -136,6 +136,10 @@ class TrainConfig:
             check_float(self.grad_clip, "grad_clip", minimum=0.0, min_inclusive=False)
         check_int(self.seed, "seed", minimum=0)
         check_int(self.num_workers, "num_workers", minimum=0)
+        if self.progress is None:  # tqdm bars unless $PIXELWEIGHT_PROGRESS=0 (the book build)
+            self.progress = os.environ.get("PIXELWEIGHT_PROGRESS", "1") != "0"
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be a bool or None, got {type(self.progress).__name__}")
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string, got {type(self.device).__name__}")
 
@@ -417,7 +421,7 @@ def train(
     net.train()
     progress = None
     if config.progress and ctx.is_main:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # a widget in Jupyter (with ipywidgets), text elsewhere
 
         progress = tqdm(total=config.steps, desc=name or "train", unit="step", leave=False)
     try:

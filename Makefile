@@ -1,0 +1,48 @@
+# Which Pixels Matter? -- every target sets itself up on a fresh machine (Python >= 3.10):
+#   make book                  create .venv, install, execute the notebooks, build the HTML
+#   make test                  create .venv, install, run the test suite
+#   make book PROFILE=full     the GPU-scale run (more seeds and steps)
+#   make sync                  jupytext --sync every notebook pair, clear the .ipynb outputs
+#   make clean                 remove _build/ (the venv stays; `make distclean` removes it too)
+
+PYTHON      ?= python3
+VENV        ?= .venv
+# torch is installed first and on its own, so that the install of the package does not pull
+# another build: on a CPU-only machine give the CPU wheel, e.g. TORCH="torch==2.13.0".
+TORCH       ?= torch==2.13.0
+PROFILE     ?= ci
+DEVICE      ?= auto
+BOOK_ARGS   ?=
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+# Re-installs only when pyproject.toml changes (or after `make distclean`).
+STAMP := $(VENV)/.pixelweight-installed
+
+.PHONY: book test sync install clean distclean
+
+book: $(STAMP)
+	$(BIN)/python tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" $(BOOK_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+sync: $(STAMP)
+	$(BIN)/python tools/build_book.py --sync
+
+install: $(STAMP)
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "$(PYTHON) is Python %d.%d; Python >= 3.10 is needed (make PYTHON=python3.11 ...)" % sys.version_info[:2])'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[test,book]"
+	touch $@
+
+clean:
+	rm -rf _build
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,219 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 0: cross-entropy on a long tail
+#
+# Before any paper, the problem they all attack. We train the book's small U-Net with
+# plain pixel-wise cross-entropy (CE) on `DigitScenes` with a Zipf class law
+# (imbalance $s = 1$: the digit 0 is drawn ten times as often as the digit 9) and ask
+# which classes it learns. CE is a mean over pixels,
+#
+# $$ \mathcal{L}_{\text{CE}} = -\frac{1}{N} \sum_{i=1}^{N} \log p_{i, y_i}, $$
+#
+# so a class's share of the gradient is its share of the pixels: background owns most
+# of them, and a rare digit's errors barely move the loss. The later chapters re-weight
+# pixels — by how badly their class is recalled (recall loss), by how large their loss
+# is (loss max-pooling), by where they are (Weighted F-measure) — to change that.
+#
+# **Needs:** CPU, about 3 minutes with the `ci` profile (3 seeds); the `full` profile
+# (5 seeds, longer training, a wider U-Net) is meant for one GPU.
+
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+results_dir = "_results"
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats as sps
+
+from pixelweight import plotting
+from pixelweight.book import glue, markdown, table
+from pixelweight.data import DigitScenes
+from pixelweight.experiments import digit_scenes_splits, per_class_frame, run_seeds
+from pixelweight.losses import CrossEntropyLoss
+from pixelweight.metrics import SegmentationMetrics
+from pixelweight.models import UNet
+from pixelweight.profiles import get_profile
+from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.stats import mean_ci, paired_difference_ci, verdict
+
+plotting.set_style()
+P = get_profile(profile)
+IMBALANCE = 1.0
+CLASS_NAMES = list(DigitScenes.class_names)
+NUM_CLASSES = len(CLASS_NAMES)
+print(P)
+
+# %% [markdown]
+# ## Data and training
+#
+# The splits come from disjoint source digits; every seed and every later chapter sees the
+# same images (the data seeds are fixed), so comparisons between losses are paired.
+
+# %%
+splits = digit_scenes_splits(P, imbalance=IMBALANCE)
+freq = splits.train.class_pixel_frequencies()
+
+
+def build_model():
+    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
+
+
+def metrics():
+    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
+
+
+runs = run_seeds(
+    "ch0-ce", build_model, CrossEntropyLoss, splits, P, metrics,
+    device=device, results_dir=results_dir,
+    record_config={"chapter": "00_testbed", "loss": "cross_entropy", "imbalance": IMBALANCE,
+                   "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
+)
+glue("n_seeds", len(runs))
+glue("steps", P.steps)
+glue("train_minutes", f"{sum(r.wall_time_s for r in runs) / 60:.1f}")
+glue("device_name", runs[0].device)
+
+# %% [markdown]
+# {glue:text}`n_seeds` seeds of {glue:text}`steps` Adam steps each took
+# {glue:text}`train_minutes` minutes on {glue:text}`device_name`.
+
+# %%
+ax = plotting.plot_history({"cross-entropy": [r.history for r in runs]}, key="loss",
+                           ylabel="training loss (nats per pixel)")
+ax.set_yscale("log")
+ax.set_title("Training loss (mean ± sd over seeds)")
+plt.show()
+
+# %% [markdown]
+# ## Overall metrics (test split, full label resolution)
+
+# %%
+summary = []
+for key, label in [("test_miou", "mIoU"), ("test_mean_accuracy", "mean accuracy (mean class recall)"),
+                   ("test_mean_precision", "mean precision"), ("test_pixel_accuracy", "pixel accuracy")]:
+    iv = mean_ci([r.metrics[key] for r in runs])
+    summary.append({"metric": label, "mean [95% CI]": iv.format(3)})
+    glue(key, f"{iv.mean:.3f}")
+markdown(table(pd.DataFrame(summary)))
+
+# %% [markdown]
+# Pixel accuracy ({glue:text}`test_pixel_accuracy`) looks excellent because most pixels
+# are background; the class-averaged numbers, mIoU {glue:text}`test_miou` and mean
+# accuracy {glue:text}`test_mean_accuracy`, tell the real story.
+#
+# ## Which classes does CE learn?
+
+# %%
+per_class = per_class_frame({"CE": runs}, CLASS_NAMES, split="test", frequencies=freq)
+digits = per_class[per_class["class"] != "background"]
+by_class = digits.groupby("class", sort=False).agg(
+    pixel_frequency=("pixel_frequency", "first"), recall=("recall", "mean"),
+    recall_sd=("recall", "std"), iou=("iou", "mean"), precision=("precision", "mean"))
+
+fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.4))
+ax.errorbar(100 * by_class["pixel_frequency"], by_class["recall"], yerr=by_class["recall_sd"],
+            fmt="o", capsize=3, label="recall (mean ± sd over seeds)")
+ax.scatter(100 * by_class["pixel_frequency"], by_class["iou"], marker="s", color="tab:orange", label="IoU (mean)")
+for name, row in by_class.iterrows():
+    ax.annotate(name, (100 * row["pixel_frequency"], row["recall"]), textcoords="offset points", xytext=(5, 4))
+ax.set_xscale("log")
+ax.set_xlabel("share of training pixels (%, log scale)")
+ax.set_ylabel("test recall / IoU")
+ax.set_ylim(-0.05, 1.05)
+ax.set_title("Digit classes: frequent classes are learned, rare ones are not")
+ax.legend(frameon=False, loc="upper left")
+plt.show()
+
+# %%
+rho, p_value = sps.spearmanr(by_class["pixel_frequency"], by_class["recall"])
+glue("spearman_rho", f"{rho:.2f}")
+glue("spearman_p", f"{p_value:.3f}")
+
+# Frequent vs rare half of the digit classes, paired by seed
+order = by_class.sort_values("pixel_frequency", ascending=False).index.tolist()
+frequent, rare = order[:5], order[5:]
+per_seed = digits.pivot_table(index="seed_index", columns="class", values="recall")
+diff = paired_difference_ci(per_seed[frequent].mean(axis=1), per_seed[rare].mean(axis=1))
+glue("frequent_classes", ", ".join(frequent))
+glue("rare_classes", ", ".join(rare))
+glue("recall_frequent", f"{per_seed[frequent].mean(axis=1).mean():.2f}")
+glue("recall_rare", f"{per_seed[rare].mean(axis=1).mean():.2f}")
+glue("recall_gap", diff.format(2))
+gap_verdict = verdict(diff, direction=+1)
+glue("gap_verdict", gap_verdict)
+
+table_df = by_class.reset_index()[["class", "pixel_frequency", "recall", "precision", "iou"]]
+table_df["pixel_frequency"] = 100 * table_df["pixel_frequency"]
+table_df = table_df.rename(columns={"pixel_frequency": "train pixels (%)"})
+markdown("Per-class test metrics, mean over seeds:\n\n" + table(table_df))
+
+# %% [markdown]
+# Across the ten digit classes, recall and pixel frequency have a Spearman rank
+# correlation of {glue:text}`spearman_rho` (p = {glue:text}`spearman_p`, ten classes).
+# The five most frequent digits ({glue:text}`frequent_classes`) reach a mean recall of
+# {glue:text}`recall_frequent`, the five rarest ({glue:text}`rare_classes`)
+# {glue:text}`recall_rare`: a gap of {glue:text}`recall_gap` (paired over seeds, 95% CI).
+# The claim "CE under-recalls the rare classes of a long tail" is, on this testbed and
+# budget, **{glue:text}`gap_verdict`**.
+#
+# This is the class-imbalance problem the recall-loss and loss max-pooling chapters
+# attack. Part of the gap is a budget effect (a short CPU run leaves every class
+# under-trained, the rare ones most); the `full` profile's records below show what
+# remains with a longer run.
+#
+# ## What the network predicts
+
+# %%
+model = runs[0].model.eval().cpu()
+images = torch.stack([splits.test[i][0] for i in range(5)])
+labels = torch.stack([splits.test[i][1] for i in range(5)])
+with torch.no_grad():
+    pred = model(images).argmax(1)
+fig, axes = plt.subplots(3, 5, figsize=(plotting.PAGE_WIDTH, 4.8))
+for i in range(5):
+    axes[0, i].imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
+    axes[1, i].imshow(plotting.colorize(labels[i].numpy(), NUM_CLASSES))
+    axes[2, i].imshow(plotting.colorize(pred[i].numpy(), NUM_CLASSES))
+for ax in axes.ravel():
+    ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+for ax, title in zip(axes[:, 0], ["image", "ground truth", "CE prediction"]):
+    ax.set_ylabel(title)
+plotting.class_legend(fig, CLASS_NAMES, ncol=6)
+fig.suptitle("Test images, seed 0")
+plt.show()
+
+# %% [markdown]
+# ## Committed `full`-profile runs
+#
+# Runs made with `profile = "full"` on a GPU are committed under `results/00_testbed/`
+# with their provenance (library version, git commit, device). A record whose
+# configuration differs from what this notebook would run today is flagged.
+
+# %%
+full_records = committed_records("00_testbed", name="ch0-ce")
+if full_records:
+    expected = get_profile("full").to_dict()
+    frame = records_frame(full_records)[["seed", "test_miou", "test_mean_accuracy", "device", "commit", "wall_time_s"]]
+    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in full_records]
+    markdown(table(frame))
+else:
+    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
+             f"are from the `{P.name}` profile only.")
