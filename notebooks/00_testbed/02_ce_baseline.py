@@ -38,13 +38,14 @@ results_dir = "_results"
 
 # %%
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats as sps
 
 from pixelweight import plotting
-from pixelweight.book import glue, markdown, table
+from pixelweight.book import format_p, glue, markdown, table
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import digit_scenes_splits, per_class_frame, run_seeds
 from pixelweight.losses import CrossEntropyLoss
@@ -135,6 +136,8 @@ ax.scatter(100 * by_class["pixel_frequency"], by_class["iou"], marker="s", color
 for name, row in by_class.iterrows():
     ax.annotate(name, (100 * row["pixel_frequency"], row["recall"]), textcoords="offset points", xytext=(5, 4))
 ax.set_xscale("log")
+ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
 ax.set_xlabel("share of training pixels (%, log scale)")
 ax.set_ylabel("test recall / IoU")
 ax.set_ylim(-0.05, 1.05)
@@ -145,7 +148,7 @@ plt.show()
 # %%
 rho, p_value = sps.spearmanr(by_class["pixel_frequency"], by_class["recall"])
 glue("spearman_rho", f"{rho:.2f}")
-glue("spearman_p", f"{p_value:.3f}")
+glue("spearman_p", format_p(p_value))
 
 # Frequent vs rare half of the digit classes, paired by seed
 order = by_class.sort_values("pixel_frequency", ascending=False).index.tolist()
@@ -167,7 +170,7 @@ markdown("Per-class test metrics, mean over seeds:\n\n" + table(table_df))
 
 # %% [markdown]
 # Across the ten digit classes, recall and pixel frequency have a Spearman rank
-# correlation of {glue:text}`spearman_rho` (p = {glue:text}`spearman_p`, ten classes).
+# correlation of {glue:text}`spearman_rho` ({glue:text}`spearman_p`, ten classes).
 # The five most frequent digits ({glue:text}`frequent_classes`) reach a mean recall of
 # {glue:text}`recall_frequent`, the five rarest ({glue:text}`rare_classes`)
 # {glue:text}`recall_rare`: a gap of {glue:text}`recall_gap` (paired over seeds, 95% CI).

@@ -14,10 +14,10 @@ from typing import Any
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` under ``name`` for ``{glue:text}`` / ``{glue:figure}`` roles.
 
-    Returns ``value``, so ``x = glue("x", compute())`` reads naturally.
+    Returns ``None``, so that a ``glue`` call ending a cell displays nothing.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(f"glue names must be Python-identifier-like strings, got {name!r}")
@@ -28,9 +28,9 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
             from IPython.display import display as _display
 
             _display(value)
-        return value
+        return None
     _glue(name, value, display=display)
-    return value
+    return None
 
 
 def markdown(text: str) -> None:
@@ -55,3 +55,10 @@ def table(frame, floatfmt: str = ".3f", index: bool = False) -> str:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_p(p: float) -> str:
+    """A p-value for prose: ``p = 0.034``, or ``p < 0.001`` below a thousandth."""
+    if not (0.0 <= p <= 1.0):
+        raise ValueError(f"a p-value lies in [0, 1], got {p}")
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"

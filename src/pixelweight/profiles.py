@@ -74,9 +74,9 @@ class Profile:
 PROFILES: Dict[str, Profile] = {
     # CPU, 2 cores: each chapter notebook must finish within 5 minutes.
     "ci": Profile(
-        name="ci", seeds=(0, 1, 2), steps=300, batch_size=16,
+        name="ci", seeds=(0, 1, 2), steps=600, batch_size=16,
         train_samples=1200, val_samples=200, test_samples=400,
-        width=16, depth=3, eval_every=100,
+        width=16, depth=3, eval_every=200,
     ),
     # One GPU (Colab or better): more seeds, longer training, more data.
     "full": Profile(
