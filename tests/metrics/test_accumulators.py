@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from py_sod_metrics import Fmeasure
+from py_sod_metrics import FmeasureHandler, FmeasureV2
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
 
 from pixelweight.metrics.classification import ClassificationMetrics
@@ -38,10 +38,11 @@ def test_foreground_accumulator_equals_direct_means_over_batches():
     assert out["mae"] == pytest.approx(float(mae(pred, gt).mean()), abs=1e-6)
     assert out["s_measure"] == pytest.approx(float(s_measure(pred, gt).mean()), abs=1e-6)
     assert out["mean_max_f"] == pytest.approx(float(max_fmeasure(pred, gt).mean()), abs=1e-6)
-    ref = Fmeasure()
+    ref = FmeasureV2({"fm": FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=0.3)})
     for p, g in zip(pred.numpy(), gt.numpy().astype(bool)):
-        ref.step(pred=(p * 255).astype(np.uint8), gt=g.astype(np.uint8) * 255)
-    assert out["max_f"] == pytest.approx(float(ref.get_results()["fm"]["curve"].max()), abs=1e-4)
+        ref.step(p, g, normalize=False)
+    dataset_curve = ref.get_results()["fm"]["dynamic"]  # mean over images of the per-image curves
+    assert out["max_f"] == pytest.approx(float(np.max(dataset_curve)), abs=1e-6)  # float32 accumulator
 
 
 def test_foreground_accumulator_upsamples_logits_and_resets():
