@@ -27,6 +27,7 @@ from .cluttered import ClutteredDigits
 from .real import IMAGE_EXTENSIONS, VOC_CLASSES, VOC_IGNORE_INDEX, SaliencyFolder, VOCSegmentation
 from .salient import DEGRADATIONS, SalientDigits, degrade_mask
 from .scenes import DigitScenes
+from .transforms import PadCrop
 
 __all__ = [
     "BACKGROUNDS",
@@ -36,6 +37,7 @@ __all__ = [
     "DigitScenes",
     "GENERATOR_VERSION",
     "IMAGE_EXTENSIONS",
+    "PadCrop",
     "PLACEMENT_COLUMNS",
     "SPLITS",
     "STROKE_THRESHOLD",
