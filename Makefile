@@ -1,8 +1,12 @@
 # Which Pixels Matter? -- every target sets itself up on a fresh machine (Python >= 3.10):
 #   make book                  create .venv, install, execute the notebooks, build the HTML
-#   make test                  create .venv, install, run the test suite
+#   make test                  create .venv, install, run the test suite; its browser tests open
+#                              the book that `make book` built (run that first) in Chromium
 #   make book PROFILE=full     the GPU-scale run (more seeds and steps)
-#   make sync                  jupytext --sync every notebook pair, clear the .ipynb outputs
+#   make html                  rebuild the HTML only, from the notebooks the last `make book` ran
+#   make sync                  jupytext --sync every notebook pair, write each notebook's first
+#                              cell (the setup cell of _config.yml's release), clear the outputs
+#   make save-times            copy the last run's notebook times into results/notebook_times.csv
 #   make clean                 remove _build/ (the venv stays; `make distclean` removes it too)
 
 PYTHON      ?= python3
@@ -19,16 +23,22 @@ BIN   := $(VENV)/bin
 # Re-installs only when pyproject.toml changes (or after `make distclean`).
 STAMP := $(VENV)/.pixelweight-installed
 
-.PHONY: book test sync install clean distclean
+.PHONY: book html test sync save-times install clean distclean
 
 book: $(STAMP)
 	$(BIN)/python tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" $(BOOK_ARGS)
+
+html: $(STAMP)
+	$(BIN)/python tools/build_book.py --html-only $(BOOK_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sync: $(STAMP)
 	$(BIN)/python tools/build_book.py --sync
+
+save-times: $(STAMP)
+	$(BIN)/python tools/build_book.py --save-times
 
 install: $(STAMP)
 

@@ -277,19 +277,53 @@ def test_clear_outputs_keeps_ids(tmp_path):
     assert bb.clear_outputs(path) is False
 
 
-def test_sync_pairs_and_cleans(tmp_path):
+TINY_RELEASE = bb.Release("https://github.com/o/r", "v1.0.0")
+
+
+def _write_config(root: Path, release=TINY_RELEASE) -> None:
+    (root / "_config.yml").write_text(f"title: tiny\nrepository:\n  url: {release.url}\n  branch: {release.tag}\n")
+
+
+def test_sync_pairs_and_cleans(tmp_path, capsys):
+    _write_config(tmp_path)
     folder = tmp_path / "notebooks" / "a"
     folder.mkdir(parents=True)
     (folder / "one.py").write_text('# %% tags=["parameters"]\nprofile = "ci"\n\n# %%\nx = 1\n')
-    assert bb.sync_notebooks(tmp_path) == 0  # pairs the new .py: writes one.ipynb
+    assert bb.sync_notebooks(tmp_path) == 0  # pairs the new .py: writes one.ipynb, with the setup cell
+    assert "wrote the setup cell (v1.0.0) into notebooks/a/one.py" in capsys.readouterr().out
     nb = nbformat.read(folder / "one.ipynb", as_version=4)
-    nb.cells[1].outputs, nb.cells[1].execution_count = [new_output("stream", text="1\n")], 1
+    assert bb.setup_cell_problem(nb, TINY_RELEASE) is None
+    assert bb.setup_cell_problem(jupytext.read(folder / "one.py"), TINY_RELEASE) is None
+    nb.cells[2].outputs, nb.cells[2].execution_count = [new_output("stream", text="1\n")], 1
     nbformat.write(nb, folder / "one.ipynb")
     assert bb.sync_notebooks(tmp_path) == 0
+    assert "wrote the setup cell" not in capsys.readouterr().out  # already current
     synced = nbformat.read(folder / "one.ipynb", as_version=4)
     assert _cells(synced) == _cells(jupytext.read(folder / "one.py"))
-    assert synced.cells[1].outputs == [] and synced.cells[1].execution_count is None
+    assert [c[0] for c in _cells(synced)] == ["code", "code", "code"]
+    assert synced.cells[2].outputs == [] and synced.cells[2].execution_count is None
     assert _pairing(jupytext.read(folder / "one.py")) == _pairing(synced) != []
+
+
+def test_sync_refreshes_the_setup_cell_after_a_release(tmp_path, capsys):
+    _write_config(tmp_path)
+    for name in ("a/one", "b/two"):
+        (tmp_path / "notebooks" / name).parent.mkdir(parents=True)
+        (tmp_path / "notebooks" / f"{name}.py").write_text("# %% [markdown]\n# # T\n\n# %%\nx = 1\n")
+    assert bb.sync_notebooks(tmp_path) == 0
+    newer = bb.Release(TINY_RELEASE.url, "v1.1.0")
+    _write_config(tmp_path, newer)
+    assert bb.sync_notebooks(tmp_path, ["notebooks/a/*"]) == 0  # --only: b/two keeps the old release
+    for name, release in (("a/one", newer), ("b/two", TINY_RELEASE)):
+        for suffix in (".py", ".ipynb"):
+            nb = jupytext.read(tmp_path / "notebooks" / f"{name}{suffix}")
+            assert bb.setup_cell_problem(nb, release) is None, (name, suffix)
+            assert _cells(nb)[1:] == [("markdown", "# T", []), ("code", "x = 1", [])]
+    assert bb.sync_notebooks(tmp_path, ["nothing*"]) == 0
+    assert "matches nothing*" in capsys.readouterr().out
+    (tmp_path / "_config.yml").write_text("title: no repository\n")
+    assert bb.sync_notebooks(tmp_path) == 2
+    assert "error: _config.yml has no 'repository' section" in capsys.readouterr().out
 
 
 def test_parse_args_errors(capsys):
@@ -351,17 +385,24 @@ open("never_reached", "w")
 """
 
 
+def _setup_cell(release=TINY_RELEASE) -> str:
+    return '# %% tags=["setup", "remove-cell"]\n' + bb.setup_cell_source(release) + "\n\n"
+
+
 def _tiny_book(root: Path) -> None:
     (root / "book").mkdir()
     (root / "book" / "intro.md").write_text("# Intro\n")
-    (root / "_config.yml").write_text("title: tiny\n")
+    (root / "book" / "references.bib").write_text("")
+    (root / "book" / "chapters.yml").write_text(
+        "chapters:\n  - {folder: a, title: A, papers: [], idea: a}\n  - {folder: b, title: B, papers: [], idea: b}\n")
+    _write_config(root)
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nchapters:\n"
         "  - file: notebooks/a/one\n  - file: notebooks/a/bad\n  - file: notebooks/b/three\n"
     )
     for name, text in (("a/one", OK_NOTEBOOK), ("a/bad", BAD_NOTEBOOK), ("b/three", OK_NOTEBOOK)):
         (root / "notebooks" / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / "notebooks" / f"{name}.py").write_text(text)
+        (root / "notebooks" / f"{name}.py").write_text(_setup_cell() + text)
     (root / "notebooks" / "a" / "figure.svg").write_text("<svg/>")
 
 
@@ -374,13 +415,23 @@ def test_build_reports_a_failing_notebook_and_goes_on(tmp_path, capsys):
     assert dict(os.environ) == environ  # the kernel environment is restored
 
     # the failing notebook is named, with its traceback; the other one still ran
-    assert "FAILED: notebooks/a/bad (cell In [3])" in out
+    assert "FAILED: notebooks/a/bad (cell In [4])" in out  # after the setup cell
     assert "ValueError: boom from the bad notebook" in out and "----> 2     raise ValueError" in out
     assert "FAILED notebooks: notebooks/a/bad" in out and "not building the HTML" in out
     assert not (tmp_path / "notebooks" / "a" / "never_reached").exists()
     build = tmp_path.resolve() / "_build"
-    executed = nbformat.read(build / "staging" / "notebooks" / "a" / "bad.ipynb", as_version=4)
+    executed = nbformat.read(build / "executed" / "notebooks" / "a" / "bad.ipynb", as_version=4)
     assert any(o.output_type == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"executed notebook (with the error): {build / 'executed' / 'notebooks' / 'a' / 'bad.ipynb'}" in out
+
+    # the summary of the run: library, commit, device, and per notebook
+    execution = json.loads((build / "execution.json").read_text())
+    assert execution["profile"] == "ci" and execution["pixelweight"] and execution["git_commit"]
+    assert execution["toc_notebooks"] == ["notebooks/a/one", "notebooks/a/bad", "notebooks/b/three"]
+    assert {k: v["status"] for k, v in execution["notebooks"].items()} == {
+        "notebooks/a/one": "ok", "notebooks/a/bad": "failed"}
+    assert execution["notebooks"]["notebooks/a/one"]["records"] == 0  # seen.json is not a run record
+    assert not (build / "build_info.json").exists()
 
     # parameters, working directory, interpreter and matplotlib backend of the kernel
     seen = json.loads((build / "results" / "a" / "one" / "seen.json").read_text())
@@ -412,6 +463,16 @@ def test_build_refuses_inconsistent_sources(tmp_path, capsys):
     assert bb.main(["--root", str(tmp_path), "--no-html"]) == 2
     assert "error: _toc.yml lists the notebook 'notebooks/b/three' but its jupytext source" in capsys.readouterr().out
     assert not (tmp_path / "_build" / "staging").exists()  # refused before anything ran
+
+
+def test_build_fails_a_notebook_without_its_setup_cell_before_running_it(tmp_path):
+    source = tmp_path / "n.py"
+    source.write_text(OK_NOTEBOOK + 'open("ran", "w")\n')
+    result = bb.execute_notebook(source, tmp_path / "out" / "n.ipynb", name="n", parameters={},
+                                 kernel_name="unused", cwd=tmp_path, release=TINY_RELEASE)
+    assert (result.notebook, result.status) == ("n", "failed")
+    assert "ValueError: the notebook has no setup cell (a first code cell tagged 'setup'): run `make sync`" in result.error
+    assert not (tmp_path / "ran").exists()
 
 
 def test_build_fails_a_notebook_without_parameters_before_running_it(tmp_path):

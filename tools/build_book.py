@@ -4,39 +4,58 @@
 Run it with the virtual environment's interpreter (``make book`` does)::
 
     .venv/bin/python tools/build_book.py [--profile {ci,full}] [--device auto] [--only GLOB]
-                                         [--no-html] [--timeout SECONDS]
+                                         [--no-html | --html-only] [--timeout SECONDS]
+    .venv/bin/python tools/build_book.py --sync [--only GLOB]     # make sync
+    .venv/bin/python tools/build_book.py --save-times             # after a full run on a GPU
 
 The steps, in order:
 
 1. Read ``_toc.yml`` and collect every page it lists. A page under ``notebooks/`` is a
    notebook whose source of truth is its jupytext ``py:percent`` file: the ``.py`` must exist.
+   Read ``_config.yml`` (the repository and the release tag, :class:`Release`),
+   ``book/chapters.yml`` (every notebook's folder must be a chapter there) and
+   ``book/references.bib``.
 2. Wipe and re-create the staging tree ``_build/staging/``: copy ``_config.yml``,
-   ``_toc.yml`` and ``book/``; convert every notebook's ``.py`` with jupytext and execute it
-   with papermill into the staging tree at the same relative path. The kernel runs this very
-   interpreter (a kernelspec written to ``_build/jupyter/`` points at ``sys.executable``, and
-   a pre-flight check compares the kernel's ``sys.prefix`` with ours), its working directory
-   is the notebook's own folder in the repository, matplotlib is headless (see
-   :data:`MPLBACKEND`), and papermill injects
-   the parameters ``profile``, ``device`` and ``results_dir`` (an absolute path
-   ``_build/results/<chapter>/<notebook>``, emptied before the run).
-3. A failing cell fails the build: the notebook's name and the cell's traceback are printed,
+   ``_toc.yml``, ``book/`` and the assets beside the notebooks.
+3. Convert every notebook's ``.py`` with jupytext and execute it with papermill into
+   ``_build/executed/`` at the same relative path. Before it runs, its ``parameters`` cell and
+   its first cell (the setup cell of the release, :func:`setup_cell_source`) are checked. The
+   kernel runs this very interpreter (a kernelspec written to ``_build/jupyter/`` points at
+   ``sys.executable``, and a pre-flight check compares the kernel's ``sys.prefix`` with
+   ours), its working directory is the notebook's own folder in the repository, matplotlib is
+   headless (see :data:`MPLBACKEND`), and papermill injects the parameters ``profile``,
+   ``device`` and ``results_dir`` (an absolute path ``_build/results/<chapter>/<notebook>``,
+   emptied before the run). After the run, the JSON run records the notebook left there must
+   come from this source tree (same library version and git commit as the build), and its
+   verdicts (``pixelweight.book.record_verdicts``) must be for its own chapter.
+4. A failing cell fails the build: the notebook's name and the cell's traceback are printed,
    the remaining notebooks still run, and the script exits non-zero at the end (the HTML is
-   then not built). Nothing is run with ``allow_errors``.
-4. Build the HTML with ``jupyter-book build _build/staging --path-output . -W -n
-   --keep-going --all`` (from the repository root) (execution is off in ``_config.yml``: papermill already ran), so the
-   book lands in ``_build/html/`` and any Sphinx warning fails the build.
-5. Print where the book is and a per-notebook timing table, also saved as
-   ``_build/timings.csv`` and ``_build/timings.md``.
+   then not built). Nothing is run with ``allow_errors``. The run's summary (library version,
+   commit, profile, device, and per notebook: time, number of records, verdicts) is saved as
+   ``_build/execution.json``, the timings as ``_build/timings.csv`` and ``timings.md``.
+5. Generate the book's computed parts into the staging tree (:func:`stage_generated`): the
+   footer of every page (library version, commit, profile, device), the landing page's edition
+   line and chapter table with the recorded verdicts, the BibTeX of the "How to cite" page
+   (from ``CITATION.cff`` and ``book/references.bib``), and each notebook's header (what it
+   needs, its ``ci`` time measured by this build, its ``full`` time where
+   ``results/notebook_times.csv`` has one, how to rerun it, and a link to its run records).
+6. Build the HTML with ``jupyter-book build _build/staging --path-output . -W -n
+   --keep-going --all`` (from the repository root) (execution is off in ``_config.yml``:
+   papermill already ran), so the book lands in ``_build/html/`` and any Sphinx warning fails
+   the build. On success ``_build/build_info.json`` lists the pages built, for the browser
+   test (``tests/test_book_browser.py``).
+7. Print where the book is and the per-notebook timing table.
 
 ``--only GLOB`` (repeatable) executes only the notebooks whose toc path
 (``notebooks/00_testbed/01_testbed``) or file name matches one of the globs; the book is then
 built from those notebooks plus every prose page, the other notebooks are left out of the
 staged ``_toc.yml``, and Sphinx warnings are printed but not errors (links to the pages left
 out cannot resolve): a partial book is for previewing a chapter, not for publishing.
+``--html-only`` skips step 3 and rebuilds the HTML from the notebooks the last run executed.
 
 Exit status: 0 on success, 1 when a notebook or the HTML build failed, 2 when the book's
-sources are inconsistent (a toc entry without its source, a notebook without a valid
-``parameters`` cell, a kernel that is not this interpreter).
+sources are inconsistent (a toc entry without its source, a notebook folder missing from
+``book/chapters.yml``, a bad ``_config.yml``, a kernel that is not this interpreter).
 """
 
 from __future__ import annotations
@@ -47,6 +66,7 @@ import contextlib
 import copy
 import csv
 import fnmatch
+import html
 import io
 import json
 import os
@@ -63,6 +83,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = "notebooks"
+CONFIG_FILE = "_config.yml"
+CHAPTERS_FILE = "book/chapters.yml"
+BIB_FILE = "book/references.bib"
+CITATION_FILE = "CITATION.cff"
+#: Committed notebook times (``--save-times``), for the ``full`` times of the chapter headers.
+NOTEBOOK_TIMES_FILE = "results/notebook_times.csv"
+NOTEBOOK_TIMES_COLUMNS = ("notebook", "profile", "seconds", "device", "pixelweight", "git_commit", "created_utc")
+#: In ``_build/``: the summary of the last execution, and what the last HTML build holds.
+EXECUTION_FILE = "execution.json"
+BUILD_INFO_FILE = "build_info.json"
 #: The names a notebook's ``parameters`` cell must assign, exactly, and their defaults
 #: where the design fixes one (``results_dir`` is machine dependent).
 PARAMETERS = ("profile", "device", "results_dir")
@@ -196,6 +226,181 @@ def matches(entry: str, globs: list[str]) -> bool:
 
 
 # --------------------------------------------------------------------------------------
+# The configuration: the repository, the release and every notebook's setup cell
+# --------------------------------------------------------------------------------------
+_GITHUB_RE = re.compile(r"^https://github\.com/(?P<org>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)$")
+_TAG_RE = re.compile(r"^v\d+(\.\d+)*([.+-]?[A-Za-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Release:
+    """The repository and the release tag, as ``_config.yml``'s ``repository`` section gives them.
+
+    ``url`` is ``repository.url`` (a GitHub repository: Colab opens notebooks from GitHub) and
+    ``tag`` is ``repository.branch``, the release tag the book is published from.
+    """
+
+    url: str
+    tag: str
+
+    @property
+    def org_repo(self) -> tuple[str, str]:
+        match = _GITHUB_RE.match(self.url)
+        if match is None:
+            raise BuildError(f"not a GitHub repository URL: {self.url!r}")
+        return match["org"], match["repo"]
+
+    @property
+    def requirement(self) -> str:
+        """The pip requirement of exactly this release of the library."""
+        return f"pixelweight @ git+{self.url}@{self.tag}"
+
+    def colab_url(self, colab: str, path: str) -> str:
+        """The address a Colab launch button opens for the repository file ``path``
+        (what sphinx-book-theme writes for ``launch_buttons.colab_url``)."""
+        org, repo = self.org_repo
+        return f"{colab.strip('/')}/github/{org}/{repo}/blob/{self.tag}/{path}"
+
+    def commit_url(self, sha: str) -> str:
+        return f"{self.url}/commit/{sha}"
+
+
+def read_config(root: Path) -> dict:
+    """``_config.yml`` as a dict."""
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise BuildError(f"no book configuration at {path}")
+    with path.open(encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise BuildError(f"{path} must be a YAML mapping")
+    return config
+
+
+def release_of(config: dict) -> Release:
+    """The :class:`Release` of a configuration; :class:`BuildError` says what is wrong with it."""
+    repository = config.get("repository")
+    if not isinstance(repository, dict):
+        raise BuildError("_config.yml has no 'repository' section (url and branch, the release tag)")
+    url = repository.get("url")
+    if not isinstance(url, str) or not _GITHUB_RE.match(url):
+        raise BuildError(
+            "_config.yml: repository.url must be a GitHub repository, https://github.com/<org>/<repo> "
+            f"without a trailing slash (Colab opens the notebooks from GitHub), got {url!r}"
+        )
+    tag = repository.get("branch")
+    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        raise BuildError(
+            "_config.yml: repository.branch must be the release tag, 'v' + the version in "
+            f"pyproject.toml (e.g. v0.1.0), got {tag!r}"
+        )
+    return Release(url, tag)
+
+
+def project_metadata(root: Path) -> dict[str, str]:
+    """``version`` and ``requires-python`` of ``[project]`` in ``pyproject.toml``."""
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        raise BuildError(f"no pyproject.toml at {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the two plain string keys of [project]
+        section = re.search(r"(?ms)^\[project\]\s*$(.*?)(?=^\[|\Z)", text)
+        body = section.group(1) if section else ""
+        project = {k: m.group(1) for k in ("version", "requires-python")
+                   if (m := re.search(rf'(?m)^{re.escape(k)}\s*=\s*"([^"]*)"', body))}
+    else:
+        project = tomllib.loads(text).get("project", {})
+    if not isinstance(project.get("version"), str):
+        raise BuildError("pyproject.toml: [project] has no version")
+    return {"version": project["version"], "requires-python": str(project.get("requires-python", ""))}
+
+
+#: The tags of a notebook's first cell, the setup cell: ``setup`` marks it, ``remove-cell``
+#: keeps it off the HTML page (the chapter header says how to run the notebook instead).
+SETUP_TAGS = ["setup", "remove-cell"]
+_SETUP_TEMPLATE = '''\
+# Setup, generated from _config.yml by `make sync` (edit it there, not here). Where pixelweight
+# is missing (on Colab), install the book's release {tag} of it and keep the machine's PyTorch;
+# device = "auto" (next cell) then trains on the GPU when there is one.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+RELEASE = "{requirement}"
+
+if importlib.util.find_spec("pixelweight") is None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # ask for the installed torch itself, so that pip keeps it (e.g. Colab's CUDA build)
+        keep_torch = [f"torch=={{version('torch')}}"]
+    except PackageNotFoundError:
+        keep_torch = []
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *keep_torch, RELEASE], check=True)
+    importlib.invalidate_caches()
+
+import pixelweight
+from pixelweight.train import resolve_device
+
+auto_device = resolve_device("auto")
+print(f"pixelweight {{pixelweight.__version__}}; device 'auto' is {{auto_device}}"
+      + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))'''
+
+
+def setup_cell_source(release: Release) -> str:
+    """The source of every notebook's first cell, for ``release``."""
+    return _SETUP_TEMPLATE.format(tag=release.tag, requirement=release.requirement)
+
+
+def setup_cell_problem(nb, release: Release) -> str | None:
+    """What is wrong with the notebook's setup cell, or ``None`` when it is the current one."""
+    tagged = [i for i, c in enumerate(nb.cells) if SETUP_TAGS[0] in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        return "has no setup cell (a first code cell tagged 'setup')"
+    if len(tagged) > 1:
+        return f"has {len(tagged)} cells tagged 'setup', expected one"
+    if tagged[0] != 0:
+        return f"has its setup cell at position {tagged[0] + 1}, not first"
+    cell = nb.cells[0]
+    if cell.cell_type != "code":
+        return f"has a {cell.cell_type} cell tagged 'setup', not a code cell"
+    tags = list(cell.metadata.get("tags", []))
+    if tags != SETUP_TAGS:
+        return f"has a setup cell tagged {tags}, expected {SETUP_TAGS}"
+    if cell.source != setup_cell_source(release):
+        return f"has a setup cell that is not the one _config.yml gives (release {release.tag} of {release.url})"
+    return None
+
+
+def check_setup_cell(nb, release: Release) -> None:
+    """Raise ``ValueError`` unless the notebook's first cell is the current setup cell."""
+    problem = setup_cell_problem(nb, release)
+    if problem:
+        raise ValueError(f"the notebook {problem}: run `make sync`")
+
+
+def refresh_setup_cell(nb, release: Release) -> bool:
+    """Make the notebook's first cell the current setup cell (inserted, moved or rewritten;
+    any other cell tagged ``setup`` is removed). Returns whether the notebook changed."""
+    from nbformat.v4 import new_code_cell
+
+    if setup_cell_problem(nb, release) is None:
+        return False
+    nb.cells = [c for c in nb.cells if SETUP_TAGS[0] not in c.get("metadata", {}).get("tags", [])]
+    nb.cells.insert(0, new_code_cell(setup_cell_source(release), metadata={"tags": list(SETUP_TAGS)}))
+    # jupytext pairs a .py without cell metadata with the filter "-all", which would drop the
+    # tags from the .py: let the filter keep them.
+    jupytext_metadata = nb.metadata.get("jupytext", {})
+    kept = jupytext_metadata.get("cell_metadata_filter")
+    if kept is not None and "tags" not in kept.split(","):
+        jupytext_metadata["cell_metadata_filter"] = ",".join(
+            ["tags", *(f for f in kept.split(",") if f and f != "-tags")])
+    return True
+
+
+# --------------------------------------------------------------------------------------
 # Notebooks
 # --------------------------------------------------------------------------------------
 def notebook_parameters(nb) -> dict[str, object]:
@@ -277,28 +482,49 @@ def clear_outputs(path: Path) -> bool:
     return changed
 
 
-def sync_notebooks(root: Path) -> int:
-    """``jupytext --sync`` every notebook pair under ``notebooks/``, then clear the outputs of
-    the ``.ipynb`` files (they are committed without outputs). A ``.py`` not yet paired is
-    paired first (``--set-formats ipynb,py:percent``), which writes its ``.ipynb``.
-    Returns the exit status."""
+def sync_notebooks(root: Path, only: list[str] | None = None) -> int:
+    """``make sync``: pair and ``jupytext --sync`` every notebook under ``notebooks/``, make its
+    first cell the setup cell of ``_config.yml``'s release, and clear the outputs of the
+    ``.ipynb`` files (they are committed without outputs).
+
+    A ``.py`` not yet paired is paired first (``--set-formats ipynb,py:percent``), which writes
+    its ``.ipynb``. The pair is synced before the setup cell is written into the ``.py`` (so an
+    edit made in the ``.ipynb`` is not lost) and again after. ``only`` (globs, as ``--only``)
+    limits all this to the matching notebooks. Returns the exit status.
+    """
     import jupytext
     from jupytext.cli import jupytext as jupytext_cli
 
+    try:
+        release = release_of(read_config(root))
+    except (BuildError, OSError, yaml.YAMLError) as exc:
+        say(f"error: {exc}")
+        return 2
     sources = [p for p in notebook_files(root) if p.suffix == ".py"]
+    if only:
+        sources = [p for p in sources if matches(p.relative_to(root).with_suffix("").as_posix(), only)]
     if not sources:
-        say(f"no notebook under {root / NOTEBOOKS_DIR}")
+        say(f"no notebook under {root / NOTEBOOKS_DIR}" + (f" matches {' '.join(only)}" if only else ""))
         return 0
     try:
         for source in sources:
             if not jupytext.read(source).metadata.get("jupytext", {}).get("formats"):
                 jupytext_cli(["--set-formats", PAIRING, str(source)])
         jupytext_cli(["--sync", *map(str, sources)])
+        refreshed = []
+        for source in sources:
+            nb = jupytext.read(source)
+            if refresh_setup_cell(nb, release):
+                jupytext.write(nb, source, fmt="py:percent")
+                refreshed.append(source)
+                say(f"wrote the setup cell ({release.tag}) into {source.relative_to(root)}")
+        if refreshed:
+            jupytext_cli(["--sync", *map(str, refreshed)])
     except (ValueError, OSError) as exc:  # jupytext reports unpaired files this way
         say(f"error: {exc}")
         return 1
-    for path in notebook_files(root):
-        if path.suffix == ".ipynb" and clear_outputs(path):
+    for path in (source.with_suffix(".ipynb") for source in sources):
+        if path.is_file() and clear_outputs(path):
             say(f"cleared the outputs of {path.relative_to(root)}")
     return 0
 
@@ -429,12 +655,14 @@ def execute_notebook(
     cwd: Path,
     timeout: float | None = None,
     log_output: bool = False,
+    release: Release | None = None,
 ) -> RunResult:
     """Convert ``source`` (py:percent) with jupytext and execute it with papermill into ``output``.
 
     Never raises for a notebook's own failure: the result carries ``status="failed"`` and the
     readable report of :func:`format_failure`. The kernel must already be set up
-    (:func:`kernel_environment`).
+    (:func:`kernel_environment`). With ``release``, the notebook's first cell must be that
+    release's setup cell (:func:`check_setup_cell`).
     """
     import jupytext
     import papermill
@@ -443,6 +671,8 @@ def execute_notebook(
     try:
         nb = jupytext.read(source)
         check_parameters(nb)
+        if release is not None:
+            check_setup_cell(nb, release)
         output.parent.mkdir(parents=True, exist_ok=True)
         jupytext.write(nb, output, fmt="ipynb")
         papermill.execute_notebook(
@@ -555,6 +785,460 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def stage_generated(root: Path, staging: Path, *, pages: list[str], notebooks: list[str],
+                    toc_notebooks: list[str], executed_dir: Path, execution: dict, config: dict,
+                    release: Release, chapters: list[Chapter], bib: dict[str, str]) -> None:
+    """Write the generated parts into the staged tree (after :func:`stage_sources`).
+
+    - ``_config.yml``: the footer of every page names the library version, the commit, the
+      profile and the device of the execution (:func:`footer_html`);
+    - prose pages: each ``<!-- generated: name -->`` line is filled (:func:`fill_generated`):
+      the landing page's edition line and chapter table, the BibTeX of "How to cite";
+    - notebooks: the executed notebook, with the chapter header (:func:`notebook_header`)
+      appended to its first Markdown cell, papermill's injected-parameters cell (absolute
+      paths of the build machine) hidden from the page, and its run records beside it.
+    """
+    import nbformat
+
+    staged_config = copy.deepcopy(config)
+    staged_config.setdefault("html", {})["extra_footer"] = footer_html(execution, release)
+    with (staging / CONFIG_FILE).open("w", encoding="utf-8") as handle:
+        yaml.safe_dump(staged_config, handle, sort_keys=False, allow_unicode=True)
+
+    citation = read_citation(root)
+    released = citation.get("date-released")
+    year = str(released)[:4] if released else str(config.get("copyright", ""))[:4]
+    if not re.match(r"^\d{4}$", year):
+        raise BuildError(f"no year for the book's citation: set date-released in {CITATION_FILE} "
+                         "or a year as copyright in _config.yml")
+    verdicts: dict[str, list[dict]] = {}
+    for entry in notebooks:
+        verdicts.setdefault(chapter_of(entry), []).extend(execution["notebooks"][entry]["verdicts"])
+    context = {
+        "execution": execution, "release": release, "chapters": chapters, "bib": bib,
+        "toc_notebooks": toc_notebooks, "built": notebooks, "verdicts": verdicts,
+        "citation": citation, "year": year,
+    }
+    for entry in pages:
+        staged = staging / page_source(root, entry).relative_to(root)
+        if staged.suffix == ".md":
+            staged.write_text(fill_generated(staged.read_text(encoding="utf-8"), context), encoding="utf-8")
+
+    committed = read_notebook_times(root)
+    requires_python = project_metadata(root)["requires-python"]
+    for entry in notebooks:
+        executed = executed_dir / f"{entry}.ipynb"
+        target = staging / f"{entry}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.read(executed, as_version=4)
+        for cell in nb.cells:  # papermill's copy of the parameters holds this machine's paths
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                cell.metadata["tags"] = [*tags, "remove-cell"]
+        n_records = execution["notebooks"][entry]["records"]
+        add_header(nb, notebook_header(entry, execution, committed, release, requires_python, n_records))
+        nbformat.write(nb, target)
+        if n_records:
+            shutil.copy2(records_file(executed), records_file(target))
+
+
+# --------------------------------------------------------------------------------------
+# What a run leaves: run records, verdicts, the execution summary, committed times
+# --------------------------------------------------------------------------------------
+def chapter_of(entry: str) -> str:
+    """The chapter folder of a notebook's toc entry: ``notebooks/02_recall/01_x`` -> ``02_recall``."""
+    parts = PurePosixPath(entry).parts
+    if len(parts) < 3 or parts[0] != NOTEBOOKS_DIR:
+        raise BuildError(f"a notebook lives in notebooks/<chapter>/, got {entry!r}")
+    return parts[1]
+
+
+def collect_run_outputs(results_dir: Path, entry: str, commit: str, version: str) -> tuple[list[dict], list[dict]]:
+    """The run records and verdicts a notebook left in ``results_dir``.
+
+    A record is every JSON file :func:`pixelweight.results.load_record` accepts (other JSON
+    files are the notebook's own business). Raises ``ValueError`` when a record was not made
+    by this source tree (its library version or git commit differ from the build's: the
+    figures would not be traceable to the commit the book shows) or when the notebook recorded
+    verdicts for another chapter than its folder.
+    """
+    from pixelweight.book import read_verdicts
+    from pixelweight.results import load_record
+
+    records = []
+    for path in sorted(results_dir.rglob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            record = load_record(path)
+        except ValueError:
+            continue
+        made = (record.provenance.get("pixelweight"), record.provenance.get("git_commit"))
+        if made != (version, commit):
+            raise ValueError(
+                f"the run record {path.name} was made by pixelweight {made[0]} at commit {made[1]}, "
+                f"but the book is built from pixelweight {version} at commit {commit}: the kernel does "
+                "not run this source tree (install it with `pip install -e .`, as make does)"
+            )
+        records.append(record.to_dict())
+    verdicts = read_verdicts(results_dir)
+    chapter = chapter_of(entry)
+    for line in verdicts:
+        if line["chapter"] != chapter:
+            raise ValueError(
+                f"the notebook recorded verdicts for chapter {line['chapter']!r}, but it lives in "
+                f"notebooks/{chapter}/: call record_verdicts(results_dir, {chapter!r}, ...)"
+            )
+    return records, verdicts
+
+
+def records_file(executed: Path) -> Path:
+    """Where a notebook's run records are gathered: ``<notebook>.records.json`` beside it."""
+    return executed.with_name(executed.stem + ".records.json")
+
+
+def load_execution(build_dir: Path) -> dict:
+    """The summary of the last execution, ``_build/execution.json``."""
+    path = build_dir / EXECUTION_FILE
+    if not path.is_file():
+        raise BuildError(f"no executed notebooks: {path} is missing (run `make book` first)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_notebook_times(root: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """The committed notebook times, ``results/notebook_times.csv``: ``{(notebook, profile): row}``."""
+    path = root / NOTEBOOK_TIMES_FILE
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != NOTEBOOK_TIMES_COLUMNS:
+            raise BuildError(f"{path}: the columns must be {', '.join(NOTEBOOK_TIMES_COLUMNS)}")
+        return {(row["notebook"], row["profile"]): row for row in reader}
+
+
+def save_notebook_times(root: Path) -> int:
+    """``--save-times``: put the last execution's notebook times, with their device, library
+    version and commit, into ``results/notebook_times.csv`` (one row per notebook and profile;
+    a newer run replaces the older row). Commit that file after a ``full`` run on a GPU: the
+    chapter headers show it. Returns the exit status."""
+    try:
+        execution = load_execution(root / "_build")
+        rows = read_notebook_times(root)
+    except BuildError as exc:
+        say(f"error: {exc}")
+        return 2
+    saved = 0
+    for notebook, run in execution["notebooks"].items():
+        if run["status"] != "ok":
+            continue
+        rows[(notebook, execution["profile"])] = {
+            "notebook": notebook, "profile": execution["profile"], "seconds": f"{run['seconds']:.1f}",
+            "device": execution["device_description"], "pixelweight": execution["pixelweight"],
+            "git_commit": execution["git_commit"], "created_utc": execution["created_utc"],
+        }
+        saved += 1
+    path = root / NOTEBOOK_TIMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=NOTEBOOK_TIMES_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[key] for key in sorted(rows))
+    say(f"saved the times of {saved} notebook(s) ({execution['profile']} profile, "
+        f"{execution['device_description']}) to {_relative(path, root)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# The generated parts of the book: landing table, citations, chapter headers, footer
+# --------------------------------------------------------------------------------------
+_MARKER_RE = re.compile(r"<!-- generated: ([a-z][a-z0-9-]*) -->")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One entry of ``book/chapters.yml``."""
+
+    folder: str
+    title: str
+    papers: tuple[str, ...]
+    idea: str
+
+
+def read_chapters(root: Path) -> list[Chapter]:
+    """The chapters of ``book/chapters.yml``, validated."""
+    path = root / CHAPTERS_FILE
+    if not path.is_file():
+        raise BuildError(f"no chapter list at {path}")
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    items = data.get("chapters") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise BuildError(f"{CHAPTERS_FILE} must hold a non-empty list 'chapters'")
+    chapters: list[Chapter] = []
+    for number, item in enumerate(items, 1):
+        where = f"{CHAPTERS_FILE}, chapter {number}"
+        if not isinstance(item, dict) or set(item) != {"folder", "title", "papers", "idea"}:
+            raise BuildError(f"{where}: needs exactly the keys folder, title, papers, idea, got {item!r}")
+        folder, title, papers, idea = item["folder"], item["title"], item["papers"], item["idea"]
+        if not isinstance(folder, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", folder):
+            raise BuildError(f"{where}: folder must be a folder name under notebooks/, got {folder!r}")
+        if not isinstance(title, str) or not title.strip() or not isinstance(idea, str) or not idea.strip():
+            raise BuildError(f"{where}: title and idea must be non-empty strings")
+        if not isinstance(papers, list) or not all(isinstance(k, str) and k for k in papers):
+            raise BuildError(f"{where}: papers must be a list of BibTeX keys, got {papers!r}")
+        if any(c.folder == folder for c in chapters):
+            raise BuildError(f"{where}: the folder {folder!r} is listed twice")
+        chapters.append(Chapter(folder, title.strip(), tuple(papers), idea.strip()))
+    return chapters
+
+
+def check_chapters(chapters: list[Chapter], notebooks: list[str], bib_keys: set[str]) -> None:
+    """Every notebook's folder is a chapter of ``book/chapters.yml``; every paper key is in
+    ``book/references.bib``."""
+    folders = {c.folder for c in chapters}
+    for entry in notebooks:
+        if chapter_of(entry) not in folders:
+            raise BuildError(
+                f"_toc.yml lists {entry}, but its folder {chapter_of(entry)!r} is not a chapter of "
+                f"{CHAPTERS_FILE}: add it there (folder, title, papers, idea)"
+            )
+    for chapter in chapters:
+        missing = [k for k in chapter.papers if k not in bib_keys]
+        if missing:
+            raise BuildError(f"{CHAPTERS_FILE}: chapter {chapter.folder} names papers not in {BIB_FILE}: {missing}")
+
+
+def bib_entries(text: str) -> dict[str, str]:
+    """The entries of a BibTeX file, ``{key: entry text as written}``, in file order
+    (``@comment``, ``@string`` and ``@preamble`` skipped)."""
+    entries: dict[str, str] = {}
+    end = 0
+    for match in re.finditer(r"(?m)^@(\w+)\s*\{", text):
+        if match.start() < end:
+            continue
+        depth, i = 1, match.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        line = text.count("\n", 0, match.start()) + 1
+        if depth:
+            raise BuildError(f"{BIB_FILE}, line {line}: unbalanced braces")
+        end = i
+        if match.group(1).lower() in ("comment", "string", "preamble"):
+            continue
+        key = text[match.end():i].split(",", 1)[0].strip()
+        if not key or key in entries:
+            raise BuildError(f"{BIB_FILE}, line {line}: {'duplicate key ' + key if key else 'an entry without a key'}")
+        entries[key] = text[match.start():i]
+    return entries
+
+
+def read_bib(root: Path) -> dict[str, str]:
+    path = root / BIB_FILE
+    if not path.is_file():
+        raise BuildError(f"no bibliography at {path}")
+    return bib_entries(path.read_text(encoding="utf-8"))
+
+
+def read_citation(root: Path) -> dict:
+    path = root / CITATION_FILE
+    if not path.is_file():
+        raise BuildError(f"no {CITATION_FILE} at {path}")
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, dict):
+        raise BuildError(f"{CITATION_FILE} must be a YAML mapping")
+    return data
+
+
+def _cff_author(author: dict) -> str:
+    if "name" in author:  # an entity: braces keep BibTeX from splitting it into names
+        return "{" + str(author["name"]) + "}"
+    family = " ".join(str(author[k]) for k in ("name-particle", "family-names") if author.get(k))
+    given = str(author.get("given-names", ""))
+    return f"{family}, {given}" if given else family
+
+
+def book_bibtex(citation: dict, year: str) -> str:
+    """A BibTeX ``@software`` entry of the book and its library, from ``CITATION.cff``."""
+    for key in ("title", "authors", "version"):
+        if not citation.get(key):
+            raise BuildError(f"{CITATION_FILE} has no {key}")
+    fields = [
+        ("author", " and ".join(_cff_author(a) for a in citation["authors"])),
+        ("title", "{" + str(citation["title"]) + "}"),
+        ("year", year),
+        ("version", str(citation["version"])),
+    ]
+    if citation.get("doi"):
+        fields.append(("doi", str(citation["doi"])))
+    if citation.get("repository-code") or citation.get("url"):
+        fields.append(("url", str(citation.get("repository-code") or citation.get("url"))))
+    if citation.get("license"):
+        fields.append(("license", str(citation["license"])))
+    fields.append(("note", f"Jupyter Book and Python library pixelweight, release v{citation['version']}"))
+    width = max(len(name) for name, _ in fields)
+    body = ",\n".join(f"  {name:<{width}} = {{{value}}}" for name, value in fields)
+    return f"@software{{whichpixelsmatter{year},\n{body},\n}}"
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``2.8 min`` or ``1.6 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _short(sha: str) -> str:
+    return sha[:10] if sha and sha != "unknown" else "unknown"
+
+
+def verdict_summary(verdicts: list[dict]) -> str:
+    """``2 reproduced, 1 not reproduced (3 claims)``, counted in the order of
+    :data:`pixelweight.stats.VERDICTS`."""
+    from pixelweight.stats import VERDICTS
+
+    counts = [(v, sum(e["verdict"] == v for e in verdicts)) for v in VERDICTS]
+    parts = [f"{n} {v}" for v, n in counts if n]
+    return f"{', '.join(parts)} ({len(verdicts)} claim{'s' if len(verdicts) != 1 else ''})"
+
+
+def chapters_table(chapters: list[Chapter], toc_notebooks: list[str], built: list[str],
+                   verdicts: dict[str, list[dict]]) -> str:
+    """The landing page's table: one row per chapter, linked when written, with its verdicts.
+
+    ``toc_notebooks``: every notebook of ``_toc.yml``; ``built``: those in this build (fewer
+    for ``--only``); ``verdicts``: the verdicts recorded per chapter folder.
+    """
+    lines = ["| Chapter | Paper | Which pixels matter | Verdicts |", "|---|---|---|---|"]
+    for chapter in chapters:
+        in_toc = [e for e in toc_notebooks if chapter_of(e) == chapter.folder]
+        in_build = [e for e in built if chapter_of(e) == chapter.folder]
+        papers = "; ".join(f"{{cite:t}}`{key}`" for key in chapter.papers) or "—"
+        if in_build:
+            name = f"{{doc}}`{chapter.title} </{in_build[0]}>`"
+            found = verdicts.get(chapter.folder, [])
+            verdict = verdict_summary(found) if found else "no verdict recorded yet"
+        elif in_toc:
+            name, verdict = chapter.title, "not in this partial build"
+        else:
+            name, verdict = chapter.title, "planned"
+        lines.append(f"| {name} | {papers} | {chapter.idea} | {verdict} |")
+    return "\n".join(lines)
+
+
+def edition_markdown(execution: dict, release: Release) -> str:
+    """The landing page's line saying which library version and commit the book shows."""
+    sha = execution["git_commit"]
+    commit = f"[`{_short(sha)}`]({release.commit_url(sha)})" if sha != "unknown" else "`unknown`"
+    dirty = " (with uncommitted changes)" if execution.get("git_dirty") else ""
+    return (
+        f"**This edition** shows `pixelweight` {execution['pixelweight']} at commit {commit}{dirty}: "
+        f"its notebooks were executed on {execution['created_utc'][:10]} with the "
+        f"`{execution['profile']}` profile on {execution['device_description']}. The Colab buttons "
+        f"open release `{release.tag}`."
+    )
+
+
+def footer_html(execution: dict, release: Release) -> str:
+    """The footer of every page: library version, commit, profile, device (escaped HTML)."""
+    sha = execution["git_commit"]
+    commit = (f'<a href="{html.escape(release.commit_url(sha))}"><code>{html.escape(_short(sha))}</code></a>'
+              if sha != "unknown" else "<code>unknown</code>")
+    dirty = " (with uncommitted changes)" if execution.get("git_dirty") else ""
+    return (
+        f'<p class="pixelweight-edition" data-pixelweight="{html.escape(execution["pixelweight"])}" '
+        f'data-git-commit="{html.escape(sha)}">Built with pixelweight {html.escape(execution["pixelweight"])} '
+        f"at commit {commit}{dirty}; notebooks executed {html.escape(execution['created_utc'][:10])} with the "
+        f"<code>{html.escape(execution['profile'])}</code> profile on "
+        f"{html.escape(execution['device_description'])}.</p>"
+    )
+
+
+def notebook_header(entry: str, execution: dict, committed: dict, release: Release,
+                    requires_python: str, n_records: int) -> str:
+    """The admonition put at the end of a notebook's first Markdown cell: what it needs, how
+    long it takes (``ci`` time measured by this build or committed, ``full`` time where a
+    GPU run was committed), how to rerun it, and its run records."""
+    run = execution["notebooks"][entry]
+    lines = [
+        f"- **Needs:** Python {requires_python.replace('>=', '≥ ') or '3'}, PyTorch and "
+        f"`pixelweight` {execution['pixelweight']}; "
+        "a CPU is enough for the `ci` profile, the `full` profile is sized for one GPU.",
+    ]
+    for profile, sized in (("ci", "a CPU"), ("full", "a GPU")):
+        if execution["profile"] == profile:
+            when = (f"{format_seconds(run['seconds'])} on {execution['device_description']}, "
+                    "measured by the build of this page")
+        elif (entry, profile) in committed:
+            row = committed[(entry, profile)]
+            when = (f"{format_seconds(float(row['seconds']))} on {row['device']}, recorded "
+                    f"{row['created_utc'][:10]} with pixelweight {row['pixelweight']} at commit "
+                    f"`{_short(row['git_commit'])}`")
+        else:
+            when = "not measured yet" if profile == "ci" else "no GPU run recorded yet"
+        lines.append(f"- **Time, `{profile}` profile** (sized for {sized}): {when}.")
+    name = PurePosixPath(entry).name
+    lines.append(
+        f"- **Rerun it:** the launch button at the top of the page (the rocket, then *Colab*) opens "
+        f"this notebook at release `{release.tag}`, and its first cell installs that release. From a "
+        f"clone: `make book BOOK_ARGS=\"--only '{name}'\"`."
+    )
+    if n_records:
+        lines.append(
+            f"- **Run records:** {{download}}`{n_records} JSON record{'s' if n_records != 1 else ''} "
+            f"<{name}.records.json>` behind this page's numbers and figures (configuration, seed, "
+            f"device, wall time, pixelweight {execution['pixelweight']}, commit `{_short(execution['git_commit'])}`)."
+        )
+    return ":::{admonition} Needs, run time and rerun\n:class: note\n" + "\n".join(lines) + "\n:::"
+
+
+def add_header(nb, header: str) -> None:
+    """Append ``header`` to the notebook's first Markdown cell (the one with its title)."""
+    from nbformat.v4 import new_markdown_cell
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = cell.source.rstrip("\n") + "\n\n" + header
+            return
+    nb.cells.insert(1 if nb.cells else 0, new_markdown_cell(header))
+
+
+def generated_text(name: str, context: dict) -> str:
+    """The Markdown that replaces ``<!-- generated: name -->`` in a prose page."""
+    generators: dict[str, Callable[[], str]] = {
+        "edition": lambda: edition_markdown(context["execution"], context["release"]),
+        "chapters-table": lambda: chapters_table(
+            context["chapters"], context["toc_notebooks"], context["built"], context["verdicts"]),
+        "cite-book": lambda: "```bibtex\n" + book_bibtex(context["citation"], context["year"]) + "\n```",
+        "cite-papers": lambda: cite_papers_markdown(context["chapters"], context["bib"], context["built"]),
+    }
+    if name not in generators:
+        raise BuildError(f"unknown generated block <!-- generated: {name} --> (known: {', '.join(generators)})")
+    return generators[name]()
+
+
+def cite_papers_markdown(chapters: list[Chapter], bib: dict[str, str], built: list[str]) -> str:
+    """BibTeX of each reproduced paper, chapter by chapter."""
+    blocks = []
+    for chapter in chapters:
+        if not chapter.papers:
+            continue
+        first = next((e for e in built if chapter_of(e) == chapter.folder), None)
+        title = f"{{doc}}`{chapter.title} </{first}>`" if first else f"{chapter.title} (chapter planned)"
+        entries = "\n\n".join(bib[key] for key in chapter.papers)
+        blocks.append(f"**{title}**\n\n```bibtex\n{entries}\n```")
+    return "\n\n".join(blocks)
+
+
+def fill_generated(text: str, context: dict) -> str:
+    """Replace every ``<!-- generated: name -->`` line of a prose page."""
+    return _MARKER_RE.sub(lambda m: generated_text(m.group(1), context), text)
+
+
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
@@ -570,15 +1254,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="execute only the notebooks whose toc path or file name matches GLOB "
                              "(repeatable); the book then holds those notebooks and the prose pages")
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks, skip the HTML build")
+    parser.add_argument("--html-only", action="store_true",
+                        help="do not execute: rebuild the HTML from the notebooks the last run executed "
+                             "(_build/executed/), e.g. after editing a prose page")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="limit per notebook cell (default: none)")
     parser.add_argument("--log-output", action="store_true", help="stream the notebooks' cell outputs")
     parser.add_argument("--sync", action="store_true",
-                        help="only jupytext --sync every notebook pair and clear the .ipynb outputs (make sync)")
+                        help="only pair and jupytext --sync the notebooks, write their setup cell from "
+                             "_config.yml and clear the .ipynb outputs (make sync; --only limits it)")
+    parser.add_argument("--save-times", action="store_true",
+                        help=f"only copy the last run's notebook times into {NOTEBOOK_TIMES_FILE} "
+                             "(commit it after a full run on a GPU: the chapter headers show it)")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be positive, got {args.timeout}")
+    if args.html_only and args.no_html:
+        parser.error("--html-only and --no-html exclude each other")
     return args
 
 
@@ -586,13 +1279,91 @@ def say(*lines: str) -> None:
     print(*lines, sep="\n", flush=True)
 
 
+def _execution_context(root: Path, args: argparse.Namespace, toc_notebooks: list[str]) -> dict:
+    """The summary of this execution before any notebook ran: library, commit, device."""
+    import datetime as dt
+
+    from pixelweight import __version__
+    from pixelweight.results import device_description, git_commit
+    from pixelweight.train import resolve_device
+
+    try:
+        device = device_description(resolve_device(args.device))
+    except Exception as exc:  # noqa: BLE001 - an unknown or absent device
+        raise BuildError(f"--device {args.device}: {exc}") from exc
+    commit = git_commit(root)
+    return {
+        "schema_version": 1,
+        "profile": args.profile, "device": args.device, "device_description": device,
+        "pixelweight": __version__, "git_commit": commit["commit"], "git_dirty": commit["dirty"],
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "toc_notebooks": toc_notebooks, "notebooks": {},
+    }
+
+
+def run_notebooks(root: Path, args: argparse.Namespace, notebooks: list[str], executed_dir: Path,
+                  execution: dict, release: Release) -> list[RunResult]:
+    """Execute ``notebooks`` into ``executed_dir``; fill ``execution["notebooks"]``."""
+    build_dir = root / "_build"
+    results: list[RunResult] = []
+    with kernel_environment(build_dir) as kernel_name:
+        executable = check_kernel(kernel_name)
+        say(f"kernel {kernel_name}: {executable}; profile={args.profile} device={args.device} "
+            f"({execution['device_description']}); pixelweight {execution['pixelweight']} at commit "
+            f"{_short(execution['git_commit'])}{' (dirty)' if execution['git_dirty'] else ''}")
+        for index, entry in enumerate(notebooks, 1):
+            results_dir = results_dir_for(root, entry)
+            shutil.rmtree(results_dir, ignore_errors=True)
+            results_dir.mkdir(parents=True)
+            executed = executed_dir / f"{entry}.ipynb"
+            records_file(executed).unlink(missing_ok=True)
+            say(f"[{index}/{len(notebooks)}] executing {entry} ...")
+            result = execute_notebook(
+                root / f"{entry}.py",
+                executed,
+                name=entry,
+                parameters={"profile": args.profile, "device": args.device, "results_dir": str(results_dir)},
+                kernel_name=kernel_name,
+                cwd=(root / entry).parent,
+                timeout=args.timeout,
+                log_output=args.log_output,
+                release=release,
+            )
+            records: list[dict] = []
+            verdicts: list[dict] = []
+            if result.status == "ok":
+                try:
+                    records, verdicts = collect_run_outputs(
+                        results_dir, entry, execution["git_commit"], execution["pixelweight"])
+                except ValueError as exc:
+                    result = RunResult(entry, "failed", result.seconds, format_failure(entry, exc))
+            if records:
+                records_file(executed).write_text(json.dumps(
+                    {"notebook": entry, "profile": args.profile, "pixelweight": execution["pixelweight"],
+                     "git_commit": execution["git_commit"], "records": records},
+                    indent=1, sort_keys=True), encoding="utf-8")
+            execution["notebooks"][entry] = {
+                "status": result.status, "seconds": round(result.seconds, 1),
+                "records": len(records), "verdicts": verdicts,
+            }
+            results.append(result)
+            say(f"[{index}/{len(notebooks)}] {entry}: {result.status} in {result.seconds:.1f} s"
+                + (f", {len(records)} run record(s), {len(verdicts)} verdict(s)" if result.status == "ok" else ""))
+            if result.error:
+                say(result.error)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = args.root.resolve()
     build_dir = root / "_build"
     staging = build_dir / "staging"
+    executed_dir = build_dir / "executed"
     if args.sync:
-        return sync_notebooks(root)
+        return sync_notebooks(root, args.only)
+    if args.save_times:
+        return save_notebook_times(root)
     if args.log_output:
         import logging
 
@@ -603,7 +1374,13 @@ def main(argv: list[str] | None = None) -> int:
         entries = toc_entries(toc)
         for entry in entries:
             page_source(root, entry)  # every entry must have its source
-        notebooks = [e for e in entries if is_notebook(e)]
+        config = read_config(root)
+        release = release_of(config)
+        chapters = read_chapters(root)
+        bib = read_bib(root)
+        toc_notebooks = [e for e in entries if is_notebook(e)]
+        check_chapters(chapters, toc_notebooks, set(bib))
+        notebooks = list(toc_notebooks)
         pages = [e for e in entries if not is_notebook(e)]
         if args.only:
             selected = [e for e in notebooks if matches(e, args.only)]
@@ -614,48 +1391,49 @@ def main(argv: list[str] | None = None) -> int:
             notebooks = selected
             if skipped:
                 say(f"--only: leaving out {', '.join(skipped)}")
+        if args.html_only:
+            execution = load_execution(build_dir)
+            missing = [e for e in notebooks if execution["notebooks"].get(e, {}).get("status") != "ok"
+                       or not (executed_dir / f"{e}.ipynb").is_file()]
+            if missing:
+                raise BuildError(f"--html-only: the last run did not execute {', '.join(missing)}: "
+                                 "run the build without --html-only")
+        else:
+            execution = _execution_context(root, args, toc_notebooks)
         stage_sources(root, staging, toc, pages, notebooks)
     except (BuildError, OSError, yaml.YAMLError) as exc:
         say(f"error: {exc}")
         return 2
 
-    results: list[RunResult] = []
-    with kernel_environment(build_dir) as kernel_name:
+    if args.html_only:
+        results = [RunResult(e, "ok", execution["notebooks"][e]["seconds"]) for e in notebooks]
+        say(f"--html-only: the notebooks as executed on {execution['created_utc']} at commit "
+            f"{_short(execution['git_commit'])} ({execution['profile']} profile)")
+    else:
+        if not args.only:  # no executed notebook of an earlier run survives a complete run
+            shutil.rmtree(executed_dir, ignore_errors=True)
         try:
-            executable = check_kernel(kernel_name)
+            results = run_notebooks(root, args, notebooks, executed_dir, execution, release)
         except BuildError as exc:
             say(f"error: {exc}")
             return 2
-        say(f"kernel {kernel_name}: {executable}; profile={args.profile} device={args.device}")
-        for index, entry in enumerate(notebooks, 1):
-            results_dir = results_dir_for(root, entry)
-            shutil.rmtree(results_dir, ignore_errors=True)
-            results_dir.mkdir(parents=True)
-            say(f"[{index}/{len(notebooks)}] executing {entry} ...")
-            result = execute_notebook(
-                root / f"{entry}.py",
-                staging / f"{entry}.ipynb",
-                name=entry,
-                parameters={"profile": args.profile, "device": args.device, "results_dir": str(results_dir)},
-                kernel_name=kernel_name,
-                cwd=(root / entry).parent,
-                timeout=args.timeout,
-                log_output=args.log_output,
-            )
-            results.append(result)
-            say(f"[{index}/{len(notebooks)}] {entry}: {result.status} in {result.seconds:.1f} s")
-            if result.error:
-                say(result.error)
+        (build_dir / EXECUTION_FILE).write_text(json.dumps(execution, indent=1), encoding="utf-8")
+        write_timings(results, build_dir)
 
     failed = [r.notebook for r in results if r.status != "ok"]
     html_status = 0
     html_seconds = 0.0
+    partial = notebooks != toc_notebooks
+    (build_dir / BUILD_INFO_FILE).unlink(missing_ok=True)
     if failed:
         say("", f"not building the HTML: {len(failed)} notebook(s) failed")
     elif not args.no_html:
         try:
-            command = jupyter_book_command(staging, root, strict=not args.only)
-        except BuildError as exc:
+            stage_generated(root, staging, pages=pages, notebooks=notebooks, toc_notebooks=toc_notebooks,
+                            executed_dir=executed_dir, execution=execution, config=config,
+                            release=release, chapters=chapters, bib=bib)
+            command = jupyter_book_command(staging, root, strict=not partial)
+        except (BuildError, OSError, yaml.YAMLError) as exc:
             say(f"error: {exc}")
             return 2
         for stale in ("html", ".doctrees", "jupyter_execute"):  # no page of an earlier build survives
@@ -664,24 +1442,50 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         html_status = subprocess.call(command, cwd=root)
         html_seconds = time.perf_counter() - start
+        if html_status == 0:
+            write_build_info(build_dir, entries=[e for e in entries if e in pages or e in notebooks],
+                             notebooks=notebooks, partial=partial, execution=execution,
+                             release=release, config=config)
 
-    write_timings(results, build_dir)
     say("", timing_table(results))
-    say(f"timings saved to {_relative(build_dir / 'timings.csv', root)} and timings.md")
+    if not args.html_only:
+        say(f"timings saved to {_relative(build_dir / 'timings.csv', root)} and timings.md")
     if failed:
         say("FAILED notebooks: " + ", ".join(failed))
         return 1
     if args.no_html:
-        say(f"executed notebooks are in {_relative(staging, root)}/ (HTML not built: --no-html)")
+        say(f"executed notebooks are in {_relative(executed_dir, root)}/ (HTML not built: --no-html)")
         return 0
     if html_status != 0:
         say(f"FAILED: jupyter-book build exited with {html_status} after {html_seconds:.1f} s "
             "(every Sphinx warning is an error; see the log above)")
         return 1
     say(f"HTML built in {html_seconds:.1f} s: the book is at {build_dir / 'html' / 'index.html'}")
-    if args.only:
+    if partial:
         say("partial book (--only): Sphinx warnings were not errors; run the full build before committing")
     return 0
+
+
+def write_build_info(build_dir: Path, *, entries: list[str], notebooks: list[str], partial: bool,
+                     execution: dict, release: Release, config: dict) -> None:
+    """``_build/build_info.json``: what the HTML in ``_build/html`` holds, for the browser test
+    (``tests/test_book_browser.py``) and for people: its pages, whether it is partial, and the
+    library version, commit, profile and device its notebooks ran with."""
+    import datetime as dt
+
+    info = {
+        "partial": partial,
+        "pages": {entry: f"{entry}.html" for entry in entries},
+        "notebooks": notebooks,
+        "repository": release.url,
+        "release": release.tag,
+        "colab_url": (config.get("launch_buttons") or {}).get("colab_url", ""),
+        "built_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **{key: execution[key] for key in ("pixelweight", "git_commit", "git_dirty", "profile",
+                                           "device_description", "created_utc")},
+        "verdicts": {e: execution["notebooks"][e]["verdicts"] for e in notebooks},
+    }
+    (build_dir / BUILD_INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

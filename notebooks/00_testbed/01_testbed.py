@@ -13,6 +13,34 @@
 #     name: python3
 # ---
 
+# %% tags=["setup", "remove-cell"]
+# Setup, generated from _config.yml by `make sync` (edit it there, not here). Where pixelweight
+# is missing (on Colab), install the book's release v0.1.0 of it and keep the machine's PyTorch;
+# device = "auto" (next cell) then trains on the GPU when there is one.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+RELEASE = "pixelweight @ git+https://github.com/which-pixels-matter/which-pixels-matter@v0.1.0"
+
+if importlib.util.find_spec("pixelweight") is None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # ask for the installed torch itself, so that pip keeps it (e.g. Colab's CUDA build)
+        keep_torch = [f"torch=={version('torch')}"]
+    except PackageNotFoundError:
+        keep_torch = []
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *keep_torch, RELEASE], check=True)
+    importlib.invalidate_caches()
+
+import pixelweight
+from pixelweight.train import resolve_device
+
+auto_device = resolve_device("auto")
+print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
+      + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))
+
 # %% [markdown]
 # # The testbed: digits that ship with scikit-learn
 #
@@ -31,7 +59,7 @@
 # their train, validation and test images from **disjoint** source digits, so a network
 # is always tested on handwriting it never saw.
 #
-# **Needs:** CPU only, about 20 s (no training).
+# **Needs:** CPU only; no training.
 
 # %% tags=["parameters"]
 profile = "ci"

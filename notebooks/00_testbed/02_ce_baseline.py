@@ -13,6 +13,34 @@
 #     name: python3
 # ---
 
+# %% tags=["setup", "remove-cell"]
+# Setup, generated from _config.yml by `make sync` (edit it there, not here). Where pixelweight
+# is missing (on Colab), install the book's release v0.1.0 of it and keep the machine's PyTorch;
+# device = "auto" (next cell) then trains on the GPU when there is one.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+RELEASE = "pixelweight @ git+https://github.com/which-pixels-matter/which-pixels-matter@v0.1.0"
+
+if importlib.util.find_spec("pixelweight") is None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # ask for the installed torch itself, so that pip keeps it (e.g. Colab's CUDA build)
+        keep_torch = [f"torch=={version('torch')}"]
+    except PackageNotFoundError:
+        keep_torch = []
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *keep_torch, RELEASE], check=True)
+    importlib.invalidate_caches()
+
+import pixelweight
+from pixelweight.train import resolve_device
+
+auto_device = resolve_device("auto")
+print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
+      + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))
+
 # %% [markdown]
 # # Chapter 0: cross-entropy on a long tail
 #
@@ -28,8 +56,8 @@
 # pixels — by how badly their class is recalled (recall loss), by how large their loss
 # is (loss max-pooling), by where they are (Weighted F-measure) — to change that.
 #
-# **Needs:** CPU, about 3 minutes with the `ci` profile (3 seeds); the `full` profile
-# (5 seeds, longer training, a wider U-Net) is meant for one GPU.
+# **Needs:** a CPU for the `ci` profile (3 seeds); the `full` profile (5 seeds, longer
+# training, a wider U-Net) is meant for one GPU.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -45,7 +73,7 @@ import torch
 from scipy import stats as sps
 
 from pixelweight import plotting
-from pixelweight.book import format_p, glue, markdown, table
+from pixelweight.book import format_p, glue, markdown, record_verdicts, table
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import digit_scenes_splits, per_class_frame, run_seeds
 from pixelweight.losses import CrossEntropyLoss
@@ -161,6 +189,7 @@ glue("recall_frequent", f"{per_seed[frequent].mean(axis=1).mean():.2f}")
 glue("recall_rare", f"{per_seed[rare].mean(axis=1).mean():.2f}")
 glue("recall_gap", diff.format(2))
 gap_verdict = verdict(diff, direction=+1)
+record_verdicts(results_dir, "00_testbed", {"CE under-recalls the rare classes of a long tail": gap_verdict})
 glue("gap_verdict", gap_verdict)
 
 table_df = by_class.reset_index()[["class", "pixel_frequency", "recall", "precision", "iou"]]

@@ -1,0 +1,360 @@
+"""The built book in a real browser: headless Chromium opens every page of ``_build/html``.
+
+This test reads the HTML that ``make book`` built; it never executes a notebook. Run
+``make book`` first: without a complete build (``_build/build_info.json``, written by a
+successful build that was not ``--only``) every test here FAILS with that instruction, it
+does not skip. CI (``.ci/run``) runs the unit tests, then ``make book``, then these tests.
+To leave them out on purpose: ``make test PYTEST_ARGS="-m 'not browser'"``.
+
+The pages are served from a local ``http.server`` on 127.0.0.1 (the network is closed).
+Jupyter Book loads MathJax 3 from a CDN; the server's copy of every page points that URL at
+the MathJax 3 that the ``django-static-mathjax`` package ships (the published book still
+loads it from the CDN). Each page must then load with no console error, no request leaving
+127.0.0.1, no failed request, every image decoded, every formula typeset by MathJax without
+error, every internal link (and its ``#fragment``) resolving to a file of the build, the
+footer naming the library version and commit of the build, and, on notebook pages, a Colab
+button opening the committed ``.ipynb`` of the page at the release of ``_config.yml``. The
+landing page's chapter table, the "How to cite" BibTeX and the search page are checked too.
+A screenshot of every page of the table of contents is saved to ``_build/screenshots/``.
+
+Chromium and its driver are Debian's ``chromium`` and ``chromium-driver`` (``.ci/run``
+installs them); ``selenium`` drives them.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import json
+import re
+import shutil
+import sys
+import threading
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+BUILD_INFO = BUILD / "build_info.json"
+SCREENSHOTS = BUILD / "screenshots"
+MATHJAX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/mathjax@3/")
+MATHJAX_LOCAL = "/__mathjax__/"
+RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and executes no notebook)"
+
+pytestmark = pytest.mark.browser
+
+
+def _toc_entries() -> list[str]:
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.read_toc(ROOT / "_toc.yml")
+
+
+TOC_ENTRIES = _toc_entries()
+PAGES = [*TOC_ENTRIES, "search", "genindex"]
+
+
+def _config() -> dict:
+    with (ROOT / "_config.yml").open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def book() -> dict:
+    """``_build/build_info.json`` of a complete, current build (else the test fails)."""
+    if not BUILD_INFO.is_file():
+        pytest.fail(f"no built book: {BUILD_INFO.relative_to(ROOT)} is missing; {RUN_MAKE_BOOK}")
+    info = json.loads(BUILD_INFO.read_text(encoding="utf-8"))
+    if info["partial"]:
+        pytest.fail(f"the last build was partial (--only): {RUN_MAKE_BOOK} without --only")
+    if list(info["pages"]) != TOC_ENTRIES:
+        pytest.fail(f"the built book has the pages {list(info['pages'])}, _toc.yml lists {TOC_ENTRIES}: "
+                    f"{RUN_MAKE_BOOK}")
+    return info
+
+
+def _mathjax_root() -> Path:
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or spec.origin is None:
+        pytest.fail("MathJax is not installed: pip install -e '.[test]' (it brings django-static-mathjax)")
+    folder = Path(spec.origin).parent / "static" / "mathjax"
+    version = json.loads((folder / "package.json").read_text(encoding="utf-8"))["version"]
+    assert version.startswith("3."), f"the local MathJax is {version}; the book loads MathJax 3"
+    assert (folder / "es5" / "tex-mml-chtml.js").is_file()
+    return folder
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves ``_build/html``, with the MathJax CDN routed to the local copy."""
+
+    mathjax: Path
+
+    def translate_path(self, path: str) -> str:
+        clean = unquote(urlsplit(path).path)
+        if clean.startswith(MATHJAX_LOCAL):
+            return str(self.mathjax / clean[len(MATHJAX_LOCAL):])
+        return super().translate_path(path)
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if path.suffix == ".html" and path.is_file():
+            body = MATHJAX_CDN.sub(MATHJAX_LOCAL, path.read_text(encoding="utf-8")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        return super().send_head()
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(book):
+    handler = functools.partial(_Handler, directory=str(HTML))
+    _Handler.mathjax = _mathjax_root()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
+
+
+def _executable(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install chromium chromium-driver (bash .ci/run does)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _executable("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1400", "--hide-scrollbars",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(_executable("chromedriver")))
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+# ----------------------------------------------------------------------------- helpers
+class _Ids(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for name, value in attrs:
+            if name in ("id", "name") and value:
+                self.ids.add(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _ids(path: Path) -> frozenset[str]:
+    parser = _Ids()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return frozenset(parser.ids)
+
+
+def _open(driver, url: str) -> dict:
+    """Load ``url``, wait for MathJax, and return the page's console errors and requests."""
+    driver.get_log("browser"), driver.get_log("performance")  # forget the previous page
+    driver.get(url)
+    mathjax = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const wait = () => {"
+        "  if (document.readyState !== 'complete') return setTimeout(wait, 50);"
+        "  if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) return done(null);"
+        "  MathJax.startup.promise.then(() => done(MathJax.version), e => done('error: ' + e));"
+        "};"
+        "wait();"
+    )
+    time.sleep(0.2)  # late console messages
+    console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    requests, failures = [], []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.requestWillBeSent":
+            requests.append(params["request"]["url"])
+        elif message["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+            failures.append(f"{params['response']['status']} {params['response']['url']}")
+        elif message["method"] == "Network.loadingFailed" and not params.get("canceled"):
+            failures.append(f"{params.get('errorText')} (request {params.get('requestId')})")
+    return {"mathjax": mathjax, "console": console, "requests": requests, "failures": failures}
+
+
+def _local_file(url: str) -> Path:
+    path = unquote(urlsplit(url).path)
+    target = HTML / path.lstrip("/")
+    return target / "index.html" if path.endswith("/") or target.is_dir() else target
+
+
+def _screenshot_name(entry: str) -> str:
+    return entry.replace("/", "__") + ".png"
+
+
+# ----------------------------------------------------------------------------- every page
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_the_browser(page, book, server, browser):
+    path = book["pages"].get(page, f"{page}.html")
+    assert (HTML / path).is_file(), f"{path} is missing from {HTML}"
+    url = f"{server}/{path}"
+    seen = _open(browser, url)
+    problems: list[str] = []
+
+    # no page errors, nothing leaves 127.0.0.1, no failed request
+    problems += [f"console {e['level']}: {e['message']}" for e in seen["console"]]
+    problems += [f"request outside the book: {u}" for u in seen["requests"]   # (chrome:// is the browser's own)
+                 if urlsplit(u).scheme in ("http", "https", "ws", "wss", "ftp") and not u.startswith(server)]
+    problems += [f"failed request: {f}" for f in seen["failures"]]
+
+    # every image is loaded and decoded
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);")
+    problems += [f"image not loaded: {src}" for src, complete, width in images if not (complete and width > 0)]
+
+    # math: MathJax 3 ran and typeset every formula, without a TeX error
+    math = browser.execute_script(
+        "const m = Array.from(document.querySelectorAll('.math'));"
+        "return [m.length, m.filter(e => !e.querySelector('mjx-container')).length,"
+        "        document.querySelectorAll('mjx-merror').length];")
+    if math[0]:
+        if not (isinstance(seen["mathjax"], str) and seen["mathjax"].startswith("3.")):
+            problems.append(f"MathJax did not run: {seen['mathjax']!r}")
+        if math[1]:
+            problems.append(f"{math[1]} of {math[0]} formulas were not typeset")
+        if math[2]:
+            problems.append(f"{math[2]} formulas have a TeX error")
+    scripts = browser.execute_script(
+        "return Array.from(document.scripts).map(s => s.getAttribute('src') || '').filter(s => /mathjax/i.test(s));")
+    problems += [f"MathJax from an unexpected place: {s}" for s in scripts if not s.startswith(MATHJAX_LOCAL)]
+
+    # internal links resolve, fragments included
+    links = browser.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href);")
+    internal = sorted({u for u in links if u.startswith(server)})
+    for link in internal:
+        target = _local_file(link)
+        if not target.is_file():
+            problems.append(f"broken link: {link} (no {target.relative_to(HTML)})")
+            continue
+        fragment = unquote(urlsplit(link).fragment)
+        if fragment and target.suffix == ".html" and fragment not in _ids(target):
+            problems.append(f"broken link: {link} (no #{fragment} in {target.relative_to(HTML)})")
+
+    # the footer names what the book was built from
+    edition = browser.execute_script(
+        "const p = document.querySelector('.pixelweight-edition');"
+        "return p ? [p.dataset.pixelweight, p.dataset.gitCommit, p.textContent] : null;")
+    if edition is None:
+        problems.append("no footer with the library version and commit (.pixelweight-edition)")
+    elif edition[:2] != [book["pixelweight"], book["git_commit"]]:
+        problems.append(f"footer says {edition[:2]}, the build was {[book['pixelweight'], book['git_commit']]}")
+
+    # notebook pages: the Colab button opens the committed .ipynb at the release
+    colab = browser.execute_script(
+        "return Array.from(document.querySelectorAll('a[href*=\"colab.research.google.com\"]')).map(a => a.href);")
+    if page in book["notebooks"]:
+        org_repo = urlsplit(book["repository"]).path.strip("/")
+        expected = (f"{book['colab_url'].rstrip('/')}/github/{org_repo}/blob/{book['release']}/"
+                    f"{page}.ipynb")
+        if colab != [expected]:
+            problems.append(f"Colab buttons {colab}, expected [{expected}]")
+        if not (ROOT / f"{page}.ipynb").is_file():
+            problems.append(f"the Colab button's target {page}.ipynb is not in the repository")
+        if not browser.execute_script("return document.querySelectorAll('.admonition').length > 0"):
+            problems.append("no chapter header (needs, run time, rerun)")
+    elif colab:
+        problems.append(f"a Colab button on a page that is not a notebook: {colab}")
+
+    if page in TOC_ENTRIES:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / _screenshot_name(page)))
+    assert not problems, f"{path}:\n  " + "\n  ".join(problems)
+
+
+# ----------------------------------------------------------------------------- special pages
+def test_landing_page_table(book, server, browser):
+    from pixelweight.stats import VERDICTS
+
+    _open(browser, f"{server}/{book['pages'][TOC_ENTRIES[0]]}")
+    rows = browser.execute_script(
+        "const t = Array.from(document.querySelectorAll('table')).find(t => /Verdicts/.test(t.tHead?.textContent || ''));"
+        "return t ? Array.from(t.tBodies[0].rows).map(r => [r.cells[0].textContent.trim(),"
+        " r.cells[0].querySelector('a')?.getAttribute('href') || null, r.cells[3].textContent.trim()]) : null;")
+    assert rows is not None, "the landing page has no chapter table"
+    with (ROOT / "book" / "chapters.yml").open(encoding="utf-8") as handle:
+        chapters = yaml.safe_load(handle)["chapters"]
+    assert len(rows) == len(chapters)
+    for (title, href, verdict), chapter in zip(rows, chapters, strict=True):
+        assert title == chapter["title"]
+        built = [nb for nb in book["notebooks"] if nb.split("/")[1] == chapter["folder"]]
+        if not built:
+            assert (href, verdict) == (None, "planned")
+            continue
+        assert href is not None and href.split("#")[0].endswith(f"{built[0]}.html"), (title, href)
+        found = [v for nb in built for v in book["verdicts"][nb]]
+        if not found:
+            assert verdict == "no verdict recorded yet"
+        else:
+            counts = [f"{sum(v['verdict'] == name for v in found)} {name}" for name in VERDICTS
+                      if any(v["verdict"] == name for v in found)]
+            assert verdict.startswith(", ".join(counts)), (title, verdict)
+    text = browser.execute_script("return document.body.innerText;")
+    assert f"pixelweight {book['pixelweight']} at commit {book['git_commit'][:10]}" in text
+    assert "make book" in text and "make test" in text and "Colab" in text
+
+
+def test_how_to_cite_has_bibtex(book, server, browser):
+    _open(browser, f"{server}/{book['pages']['book/how_to_cite']}")
+    blocks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('div.highlight-bibtex pre')).map(p => p.textContent);")
+    assert blocks and blocks[0].startswith("@software{whichpixelsmatter"), blocks[:1]
+    assert f"version = {{{book['pixelweight']}}}" in re.sub(r"\s+", " ", blocks[0])
+    with (ROOT / "book" / "chapters.yml").open(encoding="utf-8") as handle:
+        keys = [k for c in yaml.safe_load(handle)["chapters"] for k in c["papers"]]
+    text = "\n".join(blocks[1:])
+    for key in keys:
+        assert re.search(rf"@\w+\{{{key},", text), f"no BibTeX for {key}"
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("testbed", "notebooks/00_testbed/01_testbed.html"),   # a word of a notebook's prose
+    ("cite", "book/how_to_cite.html"),                      # a word of a prose page
+])
+def test_search_page_finds(query, expected, book, server, browser):
+    _open(browser, f"{server}/search.html?q={query}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = browser.execute_script(
+            "const s = document.querySelector('.search-summary'); return s ? s.textContent : '';")
+        if done:
+            break
+        time.sleep(0.1)
+    hits = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#search-results ul.search li a')).map(a => a.getAttribute('href'));")
+    assert any(h.split("?")[0].split("#")[0].endswith(expected) for h in hits), (query, done, hits)
