@@ -167,6 +167,7 @@ def test_lmp_benchmark_small():
     assert list(frame["pass"]) == ["forward+backward"] * 4 + ["forward"] * 2
     assert frame.loc[0, "ratio"] == 1.0 and frame.loc[4, "ratio"] == 1.0
     assert (frame["median_ms"] > 0).all() and set(frame["shape"]) == {"2x3x8x16"}
+    assert (frame["ratio_q25"] <= frame["ratio"]).all() and (frame["ratio"] <= frame["ratio_q75"]).all()
     with pytest.raises(ValueError, match=r"shape must be \(N, C, H, W\)"):
         lmp_benchmark((2, 3, 8))
 

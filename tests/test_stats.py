@@ -30,6 +30,12 @@ def test_single_value_and_format():
     assert mean_ci([0.1, 0.2]).format(digits=1, scale=100, unit=" %").startswith("15.0 %")
 
 
+def test_format_has_no_negative_zero():
+    iv = paired_difference_ci([0.5, 0.6001, 0.7], [0.5002, 0.6, 0.7])  # mean -3e-5 rounds to zero
+    assert iv.format(3).startswith("0.000 [")
+    assert mean_ci([-0.2, -0.1]).format(2).startswith("-0.15 [")  # real negatives keep their sign
+
+
 def test_paired_difference():
     iv = paired_difference_ci([3, 4, 5], [1, 2, 3])
     assert iv.mean == 2 and iv.low == iv.high == 2  # constant difference: zero spread

@@ -258,7 +258,7 @@ LMP_SCALES: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]] = {
         "full": {"profile": {}, "scenes": dict(imbalance=1.0)},
     },
     "grid": {
-        "ci": {"profile": dict(image_size=32, width=8, steps=400, lr=6e-3, eval_every=0),
+        "ci": {"profile": dict(image_size=32, width=8, steps=300, lr=6e-3, eval_every=0),
                "scenes": dict(imbalance=1.0, num_digits=(1, 3), digit_size=(12, 24))},
         "full": {"profile": {}, "scenes": dict(imbalance=1.0)},
     },
@@ -512,8 +512,10 @@ def lmp_benchmark(
     * ``forward``: the per-pixel CE map, and :func:`~pixelweight.losses.lmp_weights` on that
       map (``N x H x W`` pixel losses) alone.
 
-    Returns a DataFrame with ``pass``, ``what``, ``median_ms``, ``ratio`` (to CE in the same
-    pass), ``shape``, ``device``, ``threads``.
+    Returns a DataFrame with ``pass``, ``what``, ``median_ms``, ``ratio`` (median over rounds
+    of the time over CE's in the same round and pass), ``ratio_q25``, ``ratio_q75`` (its
+    quartiles: the spread a reader should expect on a rerun), ``shape``, ``device``,
+    ``threads``.
     """
     import time
 
@@ -540,7 +542,7 @@ def lmp_benchmark(
         f"top-k mining: loss_max_pooling(p=1, ratio={ratio:g})": lambda x, y: loss_max_pooling(x, y, 1.0, ratio),
     }
     both = benchmark_losses(losses, shape, device=dev, repeats=repeats, warmup=warmup, seed=seed)
-    frame = both[["loss", "median_ms", "ratio"]].rename(columns={"loss": "what"})
+    frame = both[["loss", "median_ms", "ratio", "ratio_q25", "ratio_q75"]].rename(columns={"loss": "what"})
     frame.insert(0, "pass", "forward+backward")
 
     g = torch.Generator().manual_seed(seed)
@@ -568,7 +570,9 @@ def lmp_benchmark(
                     times[name].append(time.perf_counter() - start)
     ref = np.asarray(times[names[0]])
     fwd = pd.DataFrame([{"pass": "forward", "what": k, "median_ms": 1e3 * float(np.median(times[k])),
-                         "ratio": float(np.median(np.asarray(times[k]) / ref))} for k in names])
+                         **dict(zip(("ratio_q25", "ratio", "ratio_q75"),
+                                    np.quantile(np.asarray(times[k]) / ref, [0.25, 0.5, 0.75]).tolist()))}
+                        for k in names])
     out = pd.concat([frame, fwd], ignore_index=True)
     out["shape"] = "x".join(map(str, shape))
     out["device"] = str(dev)

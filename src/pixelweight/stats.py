@@ -31,10 +31,16 @@ class Interval:
 
     def format(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
         """E.g. ``0.512 [0.480, 0.544]`` (``scale=100, unit=" pp"`` for percentages)."""
-        m, lo, hi = (scale * v for v in (self.mean, self.low, self.high))
+        m, lo, hi = (_fixed(scale * v, digits) for v in (self.mean, self.low, self.high))
         if self.n < 2:
-            return f"{m:.{digits}f}{unit} (n=1, no interval)"
-        return f"{m:.{digits}f}{unit} [{lo:.{digits}f}, {hi:.{digits}f}]"
+            return f"{m}{unit} (n=1, no interval)"
+        return f"{m}{unit} [{lo}, {hi}]"
+
+
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals; one that rounds to zero prints as 0.000, not -0.000."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _values(values: Sequence[float], name: str = "values") -> np.ndarray:

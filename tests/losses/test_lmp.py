@@ -20,7 +20,7 @@ from pixelweight.losses import (
     lmp_weights_reference,
     loss_max_pooling,
 )
-from pixelweight.losses.lmp import _relative_weights, _sort_descending
+from pixelweight.losses.lmp import _relative_weights, _sort_ascending
 
 F64 = dict(dtype=torch.float64)
 
@@ -206,10 +206,10 @@ def test_per_image_problems_are_separate():
 
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sort_descending(rows, dtype):
+def test_sort_ascending(rows, dtype):
     x = _losses(rows * 300, seed=8, zeros=0.3, shape=(rows, 300)).to(dtype)
     x[0, :5] = torch.tensor([1e-40, 3e38, 0.5, 1e-3, 7.0], dtype=torch.float64).to(dtype)  # denormal, huge
-    assert torch.equal(_sort_descending(x), x.sort(dim=1, descending=True).values)
+    assert torch.equal(_sort_ascending(x), x.sort(dim=1).values)
 
 
 def test_float32_matches_float64():

@@ -184,8 +184,8 @@ def lmp_bounds(n: int, p: float, ratio: float) -> Tuple[float, float, float]:
 _INT_OF = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
-def _sort_descending(x: torch.Tensor) -> torch.Tensor:
-    """Each row of ``x`` (R, L), non-negative and without -0.0, sorted in decreasing order.
+def _sort_ascending(x: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x`` (R, L), non-negative and without -0.0, sorted in increasing order.
 
     A non-negative IEEE float orders like its bit pattern read as a signed integer, and
     PyTorch sorts a 1-D integer tensor with a radix sort on the CPU (several times faster
@@ -195,15 +195,13 @@ def _sort_descending(x: torch.Tensor) -> torch.Tensor:
     rows, length = x.shape
     bits = x.view(_INT_OF[x.dtype])
     if rows == 1:
-        ascending = bits.reshape(-1).sort().values.view(x.dtype).reshape(1, length)
-    elif x.dtype == torch.float32:
+        return bits.reshape(-1).sort().values.view(x.dtype).reshape(1, length)
+    if x.dtype == torch.float32:
         row = torch.arange(rows, device=x.device, dtype=torch.int64).unsqueeze(1)
         keys = bits.to(torch.int64) | (row << 31)  # row-major keys: rows stay apart
         low = (keys.reshape(-1).sort().values & 0x7FFFFFFF).to(torch.int32)  # drop the row prefix
-        ascending = low.view(torch.float32).reshape(rows, length)
-    else:  # float64 rows: 63 value bits leave no room for a row prefix
-        ascending = x.sort(dim=1).values
-    return ascending.flip(1)
+        return low.view(torch.float32).reshape(rows, length)
+    return x.sort(dim=1).values  # float64 rows: 63 value bits leave no room for a row prefix
 
 
 def _top_m(x, valid, s, n, m) -> torch.Tensor:
@@ -214,12 +212,12 @@ def _top_m(x, valid, s, n, m) -> torch.Tensor:
     a tie is optimal; an equal one is the limit :math:`p \to 1^+`).
     """
     dtype = x.dtype
-    idx = torch.minimum(torch.floor(m), n - 1).clamp_min(0).long()  # 0-based position of t
-    t = s.gather(1, idx)
+    idx = torch.minimum(torch.floor(m), n - 1).clamp_min(0).long()  # 0-based rank of t, largest first
+    t = s.gather(1, s.shape[1] - 1 - idx)  # s is in increasing order
     above = valid & (x > t)
     tied = valid & (x == t)
-    n_above = above.sum(1, keepdim=True).to(torch.float64)
-    n_tied = tied.sum(1, keepdim=True).to(torch.float64).clamp_min(1)
+    n_above = torch.count_nonzero(above, dim=1).unsqueeze(1).to(torch.float64)
+    n_tied = torch.count_nonzero(tied, dim=1).unsqueeze(1).to(torch.float64).clamp_min(1)
     share = ((m - n_above) / n_tied).to(dtype)  # weight x m of each tied pixel, in [0, 1]
     scale = (n / m).to(dtype)  # n tau = n / m
     return scale * torch.where(above, torch.ones((), dtype=dtype, device=x.device),
@@ -235,35 +233,38 @@ def _relative_weights(x: torch.Tensor, valid: torch.Tensor, p: float, ratio: flo
     zero = torch.zeros((), dtype=dtype, device=x.device)
     positive = valid & (x > 0)
     x = torch.where(positive, x, zero)  # ignored, zero (and -0.0) losses become +0
-    n = valid.sum(1, keepdim=True).to(torch.float64)  # (R, 1) valid pixels per problem
+    n = torch.count_nonzero(valid, dim=1).unsqueeze(1).to(torch.float64)  # (R, 1) valid pixels per problem
     if math.isinf(p) or ratio == 1.0 or x.shape[1] == 0:  # tau = 1/n: the uniform weighting, exactly
         return valid.to(dtype)
     m = (ratio * n).clamp_min(1.0)  # m < 1 has the m = 1 solution (infinity-norm bound inactive)
     rows, length = x.shape
-    s = _sort_descending(x)  # l_(1) >= l_(2) >= ... per row (ignored pixels sort as 0)
+    s = _sort_ascending(x)  # per row, increasing; ignored pixels sort as 0. l_(j) = s[L - j]
     if p == 1.0:
         return torch.where(valid, _top_m(x, valid, s, n, m), zero)
 
     q = p / (p - 1.0)  # 1/p + 1/q = 1
-    # Only positions j < ceil(m) <= M can be capped; M is static (no sync) since m <= ratio * L.
+    # Only the M largest losses can be capped (k <= ceil(m) - 1 < M); M is static (no sync)
+    # since m <= ratio * L. In increasing order they are the head s[:, L - M:].
     big_m = min(length, max(1, math.ceil(ratio * length)))
-    log_v = torch.log(s[:, :big_m]).mul_(q)  # log l_(j)^q, -inf for zero losses
-    # The tail j >= M, in the linear domain scaled by its largest value (no overflow; underflow
-    # only drops terms below that one): log T = q log l_(M) + log sum_{j >= M} (l_(j) / l_(M))^q.
+    head = s[:, length - big_m:]
+    log_v = torch.log(head).mul_(q)  # log l^q, -inf for zero losses
+    # The tail (the L - M smallest), in the linear domain scaled by its largest value (no
+    # overflow; underflow only drops terms below that one): log T = q log t + log sum (l / t)^q.
     if big_m < length:
-        top = s[:, big_m:big_m + 1]
+        top = s[:, length - big_m - 1:length - big_m]
         top = torch.where(top > 0, top, torch.ones_like(top))  # an all-zero tail sums to 0 -> -inf
-        log_tail = torch.log(top).mul_(q) + torch.log((s[:, big_m:] / top).pow_(q).sum(1, keepdim=True))
+        log_tail = torch.log(top).mul_(q) + torch.log((s[:, :length - big_m] / top).pow_(q).sum(1, keepdim=True))
     else:
         log_tail = torch.full((rows, 1), -math.inf, dtype=dtype, device=x.device)
-    # log S_j = log sum_{i >= j} l_(i)^q: reverse cumulative log-sum-exp over the head, plus the tail
-    log_s = torch.logaddexp(torch.logcumsumexp(log_v.flip(1), dim=1).flip(1), log_tail)
-    room = (m - torch.arange(big_m, device=x.device, dtype=torch.float64)).to(dtype)  # m - j, exact to rounding
-    # Pixel j + 1 is capped while l_(j+1)^q (m - j) > S_j, i.e. S_j / l_(j+1)^q < m - j; the
-    # condition holds on a prefix of j and never at j = ceil(m) - 1.
+    # log S at each head loss: log sum of l^q over that loss and all smaller ones (cumulative
+    # log-sum-exp in increasing order, plus the tail). Head index h has rank j = M - 1 - h.
+    log_s = torch.logaddexp(torch.logcumsumexp(log_v, dim=1), log_tail)
+    room = (m - torch.arange(big_m - 1, -1, -1, device=x.device, dtype=torch.float64)).to(dtype)  # m - j
+    # The loss of rank j + 1 is capped while l_(j+1)^q (m - j) > S_j, i.e. S_j / l_(j+1)^q < m - j;
+    # the condition holds for the j below k and never at j = ceil(m) - 1.
     capped = (log_s - log_v).exp_() < room
-    k = torch.minimum(capped.sum(1, keepdim=True), torch.ceil(m).long() - 1)  # number of capped pixels
-    log_s_k = log_s.gather(1, k).to(torch.float64)  # log S_k
+    k = torch.minimum(torch.count_nonzero(capped, dim=1).unsqueeze(1), torch.ceil(m).long() - 1)  # number of capped pixels
+    log_s_k = log_s.gather(1, big_m - 1 - k).to(torch.float64)  # log S_k
     rest = m - k  # m - k in (0, m]
     alpha = torch.exp((log_s_k - torch.log(rest)) / q).to(dtype)  # alpha^q = S_k / (m - k)
     scale = (n / m).pow(1.0 / p)  # n tau = (n / m)^{1/p}
@@ -323,7 +324,7 @@ def lmp_weights(
     _check_values(losses, valid)
     x, mask = _rows(losses, per_image), _rows(valid, per_image)
     omega = _relative_weights(x, mask, p, ratio)
-    n = mask.sum(1, keepdim=True).clamp_min(1).to(omega.dtype)
+    n = torch.count_nonzero(mask, dim=1).unsqueeze(1).clamp_min(1).to(omega.dtype)
     return (omega / n).reshape(losses.shape).to(losses.dtype)  # w = omega / n
 
 
@@ -370,7 +371,7 @@ def lmp_weights_reference(losses, p: float, ratio: float, tol: float = 1e-15):
     n = ell.size
     if n == 0 or not np.all(np.isfinite(ell)) or np.any(ell < 0):
         raise ValueError("losses must be a non-empty array of finite, non-negative numbers")
-    gamma, tau, _ = lmp_bounds(n, p, ratio)
+    _, tau, _ = lmp_bounds(n, p, ratio)
     c = ell / (ell.max() if ell.max() > 0 else 1.0)  # objective of order 1
 
     def slack(u):  # 1 - mean(u^p) >= 0
