@@ -1,10 +1,15 @@
 """The loss micro-benchmark: table layout, within-round ratios, custom losses, errors, CLI."""
 
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelweight.benchmark import benchmark_losses, default_losses, main
+from pixelweight import benchmark
+from pixelweight.benchmark import benchmark_losses, default_losses, keep_freed_memory, main
 
 
 def test_default_comparison_on_a_small_batch():
@@ -45,6 +50,7 @@ def test_custom_losses_and_dtype():
         (dict(losses={}), TypeError, "non-empty mapping"),
         (dict(losses={"ce": 3}), TypeError, "map names"),
         (dict(num_threads=0), ValueError, "num_threads must be >= 1"),
+        (dict(steady_memory=1), TypeError, "steady_memory must be a bool"),
     ],
 )
 def test_errors(kwargs, exc, match):
@@ -62,3 +68,31 @@ def test_command_line(capsys):
     assert main(["--shape", "1", "3", "8", "8", "--device", "cpu", "--repeats", "2", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "shape 1x3x8x8, device cpu" in out and "| recall_loss |" in out
+
+
+def test_steady_memory_off_by_default():
+    frame = benchmark_losses(shape=(1, 3, 4, 4), repeats=1, warmup=0)
+    assert frame["steady_memory"].tolist() == [False] * 4
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="needs Linux with glibc")
+def test_steady_memory_on_glibc():
+    # in a child process: the allocator setting lasts for the rest of the process
+    code = ("from pixelweight.benchmark import benchmark_losses\n"
+            "f = benchmark_losses(shape=(1, 3, 4, 4), repeats=1, warmup=0, steady_memory=True)\n"
+            "print(f['steady_memory'].tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[True, True, True, True]"
+
+
+def test_keep_freed_memory_elsewhere(monkeypatch):
+    monkeypatch.setattr(benchmark.sys, "platform", "darwin")
+    assert keep_freed_memory() is False
+
+
+def test_command_line_steady_memory():
+    code = "from pixelweight.benchmark import main; main(['--shape', '1', '3', '8', '8', '--repeats', '1', " \
+           "'--warmup', '0', '--device', 'cpu', '--steady-memory'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "steady memory True" in out

@@ -86,6 +86,18 @@ def test_notebook_pairing_metadata(entry):
 
 
 @pytest.mark.parametrize("entry", TOC_NOTEBOOKS)
+def test_notebook_title_has_no_math(entry):
+    # The title is the page's name in every page's navigation, and Sphinx loads MathJax only
+    # on pages with math of their own: a formula in a title stays raw TeX on the others.
+    titles = [line for c in jupytext.read(ROOT / f"{entry}.py").cells if c.cell_type == "markdown"
+              for line in c.source.splitlines() if line.startswith("# ")]
+    assert titles, f"{entry} has no '# ' title"
+    assert "$" not in titles[0] and "\\(" not in titles[0], (
+        f"{entry}: the title {titles[0]!r} has math; write it in plain text (Unicode is fine)"
+    )
+
+
+@pytest.mark.parametrize("entry", TOC_NOTEBOOKS)
 def test_notebook_committed_without_outputs(entry):
     nb = nbformat.read(ROOT / f"{entry}.ipynb", as_version=4)
     dirty = [i for i, c in enumerate(nb.cells)

@@ -42,7 +42,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
       + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))
 
 # %% [markdown]
-# # Chapter 4: loss max-pooling — the closed form
+# # Loss max-pooling: the closed form
 #
 # Cross-entropy averages the pixel losses with the same weight $1/n$. Loss max-pooling
 # (LMP) {cite:p}`rotabulo2017lmp` lets the loss choose the weights: among all weightings
@@ -345,12 +345,15 @@ markdown("Share of pixels and of LMP weight (p = 1.7, ρ = 0.3), over the batch:
 # against the CE map they are computed from. The losses take turns within each round and
 # the ratio to CE is taken within the round, which cancels much of the noise of a shared
 # machine; the table gives the quartiles of that ratio over the rounds, the spread to expect
-# on a rerun.
+# on a rerun. On a CPU the allocator is first told to keep freed memory
+# (`steady_memory=True`, as a GPU's caching allocator does), so that the times measure the
+# losses and not the kernel zeroing fresh pages for every 300 MiB tensor.
 
 # %%
 bench_device = resolve_device(device)
 BENCH_ROUNDS = 7
-bench = lmp_benchmark((8, 19, 512, 1024), device=str(bench_device), repeats=BENCH_ROUNDS, warmup=1)
+bench = lmp_benchmark((8, 19, 512, 1024), device=str(bench_device), repeats=BENCH_ROUNDS, warmup=1,
+                      steady_memory=True)
 markdown(f"Median of {BENCH_ROUNDS} rounds on {bench_device} ({bench['threads'][0]} CPU threads), "
          "times in ms, ratio to CE within each pass and its quartiles over the rounds:\n\n"
          + table(bench[["pass", "what", "median_ms", "ratio", "ratio_q25", "ratio_q75"]]

@@ -42,7 +42,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
       + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))
 
 # %% [markdown]
-# # Chapter 4: does loss max-pooling help on a long tail?
+# # Loss max-pooling: does it help on a long tail?
 #
 # The paper reports consistent gains of loss max-pooling over plain cross-entropy on
 # Cityscapes and PASCAL VOC 2012, and presents it as a remedy for inter- and intra-class

@@ -42,7 +42,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
       + (" (no GPU: on Colab, Runtime > Change runtime type)" if auto_device.type == "cpu" else ""))
 
 # %% [markdown]
-# # Chapter 4: the $(p, \rho)$ grid, top-$k$ mining and focal loss
+# # Loss max-pooling: the grid over p and ρ, top-k mining and focal loss
 #
 # Loss max-pooling {cite:p}`rotabulo2017lmp` has two knobs: $p$, how sharply the weight
 # follows the loss, and the ratio $\rho$, how many pixels must keep some weight. Its limits
