@@ -58,8 +58,8 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # here and checked numerically, **[unverified]** not confirmed. The paper's body was not
 # available to us; nothing below quotes its tables.
 #
-# **Needs:** CPU only, no training; about a minute on 2 CPU cores (most of it the
-# micro-benchmark at the end). Same on a GPU, where the benchmark runs on the GPU.
+# **Needs:** CPU only, no training (most of its time is the micro-benchmark at the end,
+# which runs on the GPU where there is one).
 
 # %% tags=["parameters"]
 profile = "ci"

@@ -63,9 +63,9 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # CE at competitive mIoU **[abstract]**. We test the direction of its claims on a testbed a
 # CPU can train in minutes, not its numbers.
 #
-# **Needs:** CPU, 3 to 4 minutes on 2 uncontended cores with the `ci` profile (6 losses x 3
-# seeds of 400 steps on 32 x 32 scenes, a U-Net of width 16: about 11 s per run). The `full`
-# profile (5 seeds, 4000 steps, 64 x 64 scenes, width 32) is meant for one GPU.
+# **Needs:** a CPU for the `ci` profile (6 losses x 3 seeds of a short training on small
+# scenes); the `full` profile (5 seeds, longer training on chapter 0's 64 x 64 scenes, a
+# wider U-Net) is meant for one GPU.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -100,7 +100,7 @@ from pixelweight.stats import equivalence_verdict, mean_ci, paired_difference_ci
 
 plotting.set_style()
 # The chapter's budget (pixelweight.experiments.RECALL_SCALES): the `ci` profile shrunk to
-# the book's CPU build (32 x 32 scenes, 400 steps, fewer samples); `full` unchanged.
+# the book's CPU build (32 x 32 scenes, fewer steps and samples); `full` unchanged.
 P = recall_profile(profile)
 SCENES = recall_scenes(profile)
 IMBALANCE = 1.0

@@ -53,9 +53,9 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # At each $s$ we train CE and recall loss (batch weights) with the budget, model and seeds
 # of the experiments notebook.
 #
-# **Needs:** CPU, 3 to 4 minutes on 2 uncontended cores with the `ci` profile (3 values of
-# $s$ x 2 losses x 3 seeds of 400 steps on 32 x 32 scenes, about 11 s per run). The `full`
-# profile (5 seeds, 4000 steps, 64 x 64 scenes) is meant for one GPU.
+# **Needs:** a CPU for the `ci` profile (3 values of $s$ x 2 losses x 3 seeds of a short
+# training on small scenes); the `full` profile (5 seeds, longer training on chapter 0's
+# 64 x 64 scenes) is meant for one GPU.
 
 # %% tags=["parameters"]
 profile = "ci"

@@ -597,11 +597,11 @@ __all__ += ["LMP_SCALES", "lmp_profile", "lmp_scenes", "boundary_mask", "weight_
 #: ``03_imbalance_sweep`` share it), by profile: ``profile`` overrides of
 #: :func:`~pixelweight.profiles.get_profile` and ``scenes`` keyword arguments of
 #: :class:`~pixelweight.data.DigitScenes` (the Zipf exponent is set by each notebook). In
-#: ``ci``: 32 x 32 scenes of 1-3 smaller digits and 400 steps, so that 18 runs fit the
+#: ``ci``: 32 x 32 scenes of 1-3 smaller digits and 340 steps, so that 18 runs fit the
 #: book's CPU build; ``full`` is the library's GPU profile on chapter 0's 64 x 64 scenes.
 RECALL_SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
     "ci": {
-        "profile": dict(steps=400, image_size=32, train_samples=1000, val_samples=100, test_samples=300,
+        "profile": dict(steps=340, image_size=32, train_samples=1000, val_samples=100, test_samples=300,
                         eval_every=0),
         "scenes": dict(num_digits=(1, 3), digit_size=(10, 20)),
     },
