@@ -29,7 +29,6 @@ import importlib.util
 import json
 import re
 import shutil
-import sys
 import threading
 import time
 from html.parser import HTMLParser
@@ -38,6 +37,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+
+from helpers.build_book import load_build_book
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -51,15 +52,7 @@ RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and 
 pytestmark = pytest.mark.browser
 
 
-def _toc_entries() -> list[str]:
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.read_toc(ROOT / "_toc.yml")
-
-
-TOC_ENTRIES = _toc_entries()
+TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
 PAGES = [*TOC_ENTRIES, "search", "genindex"]
 
 

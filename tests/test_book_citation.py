@@ -7,29 +7,21 @@ _config.yml together; these tests fail until all four agree.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from helpers.build_book import load_build_book
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "citation-file-format-1.2.0.schema.json"
 
 
-def _load_build_book():
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bb = _load_build_book()
+bb = load_build_book()
 CONFIG = bb.read_config(ROOT)
 RELEASE = bb.release_of(CONFIG)
 VERSION = bb.project_metadata(ROOT)["version"]

@@ -23,18 +23,12 @@ import jupytext
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from helpers.build_book import load_build_book
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_build_book():
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bb = _load_build_book()
+bb = load_build_book()
 CONFIG = bb.read_config(ROOT)
 RELEASE = bb.release_of(CONFIG)
 TOC_NOTEBOOKS = [e for e in bb.read_toc(ROOT / "_toc.yml") if bb.is_notebook(e)]

@@ -7,9 +7,7 @@ it (tested on a tiny book, without running jupyter-book: the browser test checks
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import nbformat
@@ -20,18 +18,12 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from pixelweight.book import record_verdicts
 from pixelweight.results import RunRecord, git_commit, save_record
 
+from helpers.build_book import load_build_book
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_build_book():
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bb = _load_build_book()
+bb = load_build_book()
 RELEASE = bb.Release("https://github.com/o/r", "v1.0.0")
 CHAPTERS = [
     bb.Chapter("00_base", "The base", (), "all pixels"),

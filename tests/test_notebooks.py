@@ -14,7 +14,6 @@ the others and exit non-zero).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -26,18 +25,12 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from helpers.build_book import load_build_book
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_build_book():
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bb = _load_build_book()
+bb = load_build_book()
 TOC_ENTRIES = bb.read_toc(ROOT / "_toc.yml")
 TOC_NOTEBOOKS = [entry for entry in TOC_ENTRIES if bb.is_notebook(entry)]
 
