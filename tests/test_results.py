@@ -129,3 +129,28 @@ def test_committed_records_found_from_a_notebook_folder(tmp_path, monkeypatch):
     assert find_results_root("/") == tmp_path / "results"
     with pytest.raises(ValueError, match="folder name"):
         committed_records("../x")
+
+
+def test_committed_frame(tmp_path, monkeypatch):
+    from pixelweight.profiles import get_profile
+    from pixelweight.results import RESULTS_ENV_VAR, committed_frame
+
+    monkeypatch.setenv(RESULTS_ENV_VAR, str(tmp_path / "results"))
+    full = get_profile("full").to_dict()
+    empty = committed_frame("00_testbed", full, ["ch0-ce"])
+    assert empty.empty and list(empty.columns) == ["name", "seed", "test_miou", "device", "commit", "config matches"]
+    folder = tmp_path / "results" / "00_testbed"
+    save_record(_record(seed=0, config={"profile": full}, metrics={"test_miou": 0.5}), folder)
+    stale = dict(full, steps=full["steps"] + 1)
+    save_record(_record(seed=1, config={"profile": stale}, metrics={"test_miou": 0.25}), folder)
+    save_record(_record(name="other", seed=2, config={"profile": full}), folder)
+    frame = committed_frame("00_testbed", full, ["ch0-ce"], columns=["seed", "test_miou", "absent"])
+    assert frame["name"].tolist() == ["ch0-ce", "ch0-ce"]  # "other" is not asked for
+    by_seed = frame.set_index("seed")
+    assert by_seed.loc[0, "test_miou"] == 0.5 and by_seed.loc[1, "test_miou"] == 0.25
+    assert by_seed["config matches"].to_dict() == {0: True, 1: False}
+    assert by_seed["absent"].isna().all()
+    with pytest.raises(TypeError, match="not one string"):
+        committed_frame("00_testbed", full, "ch0-ce")
+    with pytest.raises(TypeError, match="mapping"):
+        committed_frame("00_testbed", get_profile("full"), ["ch0-ce"])

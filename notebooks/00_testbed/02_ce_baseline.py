@@ -80,7 +80,7 @@ from pixelweight.losses import CrossEntropyLoss
 from pixelweight.metrics import SegmentationMetrics
 from pixelweight.models import UNet
 from pixelweight.profiles import get_profile
-from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.results import committed_frame
 from pixelweight.stats import mean_ci, paired_difference_ci, verdict
 
 plotting.set_style()
@@ -240,12 +240,10 @@ plt.show()
 # configuration differs from what this notebook would run today is flagged.
 
 # %%
-full_records = committed_records("00_testbed", name="ch0-ce")
-if full_records:
-    expected = get_profile("full").to_dict()
-    frame = records_frame(full_records)[["seed", "test_miou", "test_mean_accuracy", "device", "commit", "wall_time_s"]]
-    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in full_records]
-    markdown(table(frame))
+full = committed_frame("00_testbed", get_profile("full").to_dict(), ["ch0-ce"],
+                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit", "wall_time_s"])
+if len(full):
+    markdown(table(full))
 else:
     markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
              f"are from the `{P.name}` profile only.")

@@ -95,7 +95,7 @@ from pixelweight.experiments import (
 from pixelweight.losses import CrossEntropyLoss, FocalLoss, RecallLoss
 from pixelweight.metrics import SegmentationMetrics
 from pixelweight.models import UNet
-from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.results import committed_frame
 from pixelweight.stats import equivalence_verdict, mean_ci, paired_difference_ci, verdict
 
 plotting.set_style()
@@ -479,13 +479,10 @@ _ = record_verdicts(results_dir, "02_recall", {
 # today is flagged.
 
 # %%
-full_records = [r for r in committed_records("02_recall") if r.name.startswith("ch2-")]
-if full_records:
-    expected = recall_profile("full").to_dict()
-    frame = records_frame(full_records)[["name", "seed", "test_miou", "test_mean_accuracy", "test_mean_precision",
-                                         "device", "commit"]]
-    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in full_records]
-    markdown(table(frame))
+full = committed_frame("02_recall", recall_profile("full").to_dict(), [f"ch2-{n}" for n in RUN_NAMES.values()],
+                       columns=["seed", "test_miou", "test_mean_accuracy", "test_mean_precision", "device", "commit"])
+if len(full):
+    markdown(table(full))
 else:
     markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
              f"are from the `{P.name}` profile only.")

@@ -74,7 +74,7 @@ from pixelweight.experiments import digit_scenes_splits, recall_profile, recall_
 from pixelweight.losses import CrossEntropyLoss, RecallLoss
 from pixelweight.metrics import SegmentationMetrics
 from pixelweight.models import UNet
-from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.results import committed_frame
 from pixelweight.stats import mean_ci, paired_difference_ci, verdict
 
 plotting.set_style()
@@ -100,13 +100,17 @@ def metrics():
 # ## Training
 
 # %%
+def run_name(s, label):
+    return f"ch2-sweep-s{s:g}-{label.lower()}"
+
+
 runs, frequencies = {}, {}
 for s in EXPONENTS:
     splits = digit_scenes_splits(P, imbalance=s, **SCENES)
     frequencies[s] = splits.train.class_pixel_frequencies()
     for label, build_loss in LOSSES.items():
         runs[s, label] = run_seeds(
-            f"ch2-sweep-s{s:g}-{label.lower()}", build_model, build_loss, splits, P, metrics,
+            run_name(s, label), build_model, build_loss, splits, P, metrics,
             device=device, results_dir=results_dir,
             record_config={"chapter": "02_recall", "loss": label, "imbalance": s, "scenes": SCENES,
                            "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
@@ -202,12 +206,10 @@ _ = record_verdicts(results_dir, "02_recall", {
 # ## Committed `full`-profile runs
 
 # %%
-full_records = [r for r in committed_records("02_recall") if r.name.startswith("ch2-sweep-")]
-if full_records:
-    expected = recall_profile("full").to_dict()
-    frame = records_frame(full_records)[["name", "seed", "test_miou", "test_mean_accuracy", "device", "commit"]]
-    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in full_records]
-    markdown(table(frame))
+full = committed_frame("02_recall", recall_profile("full").to_dict(), [run_name(s, label) for s in EXPONENTS for label in LOSSES],
+                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
+if len(full):
+    markdown(table(full))
 else:
     markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
              f"are from the `{P.name}` profile only.")

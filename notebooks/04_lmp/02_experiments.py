@@ -89,7 +89,7 @@ from pixelweight.experiments import (
 from pixelweight.losses import CrossEntropyLoss, LossMaxPooling, cross_entropy
 from pixelweight.metrics import SegmentationMetrics
 from pixelweight.models import UNet
-from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.results import committed_frame
 from pixelweight.stats import equivalence_verdict, mean_ci, paired_difference_ci, verdict
 
 plotting.set_style()
@@ -313,17 +313,12 @@ markdown(f"At `{P.name}` scale the verdict on mIoU is **{verdict_miou}**, on the
 # run today is flagged.
 
 # %%
-expected = lmp_profile("full", "headline").to_dict()
-full_rows = []
-for label, (name, _, _) in LOSSES.items():
-    records = committed_records("04_lmp", name=name)
-    if records:
-        f = records_frame(records)[["seed", "test_miou", "test_mean_accuracy", "device", "commit"]]
-        f.insert(0, "loss", label)
-        f["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in records]
-        full_rows.append(f)
-if full_rows:
-    markdown(table(pd.concat(full_rows, ignore_index=True)))
+labels = {name: label for label, (name, _, _) in LOSSES.items()}
+full = committed_frame("04_lmp", lmp_profile("full", "headline").to_dict(), labels,
+                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
+if len(full):
+    full.insert(0, "loss", full.pop("name").map(labels))
+    markdown(table(full))
 else:
     markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
              f"are from the `{P.name}` profile only.")

@@ -84,7 +84,7 @@ from pixelweight.experiments import digit_scenes_splits, group_metric_frame, lmp
 from pixelweight.losses import CrossEntropyLoss, FocalLoss, LossMaxPooling, cross_entropy, loss_max_pooling
 from pixelweight.metrics import SegmentationMetrics
 from pixelweight.models import UNet
-from pixelweight.results import committed_records, config_differences, records_frame
+from pixelweight.results import committed_frame
 from pixelweight.stats import equivalence_verdict, paired_difference_ci, verdict
 
 plotting.set_style()
@@ -309,17 +309,10 @@ _ = record_verdicts(results_dir, "04_lmp", {
 # ## Committed `full`-profile runs
 
 # %%
-expected = lmp_profile("full", "grid").to_dict()
-rows = []
-for label, (name, _, _) in CONFIGS.items():
-    records = committed_records("04_lmp", name=name)
-    if records:
-        f = records_frame(records)[["seed", "test_miou", "device", "commit"]]
-        f.insert(0, "loss", label)
-        f["config matches"] = [not config_differences(r.config.get("profile", {}), expected) for r in records]
-        rows.append(f)
-if rows:
-    full = pd.concat(rows, ignore_index=True)
+labels = {name: label for label, (name, _, _) in CONFIGS.items()}
+full = committed_frame("04_lmp", lmp_profile("full", "grid").to_dict(), labels)
+if len(full):
+    full.insert(0, "loss", full.pop("name").map(labels))
     markdown(table(full.groupby("loss", sort=False)[["test_miou"]].agg(["mean", "count"]).reset_index()
                    .set_axis(["loss", "mean test mIoU", "seeds"], axis=1)))
 else:

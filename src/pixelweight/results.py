@@ -273,3 +273,30 @@ def committed_records(chapter: str, name: Optional[str] = None,
         raise ValueError(f"chapter must be a folder name under results/, got {chapter!r}")
     root = find_results_root(start)
     return [] if root is None else load_records(root / chapter, name=name)
+
+
+def committed_frame(chapter: str, expected_profile: Mapping[str, Any], names: Iterable[str],
+                    columns: Iterable[str] = ("seed", "test_miou", "device", "commit"),
+                    start: Union[str, Path, None] = None):
+    """The committed records of ``chapter`` named in ``names``, as a table for a notebook.
+
+    One row per record: ``name``, then ``columns`` (those a record lacks are NaN), then
+    ``config matches``: whether the recorded profile still equals ``expected_profile`` (the
+    ``full`` profile the notebook would run today, e.g. ``get_profile("full").to_dict()``;
+    see :func:`config_differences`). An empty frame with those columns when none is committed.
+    """
+    import pandas as pd
+
+    if isinstance(names, str):
+        raise TypeError("names must be a collection of run names, not one string")
+    if not isinstance(expected_profile, Mapping):
+        raise TypeError(f"expected_profile must be a mapping (Profile.to_dict()), got {type(expected_profile).__name__}")
+    names, columns = list(names), [c for c in columns if c != "name"]
+    records = [r for r in committed_records(chapter, start=start) if r.name in names]
+    header = ["name", *columns, "config matches"]
+    if not records:
+        return pd.DataFrame(columns=header)
+    frame = records_frame(records).reindex(columns=["name", *columns])
+    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected_profile)
+                               for r in records]
+    return frame.reset_index(drop=True)
