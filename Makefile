@@ -1,7 +1,8 @@
 # Which Pixels Matter? -- every target sets itself up on a fresh machine (Python >= 3.10):
 #   make book                  create .venv, install, execute the notebooks, build the HTML
 #   make test                  create .venv, install, run the test suite; its browser tests open
-#                              the book that `make book` built (run that first) in Chromium
+#                              the book that `make book` built in Chromium (left out, in one line,
+#                              before any `make book`; Chromium is installed where root/sudo can)
 #   make book PROFILE=full     the GPU-scale run (more seeds and steps)
 #   make html                  rebuild the HTML only, from the notebooks the last `make book` ran
 #   make sync                  jupytext --sync every notebook pair, write each notebook's first

@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 from helpers.build_book import load_build_book
+from helpers.environment import in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -52,7 +53,8 @@ RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and 
 pytestmark = pytest.mark.browser
 
 
-TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
+BUILD_BOOK = load_build_book()
+TOC_ENTRIES = BUILD_BOOK.read_toc(ROOT / "_toc.yml")
 PAGES = [*TOC_ENTRIES, "search", "genindex"]
 
 
@@ -70,6 +72,13 @@ def book() -> dict:
     info = json.loads(BUILD_INFO.read_text(encoding="utf-8"))
     if info["partial"]:
         pytest.fail(f"the last build was partial (--only): {RUN_MAKE_BOOK} without --only")
+    if in_ci():
+        import subprocess
+
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if head and info["git_commit"] != head:
+            pytest.fail(f"the built book is stale: it was built at commit {info['git_commit'][:10]}, "
+                        f"HEAD is {head[:10]}; {RUN_MAKE_BOOK}")
     if list(info["pages"]) != TOC_ENTRIES:
         pytest.fail(f"the built book has the pages {list(info['pages'])}, _toc.yml lists {TOC_ENTRIES}: "
                     f"{RUN_MAKE_BOOK}")
@@ -141,8 +150,17 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = _executable("chromium")
+    # Chromium's own traffic (component updates, safe browsing, DNS prefetch, network-time
+    # queries...) would try to resolve Google's hosts on a closed network: switch what can be
+    # switched off, and make every host name but the book's 127.0.0.1 fail at once instead of
+    # after a DNS timeout. A page's own request to another host is still seen (_open).
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
+                 "--dns-prefetch-disable", "--no-pings",
+                 "--disable-features=OptimizationHints,MediaRouter,Translate,NetworkTimeServiceQuerying,"
+                 "AutofillServerCommunication,InterestFeedContentSuggestions",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                  "--disable-dev-shm-usage", "--window-size=1280,1400", "--hide-scrollbars",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
@@ -188,17 +206,40 @@ def _open(driver, url: str) -> dict:
     )
     time.sleep(0.2)  # late console messages
     console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    requests, failures = [], []
-    for entry in driver.get_log("performance"):
+    return {"mathjax": mathjax, "console": console, **_page_traffic(driver.get_log("performance"), url)}
+
+
+def _page_traffic(entries: list[dict], url: str) -> dict:
+    """The requests of the page at ``url`` and their failures, from Chromium's performance log.
+
+    A request is the page's when the document that made it is on the book's server (its
+    ``documentURL``). What the log holds besides — requests of Chromium itself, or a failure
+    whose request was not made by this page — is returned as ``background``: it does not fail
+    a test, since it is not the book's doing. (Such background traffic to Google's hosts, which
+    cannot be resolved on a closed network, made this test fail one run in four.)
+    """
+    origin = "{0.scheme}://{0.netloc}/".format(urlsplit(url))
+    requests, failures, background, urls = [], [], [], {}
+    for entry in entries:
         message = json.loads(entry["message"])["message"]
         params = message.get("params", {})
-        if message["method"] == "Network.requestWillBeSent":
-            requests.append(params["request"]["url"])
-        elif message["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
-            failures.append(f"{params['response']['status']} {params['response']['url']}")
-        elif message["method"] == "Network.loadingFailed" and not params.get("canceled"):
-            failures.append(f"{params.get('errorText')} (request {params.get('requestId')})")
-    return {"mathjax": mathjax, "console": console, "requests": requests, "failures": failures}
+        method = message["method"]
+        if method == "Network.requestWillBeSent":
+            target = params["request"]["url"]
+            if params.get("documentURL", "").startswith(origin) or target.startswith(origin):
+                requests.append(target)
+                urls[params["requestId"]] = target
+            else:
+                background.append(f"request {target} (document {params.get('documentURL')!r})")
+        elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
+            if params.get("requestId") in urls:
+                failures.append(f"{params['response']['status']} {params['response']['url']}")
+        elif method == "Network.loadingFailed" and not params.get("canceled"):
+            if params.get("requestId") in urls:
+                failures.append(f"{params.get('errorText')} {urls[params['requestId']]}")
+            else:
+                background.append(f"{params.get('errorText')} (request {params.get('requestId')}, not the page's)")
+    return {"requests": requests, "failures": failures, "background": background}
 
 
 def _local_file(url: str) -> Path:
@@ -207,8 +248,68 @@ def _local_file(url: str) -> Path:
     return target / "index.html" if path.endswith("/") or target.is_dir() else target
 
 
-def _screenshot_name(entry: str) -> str:
-    return entry.replace("/", "__") + ".png"
+SCREENSHOT_PART_HEIGHT = 4000  # px: a part a file viewer shows whole
+
+
+def _screenshot_stem(entry: str) -> str:
+    return entry.replace("/", "__")
+
+
+def _save_full_page(driver, entry: str) -> list[Path]:
+    """Screenshots of the whole page (not only the first screen), in parts of at most
+    :data:`SCREENSHOT_PART_HEIGHT` pixels: ``<page>.part1of3.png``, ... Earlier parts of
+    the page are removed first."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    stem = _screenshot_stem(entry)
+    for old in SCREENSHOTS.glob(f"{stem}.*png"):
+        old.unlink()
+    width, height = driver.execute_script(
+        "const d = document.documentElement, b = document.body;"
+        "return [d.clientWidth, Math.max(d.scrollHeight, b.scrollHeight)];")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
+    parts = max(1, -(-image.height // SCREENSHOT_PART_HEIGHT))
+    saved = []
+    for k in range(parts):
+        box = (0, k * SCREENSHOT_PART_HEIGHT, image.width, min(image.height, (k + 1) * SCREENSHOT_PART_HEIGHT))
+        path = SCREENSHOTS / f"{stem}.part{k + 1}of{parts}.png"
+        image.crop(box).save(path)
+        saved.append(path)
+    return saved
+
+
+#: Text nodes a reader sees as prose: code, math (typeset or not) and scripts left out.
+_PROSE_TEXT_JS = (
+    "const skip = 'pre, code, script, style, textarea, svg, mjx-container, .math';"
+    "const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);"
+    "const out = []; let node;"
+    "while ((node = walker.nextNode())) {"
+    "  const el = node.parentElement;"
+    "  if (el && !el.closest(skip) && node.textContent.trim()) out.push(node.textContent);"
+    "}"
+    "return out;"
+)
+
+
+def _raw_markup(texts: list[str]) -> list[str]:
+    """Raw Markdown tables, raw TeX and MyST roles in the page's prose, as the build checks
+    them in the HTML (tools/build_book.py), here in the text the browser rendered."""
+    problems = []
+    for text in texts:
+        snippet = " ".join(text.split())
+        for what, pattern in (("raw Markdown table", BUILD_BOOK.RAW_TABLE_RE), ("raw TeX", BUILD_BOOK.RAW_TEX_RE),
+                              ("raw MyST role", BUILD_BOOK.RAW_ROLE_RE)):
+            match = pattern.search(snippet)
+            if match:
+                problems.append(f"{what} on the page: ...{snippet[max(0, match.start() - 40):match.end() + 40]}...")
+    return problems
 
 
 # ----------------------------------------------------------------------------- every page
@@ -284,9 +385,19 @@ def test_page_in_the_browser(page, book, server, browser):
     elif colab:
         problems.append(f"a Colab button on a page that is not a notebook: {colab}")
 
+    # what a reader reads: no raw Markdown table, raw TeX or unresolved role in the prose
+    problems += _raw_markup(browser.execute_script(_PROSE_TEXT_JS))
+    # no figure left empty: every figure of a notebook output holds a loaded image
+    empty = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output img, figure img'))"
+        ".filter(i => !(i.complete && i.naturalWidth > 1 && i.naturalHeight > 1)).length;")
+    if empty:
+        problems.append(f"{empty} empty figure(s)")
+
     if page in TOC_ENTRIES:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(SCREENSHOTS / _screenshot_name(page)))
+        _save_full_page(browser, page)
+    if seen["background"]:
+        print(f"{path}: Chromium's own traffic, not the page's (not an error): {seen['background']}")
     assert not problems, f"{path}:\n  " + "\n  ".join(problems)
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from pixelweight.profiles import PROFILES, Profile, get_profile
@@ -40,3 +42,14 @@ def test_unknown_profile_and_field():
         get_profile("ci", epochs=3)
     with pytest.raises(ValueError, match="name"):
         Profile(name="", seeds=(0,), steps=1, batch_size=1, train_samples=1, val_samples=1, test_samples=1)
+
+
+def test_describe_states_the_budget_and_what_it_means():
+    from pixelweight.profiles import get_profile
+
+    ci = get_profile("ci", steps=340, image_size=32, width=8)
+    assert ci.describe() == "`ci` profile (early training): 340 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
+    one = get_profile("full", seeds=(0,))
+    assert one.describe().startswith("`full` profile (longer training): 4000 steps, 1 seed, ")
+    custom = dataclasses.replace(ci, name="mine")
+    assert custom.describe().startswith("`mine` profile: 340 steps")

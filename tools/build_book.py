@@ -1130,6 +1130,37 @@ def chapters_table(chapters: list[Chapter], toc_notebooks: list[str], built: lis
     return "\n".join(lines)
 
 
+def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) -> str:
+    """The scorecard page's table: every recorded claim of every chapter in this build, with
+    the paper, the claim (linked to the section of the page that tests it), its source tag,
+    the budget it was tested at, the effect with its interval and the verdict's label.
+
+    The fields come from the verdicts a notebook recorded through
+    :meth:`pixelweight.claims.ClaimsTable.record`; a verdict recorded without them shows "—".
+    """
+    from pixelweight.claims import verdict_badge
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| Paper | Claim | Source | Budget | Effect [95% CI] | Verdict |", "|---|---|---|---|---|---|"]
+    for chapter in chapters:
+        papers = "; ".join(f"{{cite:t}}`{key}`" for key in chapter.papers) or "testbed"
+        for entry in (e for e in built if chapter_of(e) == chapter.folder):
+            for line in execution["notebooks"][entry]["verdicts"]:
+                title = f"{line['label']} {line['claim']}" if line.get("label") else line["claim"]
+                anchor = f"#{line['section']}" if line.get("section") else ""
+                claim = f"[{cell(title)}](../{entry}.ipynb{anchor})"  # from book/scorecard.md
+                source = f"[{line['source']}]" if line.get("source") else "—"
+                lines.append(" | ".join([
+                    f"| {papers}", claim, source, cell(line.get("budget", "—")), cell(line.get("effect", "—")),
+                    f"{verdict_badge(line['verdict'])} |",
+                ]))
+    if len(lines) == 2:
+        return "No notebook of this build recorded a verdict yet."
+    return "\n".join(lines)
+
+
 def edition_markdown(execution: dict, release: Release) -> str:
     """The landing page's line saying which library version and commit the book shows."""
     sha = execution["git_commit"]
@@ -1213,6 +1244,7 @@ def generated_text(name: str, context: dict) -> str:
         "edition": lambda: edition_markdown(context["execution"], context["release"]),
         "chapters-table": lambda: chapters_table(
             context["chapters"], context["toc_notebooks"], context["built"], context["verdicts"]),
+        "scorecard": lambda: scorecard_table(context["chapters"], context["built"], context["execution"]),
         "cite-book": lambda: "```bibtex\n" + book_bibtex(context["citation"], context["year"]) + "\n```",
         "cite-papers": lambda: cite_papers_markdown(context["chapters"], context["bib"], context["built"]),
     }
@@ -1237,6 +1269,116 @@ def cite_papers_markdown(chapters: list[Chapter], bib: dict[str, str], built: li
 def fill_generated(text: str, context: dict) -> str:
     """Replace every ``<!-- generated: name -->`` line of a prose page."""
     return _MARKER_RE.sub(lambda m: generated_text(m.group(1), context), text)
+
+
+# --------------------------------------------------------------------------------------
+# The built pages, read as a reader sees them
+# --------------------------------------------------------------------------------------
+#: Markdown table rows printed as text: ``|---|``, or ``|—|`` once smartquotes made the dashes
+#: an em dash. A generated table that Sphinx did not parse shows one of these.
+RAW_TABLE_RE = re.compile(r"\|\s*(?::?-{3,}:?|—|–)\s*\|")
+#: TeX that MathJax will never see: a command (``\mathrm``), a ``\(``/``\[`` delimiter, or
+#: ``$...$`` that the Markdown parser did not turn into math.
+RAW_TEX_RE = re.compile(r"\\(?:[()\[\]]|[A-Za-z]{2,})|\$[^$\s][^$]*\$")
+#: A MyST role printed as text (``{glue:text}`x```, ``{cite:p}``...): a glue key that did not
+#: resolve, or Markdown parsed without MyST.
+RAW_ROLE_RE = re.compile(r"\{(?:glue|cite|doc|ref|eq|math|numref|download|bdg)(?::[a-z-]+)?\}")
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+              "track", "wbr"}
+#: Elements whose text is not prose: code, scripts, and the TeX source of typeset math.
+_NOT_PROSE_TAGS = {"script", "style", "pre", "code", "textarea", "head", "svg", "math"}
+
+
+def _page_parser():
+    from html.parser import HTMLParser
+
+    class PageText(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.stack: list[tuple[str, bool]] = []
+            self.texts: list[str] = []
+            self.images: list[str] = []
+
+        def _skipping(self) -> bool:
+            return bool(self.stack) and self.stack[-1][1]
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "img":
+                self.images.append(attrs.get("src") or "")
+            if tag in _VOID_TAGS:
+                return
+            classes = (attrs.get("class") or "").split()
+            skip = self._skipping() or tag in _NOT_PROSE_TAGS or "math" in classes
+            self.stack.append((tag, skip))
+
+        def handle_startendtag(self, tag, attrs):
+            if tag == "img":
+                self.images.append(dict(attrs).get("src") or "")
+
+        def handle_endtag(self, tag):
+            if tag in _VOID_TAGS:
+                return
+            for depth in range(len(self.stack) - 1, -1, -1):
+                if self.stack[depth][0] == tag:
+                    del self.stack[depth:]
+                    return
+
+        def handle_data(self, data):
+            if not self._skipping() and data.strip():
+                self.texts.append(data)
+
+    return PageText()
+
+
+def _blank_image(path: Path) -> bool:
+    """True when ``path`` is an image of one colour (a figure with nothing drawn)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        extrema = image.convert("RGB").getextrema()
+    return all(low == high for low, high in extrema)
+
+
+def page_problems(page: Path, html_root: Path) -> list[str]:
+    """What a reader of ``page`` would see wrong: raw Markdown tables, raw TeX, MyST roles
+    printed as text (an unresolved glue key among them), and missing, empty or blank images."""
+    parser = _page_parser()
+    parser.feed(page.read_text(encoding="utf-8"))
+    problems: list[str] = []
+    for text in parser.texts:
+        snippet = " ".join(text.split())
+        for what, pattern in (("raw Markdown table", RAW_TABLE_RE), ("raw TeX", RAW_TEX_RE),
+                              ("raw MyST role", RAW_ROLE_RE)):
+            match = pattern.search(snippet)
+            if match:
+                start = max(0, match.start() - 40)
+                problems.append(f"{what}: ...{snippet[start:match.end() + 40]}...")
+    for src in parser.images:
+        if src.startswith("data:"):
+            continue
+        if not src or "://" in src:
+            problems.append(f"image without a local file: {src!r}")
+            continue
+        target = (page.parent / src.split("#")[0].split("?")[0]).resolve()
+        if not target.is_file() or target.stat().st_size == 0:
+            problems.append(f"missing or empty image: {src}")
+        elif target.suffix.lower() in (".png", ".jpg", ".jpeg") and _blank_image(target):
+            problems.append(f"blank image (one colour): {src}")
+    return problems
+
+
+def check_pages(html_root: Path) -> dict[str, list[str]]:
+    """:func:`page_problems` of every HTML page of the build (the theme's assets left out)."""
+    found = {}
+    for page in sorted(html_root.rglob("*.html")):
+        relative = page.relative_to(html_root)
+        if relative.parts[0] in ("_static", "_sources", "_images"):
+            continue
+        problems = page_problems(page, html_root)
+        if problems:
+            found[str(relative)] = problems
+    return found
 
 
 # --------------------------------------------------------------------------------------
@@ -1443,6 +1585,15 @@ def main(argv: list[str] | None = None) -> int:
         html_status = subprocess.call(command, cwd=root)
         html_seconds = time.perf_counter() - start
         if html_status == 0:
+            bad_pages = check_pages(build_dir / "html")
+            if bad_pages:
+                say("", f"the built pages show what a reader must not see ({len(bad_pages)} page(s)):")
+                for name, problems in bad_pages.items():
+                    say(f"  {name}:", *(f"    {p}" for p in problems[:10]))
+                    if len(problems) > 10:
+                        say(f"    ... and {len(problems) - 10} more")
+                html_status = 3
+        if html_status == 0:
             write_build_info(build_dir, entries=[e for e in entries if e in pages or e in notebooks],
                              notebooks=notebooks, partial=partial, execution=execution,
                              release=release, config=config)
@@ -1456,6 +1607,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_html:
         say(f"executed notebooks are in {_relative(executed_dir, root)}/ (HTML not built: --no-html)")
         return 0
+    if html_status == 3:
+        say("FAILED: the HTML was built, but its pages show raw Markdown, raw TeX, unresolved roles "
+            "or broken images (listed above)")
+        return 1
     if html_status != 0:
         say(f"FAILED: jupyter-book build exited with {html_status} after {html_seconds:.1f} s "
             "(every Sphinx warning is an error; see the log above)")

@@ -66,7 +66,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -128,7 +128,7 @@ plt.show()
 # The long tail in pixels, for three values of the Zipf exponent (log scale: each step of
 # the grid is a factor of ten):
 
-# %%
+# %% tags=["hide-input"]
 freqs = {}
 for s in (0.0, 1.0, 2.0):
     ds = DigitScenes(split="train", num_samples=P.train_samples, size=P.image_size, imbalance=s, seed=1000)
@@ -194,7 +194,7 @@ markdown("Mean IoU between each sloppy ground truth and the true mask, over "
 # single digit sits at a random place on a 128x128 canvas among fragments of other
 # digits; the `digit_size` knob sets how small the object is.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(2, 4, figsize=(plotting.PAGE_WIDTH, 3.9))
 shares = {}
 for row, size in zip(axes, (12, 28)):

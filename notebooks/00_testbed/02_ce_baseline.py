@@ -64,7 +64,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 import numpy as np
@@ -73,7 +73,8 @@ import torch
 from scipy import stats as sps
 
 from pixelweight import plotting
-from pixelweight.book import format_p, glue, markdown, record_verdicts, table
+from pixelweight.book import format_p, glue, markdown, table
+from pixelweight.claims import Claim, ClaimsTable
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import digit_scenes_splits, per_class_frame, run_seeds
 from pixelweight.losses import CrossEntropyLoss
@@ -124,7 +125,7 @@ glue("device_name", runs[0].device)
 # {glue:text}`n_seeds` seeds of {glue:text}`steps` Adam steps each took
 # {glue:text}`train_minutes` minutes on {glue:text}`device_name`.
 
-# %%
+# %% tags=["hide-input"]
 ax = plotting.plot_history({"cross-entropy": [r.history for r in runs]}, key="loss",
                            ylabel="training loss (nats per pixel)")
 ax.set_yscale("log")
@@ -134,7 +135,7 @@ plt.show()
 # %% [markdown]
 # ## Overall metrics (test split, full label resolution)
 
-# %%
+# %% tags=["hide-input"]
 summary = []
 for key, label in [("test_miou", "mIoU"), ("test_mean_accuracy", "mean accuracy (mean class recall)"),
                    ("test_mean_precision", "mean precision"), ("test_pixel_accuracy", "pixel accuracy")]:
@@ -150,7 +151,7 @@ markdown(table(pd.DataFrame(summary)))
 #
 # ## Which classes does CE learn?
 
-# %%
+# %% tags=["hide-input"]
 per_class = per_class_frame({"CE": runs}, CLASS_NAMES, split="test", frequencies=freq)
 digits = per_class[per_class["class"] != "background"]
 by_class = digits.groupby("class", sort=False).agg(
@@ -173,7 +174,7 @@ ax.set_title("Digit classes: frequent classes are learned, rare ones are not")
 ax.legend(frameon=False, loc="upper left")
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 rho, p_value = sps.spearmanr(by_class["pixel_frequency"], by_class["recall"])
 glue("spearman_rho", f"{rho:.2f}")
 glue("spearman_p", format_p(p_value))
@@ -189,7 +190,11 @@ glue("recall_frequent", f"{per_seed[frequent].mean(axis=1).mean():.2f}")
 glue("recall_rare", f"{per_seed[rare].mean(axis=1).mean():.2f}")
 glue("recall_gap", diff.format(2))
 gap_verdict = verdict(diff, direction=+1)
-record_verdicts(results_dir, "00_testbed", {"CE under-recalls the rare classes of a long tail": gap_verdict})
+claims = ClaimsTable("00_testbed", budget=P.describe(), claims=[
+    Claim("CE under-recalls the rare classes of a long tail", source="ours",
+          ran="U-Net + CE; mean recall of the 5 most frequent digits minus that of the 5 rarest (test), paired by seed",
+          effect=diff, digits=2, verdict=gap_verdict),
+])
 glue("gap_verdict", gap_verdict)
 
 table_df = by_class.reset_index()[["class", "pixel_frequency", "recall", "precision", "iou"]]
@@ -213,7 +218,7 @@ markdown("Per-class test metrics, mean over seeds:\n\n" + table(table_df))
 #
 # ## What the network predicts
 
-# %%
+# %% tags=["hide-input"]
 model = runs[0].model.eval().cpu()
 images = torch.stack([splits.test[i][0] for i in range(5)])
 labels = torch.stack([splits.test[i][1] for i in range(5)])
@@ -247,3 +252,13 @@ if len(full):
 else:
     markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
              f"are from the `{P.name}` profile only.")
+
+# %% [markdown]
+# ## Claims
+#
+# The testbed reproduces no paper; its one claim is the problem the recall-loss and loss
+# max-pooling chapters set out to solve.
+
+# %%
+claims.show()
+_ = claims.record(results_dir)

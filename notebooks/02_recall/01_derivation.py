@@ -66,7 +66,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import matplotlib.pyplot as plt

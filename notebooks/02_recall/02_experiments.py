@@ -72,14 +72,15 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from pixelweight import plotting
-from pixelweight.book import glue, markdown, record_verdicts, table
+from pixelweight.book import glue, markdown, table
+from pixelweight.claims import Claim, ClaimsTable
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import (
     digit_scenes_splits,
@@ -174,7 +175,7 @@ glue("device_name", all_runs[0].device)
 # precision the mean of the per-class precisions; both average the
 # {glue:text}`num_classes` classes equally.
 
-# %%
+# %% tags=["hide-input"]
 KEYS = {"test_miou": "mIoU", "test_mean_accuracy": "mean accuracy", "test_mean_precision": "mean precision",
         "test_pixel_accuracy": "pixel accuracy"}
 
@@ -204,7 +205,7 @@ markdown("Paired difference to CE (same seed), mean [95% CI]:\n\n" + table(diffs
 # recall up (left panel); if it does so by predicting them too often, their precision
 # falls (right panel).
 
-# %%
+# %% tags=["hide-input"]
 per_class = per_class_frame(runs, CLASS_NAMES, split="test", frequencies=freq)
 by_class = per_class.groupby(["run", "class"], sort=False).agg(
     pixel_frequency=("pixel_frequency", "first"), recall=("recall", "mean"), precision=("precision", "mean"),
@@ -289,7 +290,7 @@ for key, label in [("inverse", "inverse-frequency CE"), ("recall", "recall (batc
 # $\beta = 1$ is inverse frequency (the weights of the inverse- and median-frequency
 # baselines have $\beta = 1$ exactly).
 
-# %%
+# %% tags=["hide-input"]
 weights = weight_history_frame({k: runs[k] for k in ("recall (batch)", "recall (moving average)")}, CLASS_NAMES)
 wide = weights.pivot_table(index=["run", "seed_index", "step"], columns="class", values="weight")[CLASS_NAMES]
 betas = pd.DataFrame({"beta": [frequency_exponent(row, freq) for row in wide.to_numpy()]},
@@ -392,7 +393,24 @@ glue("digits_below_half", int((final_ma.drop("background") < 0.5).sum()))
 # divided by its largest weight, beside the inverse-frequency profile: it leaves the flat
 # line of CE, tilts towards the rare classes, and at this budget ends
 # {glue:text}`profile_vs_inverse` than inverse frequency.
+
+# %% [markdown]
+# ## Committed `full`-profile runs
 #
+# Runs made with `profile = "full"` on a GPU are committed under `results/02_recall/` with
+# their provenance. A record whose configuration differs from what this notebook would run
+# today is flagged.
+
+# %%
+full = committed_frame("02_recall", recall_profile("full").to_dict(), [f"ch2-{n}" for n in RUN_NAMES.values()],
+                       columns=["seed", "test_miou", "test_mean_accuracy", "test_mean_precision", "device", "commit"])
+if len(full):
+    markdown(table(full))
+else:
+    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
+             f"are from the `{P.name}` profile only.")
+
+# %% [markdown]
 # ## Claims
 #
 # Each verdict comes from the paired differences over seeds ({glue:text}`n_seeds` seeds,
@@ -424,30 +442,29 @@ v_e_parts = [verdict(d_vs_inv_prec, direction=+1), verdict(d_vs_inv_miou, direct
 v_e = (v_e_parts[0] if v_e_parts[0] == v_e_parts[1]
        else "not reproduced" if "not reproduced" in v_e_parts else "partly reproduced")
 
-claims = pd.DataFrame([
-    {"claim": "(a) recall loss raises mean accuracy over CE [abstract]",
-     "what we ran": "recall (batch) vs CE, mean accuracy",
-     "what we saw": f"Δ = {d_acc.format(3)} ({relative_gain:+.0f}% relative); moving average Δ = {d_acc_ma.format(3)}",
-     "verdict": v_a},
-    {"claim": "(b) ... at competitive mIoU [abstract]",
-     "what we ran": f"recall (batch) vs CE, mIoU, tolerance {MIOU_TOLERANCE}",
-     "what we saw": f"Δ mIoU = {d_miou.format(3)}",
-     "verdict": v_b},
-    {"claim": "(c) inverse-frequency CE gains recall but loses precision (false positives)",
-     "what we ran": "inverse-frequency CE vs CE, mean accuracy and mean precision",
-     "what we saw": f"Δ mean acc. = {d_inv_acc.format(3)} ({v_c_parts[0]}); Δ mean prec. = {d_inv_prec.format(3)} ({v_c_parts[1]})",
-     "verdict": v_c},
-    {"claim": "(c′) ... so recall loss keeps more precision and mIoU than inverse-frequency CE",
-     "what we ran": "recall (batch) vs inverse-frequency CE, mean precision and mIoU",
-     "what we saw": f"Δ mean prec. = {d_vs_inv_prec.format(3)} ({v_e_parts[0]}); Δ mIoU = {d_vs_inv_miou.format(3)} ({v_e_parts[1]})",
-     "verdict": v_e},
-    {"claim": "(d) the weights move from CE toward inverse frequency during training [abstract]",
-     "what we ran": f"frequency exponent β of the recall (batch) weights, last tenth of training vs step {first_step}",
-     "what we saw": f"β: {mean_ci(beta_first['recall (batch)']).format(2)} at step {first_step}, "
-                    f"{mean_ci(beta_last['recall (batch)']).format(2)} at the end (inverse frequency: 1)",
-     "verdict": v_d},
+claims = ClaimsTable("02_recall", budget=P.describe(), claims=[
+    Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)",
+          ran="recall (batch) vs CE, mean accuracy (test)", effect=d_acc,
+          detail=f"{relative_gain:+.0f}% relative; moving average Δ = {d_acc_ma.format(3)}", verdict=v_a),
+    Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract", label="(b)",
+          ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}", effect=d_miou, verdict=v_b),
+    Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
+          ran="inverse-frequency CE vs CE, mean accuracy and mean precision",
+          effect=f"Δ mean acc. = {d_inv_acc.format(3)} ({v_c_parts[0]}); Δ mean prec. = {d_inv_prec.format(3)} ({v_c_parts[1]})",
+          verdict=v_c),
+    Claim("recall loss keeps more precision and mIoU than inverse-frequency CE", source="ours", label="(c′)",
+          ran="recall (batch) vs inverse-frequency CE, mean precision and mIoU",
+          effect=f"Δ mean prec. = {d_vs_inv_prec.format(3)} ({v_e_parts[0]}); Δ mIoU = {d_vs_inv_miou.format(3)} ({v_e_parts[1]})",
+          verdict=v_e),
+    Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
+          ran=f"frequency exponent β of the recall (batch) weights, last tenth of training vs step {first_step}",
+          effect=beta_change, digits=2,
+          detail=f"β {mean_ci(beta_first['recall (batch)']).format(2)} at step {first_step}, "
+                 f"{mean_ci(beta_last['recall (batch)']).format(2)} at the end; inverse frequency: 1",
+          verdict=v_d),
 ])
-markdown(table(claims))
+claims.show()
+_ = claims.record(results_dir)
 glue("miou_tolerance", f"{MIOU_TOLERANCE:.2f}")
 glue("verdict_a", v_a)
 glue("verdict_b", v_b)
@@ -455,13 +472,6 @@ glue("verdict_c", v_c)
 glue("verdict_d", v_d)
 glue("verdict_e", v_e)
 glue("relative_gain", f"{relative_gain:.0f}")
-_ = record_verdicts(results_dir, "02_recall", {
-    "recall loss raises mean accuracy over CE": v_a,
-    "recall loss keeps a competitive mIoU (within 0.02 of CE)": v_b,
-    "inverse-frequency CE gains recall but loses precision": v_c,
-    "recall loss keeps more precision and mIoU than inverse-frequency CE": v_e,
-    "recall-loss weights move from CE toward inverse frequency": v_d,
-})
 
 # %% [markdown]
 # At this scale: (a) {glue:text}`verdict_a` (a {glue:text}`relative_gain`% relative change
@@ -469,20 +479,5 @@ _ = record_verdicts(results_dir, "02_recall", {
 # run), (b) {glue:text}`verdict_b`, (c) {glue:text}`verdict_c`, (c′) {glue:text}`verdict_e`,
 # (d) {glue:text}`verdict_d`.
 # With {glue:text}`n_seeds` seeds and {glue:text}`steps` steps the intervals are wide; the `full` profile's records
-# below, when committed, say more. The next notebook asks how the gain of recall loss
+# above, when committed, say more. The next notebook asks how the gain of recall loss
 # depends on how long the tail is.
-#
-# ## Committed `full`-profile runs
-#
-# Runs made with `profile = "full"` on a GPU are committed under `results/02_recall/` with
-# their provenance. A record whose configuration differs from what this notebook would run
-# today is flagged.
-
-# %%
-full = committed_frame("02_recall", recall_profile("full").to_dict(), [f"ch2-{n}" for n in RUN_NAMES.values()],
-                       columns=["seed", "test_miou", "test_mean_accuracy", "test_mean_precision", "device", "commit"])
-if len(full):
-    markdown(table(full))
-else:
-    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
-             f"are from the `{P.name}` profile only.")

@@ -62,13 +62,14 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from pixelweight import plotting
-from pixelweight.book import glue, markdown, record_verdicts, table
+from pixelweight.book import glue, markdown, table
+from pixelweight.claims import Claim, ClaimsTable
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import digit_scenes_splits, recall_profile, recall_scenes, run_seeds
 from pixelweight.losses import CrossEntropyLoss, RecallLoss
@@ -132,7 +133,7 @@ glue("ratio_s2", f"{ratios[2.0]:.0f}")
 #
 # ## The gain of recall loss over CE
 
-# %%
+# %% tags=["hide-input"]
 def per_seed(s, label, key):
     return [r.metrics[key] for r in runs[s, label]]
 
@@ -164,45 +165,6 @@ fig.suptitle("Recall loss − CE against the class imbalance (mean, 95% CI over 
 plt.show()
 
 # %% [markdown]
-# ## Claims
-
-# %%
-gain_low = np.asarray(per_seed(EXPONENTS[0], "recall", "test_mean_accuracy")) - np.asarray(
-    per_seed(EXPONENTS[0], "CE", "test_mean_accuracy"))
-gain_high = np.asarray(per_seed(EXPONENTS[-1], "recall", "test_mean_accuracy")) - np.asarray(
-    per_seed(EXPONENTS[-1], "CE", "test_mean_accuracy"))
-growth = paired_difference_ci(gain_high, gain_low)  # same training seeds at both ends of the sweep
-v_growth = verdict(growth, direction=+1)
-claims = [
-    {"claim": f"(a) recall loss raises mean accuracy over CE, at s = {s:g} [abstract]",
-     "what we ran": f"recall (batch) vs CE, {len(P.seeds)} seeds",
-     "what we saw": f"Δ = {gains[s, 'mean accuracy'].format(3)}",
-     "verdict": verdict(gains[s, "mean accuracy"], direction=+1)}
-    for s in EXPONENTS
-]
-claims.append({
-    "claim": "the gain grows with the imbalance [derived]",
-    "what we ran": f"gain at s = {EXPONENTS[-1]:g} minus gain at s = {EXPONENTS[0]:g}, paired by seed",
-    "what we saw": f"{growth.format(3)}",
-    "verdict": v_growth,
-})
-markdown(table(pd.DataFrame(claims)))
-glue("growth", growth.format(3))
-glue("verdict_growth", v_growth)
-for s in EXPONENTS:
-    glue(f"gain_s{int(s)}", gains[s, "mean accuracy"].format(3))
-_ = record_verdicts(results_dir, "02_recall", {
-    "the recall-loss gain in mean accuracy grows with the class imbalance": v_growth,
-})
-
-# %% [markdown]
-# The mean-accuracy gain of recall loss over CE is {glue:text}`gain_s0` at $s = 0$,
-# {glue:text}`gain_s1` at $s = 1$ and {glue:text}`gain_s2` at $s = 2$; the gain at the
-# longest tail minus the gain on balanced digits is {glue:text}`growth`, so "the gain grows
-# with the imbalance" is **{glue:text}`verdict_growth`** at this scale. Note that even at
-# $s = 0$ the classes are not balanced: background owns most pixels whatever $s$ is, so
-# recall loss has an imbalance to correct at every point of the sweep.
-#
 # ## Committed `full`-profile runs
 
 # %%
@@ -213,3 +175,38 @@ if len(full):
 else:
     markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
              f"are from the `{P.name}` profile only.")
+
+# %% [markdown]
+# ## Claims
+
+# %%
+gain_low = np.asarray(per_seed(EXPONENTS[0], "recall", "test_mean_accuracy")) - np.asarray(
+    per_seed(EXPONENTS[0], "CE", "test_mean_accuracy"))
+gain_high = np.asarray(per_seed(EXPONENTS[-1], "recall", "test_mean_accuracy")) - np.asarray(
+    per_seed(EXPONENTS[-1], "CE", "test_mean_accuracy"))
+growth = paired_difference_ci(gain_high, gain_low)  # same training seeds at both ends of the sweep
+v_growth = verdict(growth, direction=+1)
+claims = ClaimsTable("02_recall", budget=P.describe(), claims=[
+    *[Claim(f"recall loss raises mean accuracy over CE, at s = {s:g}", source="abstract", label="(a)",
+            ran=f"recall (batch) vs CE, mean accuracy (test), Zipf exponent s = {s:g}",
+            effect=gains[s, "mean accuracy"], verdict=verdict(gains[s, "mean accuracy"], direction=+1),
+            record=False)  # claim (a) of the experiments notebook, restated at each imbalance
+      for s in EXPONENTS],
+    Claim("the recall-loss gain in mean accuracy grows with the class imbalance", source="derived",
+          ran=f"gain at s = {EXPONENTS[-1]:g} minus gain at s = {EXPONENTS[0]:g}, paired by seed",
+          effect=growth, verdict=v_growth),
+])
+claims.show()
+_ = claims.record(results_dir)
+glue("growth", growth.format(3))
+glue("verdict_growth", v_growth)
+for s in EXPONENTS:
+    glue(f"gain_s{int(s)}", gains[s, "mean accuracy"].format(3))
+
+# %% [markdown]
+# The mean-accuracy gain of recall loss over CE is {glue:text}`gain_s0` at $s = 0$,
+# {glue:text}`gain_s1` at $s = 1$ and {glue:text}`gain_s2` at $s = 2$; the gain at the
+# longest tail minus the gain on balanced digits is {glue:text}`growth`, so "the gain grows
+# with the imbalance" is **{glue:text}`verdict_growth`** at this scale. Note that even at
+# $s = 0$ the classes are not balanced: background owns most pixels whatever $s$ is, so
+# recall loss has an imbalance to correct at every point of the sweep.

@@ -71,7 +71,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import matplotlib.pyplot as plt
@@ -219,7 +219,7 @@ glue("maps_batch", batch)
 glue("maps_pixels", f"{n_pixels:,}")
 glue("maps_errors", f"{100 * (pred != labels).float().mean().item():.1f}")
 
-# %%
+# %% tags=["hide-input"]
 sorted_ce = ce.flatten().sort(descending=True).values
 rank = np.arange(1, n_pixels + 1) / n_pixels
 fig, axes = plt.subplots(1, 2, figsize=(plotting.PAGE_WIDTH, 3.2), sharey=True)
@@ -269,7 +269,7 @@ glue("lmp_over_ce", f"{(w_def * ce).sum().item() / ce.mean().item():.1f}")
 #
 # ## Where on an image the weight goes
 
-# %%
+# %% tags=["hide-input"]
 show = [0, 1, 2, 3]
 omega = n_pixels * w_def  # relative weights, 1 = CE
 fig, axes = plt.subplots(5, len(show), figsize=(plotting.PAGE_WIDTH, 8.6))

@@ -67,14 +67,15 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from pixelweight import plotting
-from pixelweight.book import glue, markdown, record_verdicts, table
+from pixelweight.book import glue, markdown, table
+from pixelweight.claims import Claim, ClaimsTable
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import (
     digit_scenes_splits,
@@ -145,7 +146,7 @@ glue("rare_share", f"{100 * freq[RARE].sum():.1f}")
 #
 # ## Results (test split)
 
-# %%
+# %% tags=["hide-input"]
 frame = group_metric_frame(results, {"rare": RARE, "frequent": FREQUENT})
 COLUMNS = {"miou": "mIoU", "mean_accuracy": "mean accuracy", "rare_iou": "rare-class IoU",
            "rare_recall": "rare-class recall", "frequent_iou": "frequent-class IoU"}
@@ -175,7 +176,7 @@ glue("verdict_miou", verdict_miou)
 glue("verdict_rare", verdict_rare)
 glue("verdict_acc", verdict_acc)
 
-# %%
+# %% tags=["hide-input"]
 per_class = per_class_frame(results, CLASS_NAMES, split="test", frequencies=freq)
 by = per_class.groupby(["run", "class"], sort=False)["iou"].agg(["mean", "std"]).reset_index()
 names = [CLASS_NAMES[0]] + [CLASS_NAMES[c] for c in order]
@@ -209,7 +210,7 @@ plt.show()
 # test images, one LMP problem per image. Each limit is compared with a reference computed
 # without the closed form (the mean, `torch.topk`, the power mean).
 
-# %%
+# %% tags=["hide-input"]
 model = results["LMP"][0].model.eval().cpu()
 images = torch.stack([splits.test[i][0] for i in range(32)])
 labels = torch.stack([splits.test[i][1] for i in range(32)])
@@ -231,7 +232,7 @@ verdict_limits = ("reproduced" if all(v == "reproduced" for v in limit_verdicts.
 glue("verdict_limits", verdict_limits)
 glue("limits_worst", f"{limits['relative_difference'].abs().max():.1e}")
 
-# %%
+# %% tags=["hide-input"]
 ps = np.unique(np.concatenate([1 + np.logspace(-5, 0, 11), np.logspace(0.4, 6, 12), [P_LMP]]))
 path = lmp_path_frame(pixel_ce, ps, ratio=RATIO_LMP)
 path["to CE (mean)"] = (path["lmp"] - path["mean"]).abs() / path["mean"]
@@ -263,47 +264,6 @@ glue("limits_exact_worst", f"{exact['relative_difference'].abs().max():.1e}")
 # between: the pooled loss of an image is {glue:text}`default_over_ce` times its mean CE and
 # {glue:text}`default_over_topk` times the mean of its $m$ hardest pixels (medians over
 # images).
-#
-# ## Claims
-
-# %%
-claims = pd.DataFrame([
-    {"claim": "LMP improves mIoU over CE [abstract]",
-     "what we ran": f"CE vs LMP (p = {P_LMP}, ρ = {RATIO_LMP}), {len(P.seeds)} paired seeds, {P.steps} steps",
-     "what we saw": f"ΔmIoU = {diffs['miou'].format(3)}", "verdict": verdict_miou},
-    {"claim": "LMP improves the rare classes over CE (class imbalance) [abstract]",
-     "what we ran": "same runs; IoU of the 5 rarest digits",
-     "what we saw": f"Δ rare IoU = {diffs['rare_iou'].format(3)} (CE {ce['rare_iou'].mean():.3f})",
-     "verdict": verdict_rare},
-    {"claim": "LMP raises the mean class recall over CE (class imbalance) [abstract]",
-     "what we ran": "same runs; mean accuracy",
-     "what we saw": f"Δ mean accuracy = {diffs['mean_accuracy'].format(3)}", "verdict": verdict_acc},
-    {"claim": "LMP reduces to CE (ρ = 1, p → ∞) and to top-k mining (p → 1) [derived]",
-     "what we ran": "5 limits on the CE of a trained model, 32 images",
-     "what we saw": f"max relative gap {limits['relative_difference'].abs().max():.1e}",
-     "verdict": verdict_limits},
-])
-markdown(table(claims))
-_ = record_verdicts(results_dir, "04_lmp", {
-    "LMP improves mIoU over CE": verdict_miou,
-    "LMP improves rare-class IoU over CE": verdict_rare,
-    "LMP raises mean class recall over CE": verdict_acc,
-    "LMP reduces to CE and to top-k mining in its limits": verdict_limits,
-})
-
-# %%
-if rare_learned:
-    rare_text = (f"At least one loss learns some of the rare classes here (mean rare-class IoU "
-                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
-                 "class-imbalance claim is tested at this scale.")
-else:
-    rare_text = (f"Neither loss learns the rare classes in this budget (mean rare-class IoU "
-                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
-                 "class-imbalance claim needs the `full` profile's longer runs, committed below when available.")
-markdown(f"At `{P.name}` scale the verdict on mIoU is **{verdict_miou}**, on the rare classes "
-         f"**{verdict_rare}**, on the mean class recall **{verdict_acc}**, and the limits are "
-         f"**{verdict_limits}**. {rare_text} The comparison with top-$k$ mining and the sweep "
-         "over $p$ and $\\rho$ follow in the next notebook.")
 
 # %% [markdown]
 # ## Committed `full`-profile runs
@@ -322,3 +282,37 @@ if len(full):
 else:
     markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
              f"are from the `{P.name}` profile only.")
+
+# %% [markdown]
+# ## Claims
+
+# %%
+claims = ClaimsTable("04_lmp", budget=P.describe(), claims=[
+    Claim("LMP improves mIoU over CE", source="abstract",
+          ran=f"CE vs LMP (p = {P_LMP}, ρ = {RATIO_LMP}), {len(P.seeds)} paired seeds, mIoU (test)",
+          effect=diffs["miou"], verdict=verdict_miou),
+    Claim("LMP improves rare-class IoU over CE", source="abstract",
+          ran="same runs; IoU of the 5 rarest digits", effect=diffs["rare_iou"],
+          detail=f"CE {ce['rare_iou'].mean():.3f}", verdict=verdict_rare),
+    Claim("LMP raises mean class recall over CE", source="ours",
+          ran="same runs; mean accuracy (test)", effect=diffs["mean_accuracy"], verdict=verdict_acc),
+    Claim("LMP reduces to CE and to top-k mining in its limits", source="derived",
+          ran="5 limits (ρ = 1, p → ∞, p → 1, ...) on the CE of a trained model, 32 images",
+          effect=f"max relative gap {limits['relative_difference'].abs().max():.1e}", verdict=verdict_limits),
+])
+claims.show()
+_ = claims.record(results_dir)
+
+# %% tags=["hide-input"]
+if rare_learned:
+    rare_text = (f"At least one loss learns some of the rare classes here (mean rare-class IoU "
+                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
+                 "class-imbalance claim is tested at this scale.")
+else:
+    rare_text = (f"Neither loss learns the rare classes in this budget (mean rare-class IoU "
+                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
+                 "class-imbalance claim needs the `full` profile's longer runs, committed above when available.")
+markdown(f"At `{P.name}` scale the verdict on mIoU is **{verdict_miou}**, on the rare classes "
+         f"**{verdict_rare}**, on the mean class recall **{verdict_acc}**, and the limits are "
+         f"**{verdict_limits}**. {rare_text} The comparison with top-$k$ mining and the sweep "
+         "over $p$ and $\\rho$ follow in the next notebook.")

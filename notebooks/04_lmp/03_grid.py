@@ -68,7 +68,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import functools
 
 import matplotlib.pyplot as plt
@@ -78,7 +78,8 @@ import seaborn as sns
 import torch
 
 from pixelweight import plotting
-from pixelweight.book import glue, markdown, record_verdicts, table
+from pixelweight.book import glue, markdown, table
+from pixelweight.claims import Claim, ClaimsTable
 from pixelweight.data import DigitScenes
 from pixelweight.experiments import digit_scenes_splits, group_metric_frame, lmp_profile, lmp_scenes, run_seeds
 from pixelweight.losses import CrossEntropyLoss, FocalLoss, LossMaxPooling, cross_entropy, loss_max_pooling
@@ -171,7 +172,7 @@ glue("device_name", results["CE"][0].device)
 #
 # ## mIoU over $(p, \rho)$
 
-# %%
+# %% tags=["hide-input"]
 frame = group_metric_frame(results, {"rare": RARE}, split="test")
 val = group_metric_frame(results, {"rare": RARE}, split="val")
 ce = frame[frame.run == "CE"].sort_values("seed")
@@ -208,7 +209,7 @@ fig.suptitle(f"Loss max-pooling over (p, ρ), {len(P.seeds)} seeds; focal loss (
              f"mIoU {run_values('focal', 'miou').mean():.3f}")
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 summary = []
 for label in CONFIGS:
     d = paired_difference_ci(run_values(label, "miou"), ce["miou"].to_numpy())
@@ -219,6 +220,20 @@ for label in CONFIGS:
                     "val mIoU": run_values(label, "miou", val).mean()})
 summary = pd.DataFrame(summary)
 markdown("All configurations, means over seeds (test split unless said):\n\n" + table(summary))
+
+# %% [markdown]
+# ## Committed `full`-profile runs
+
+# %%
+labels = {name: label for label, (name, _, _) in CONFIGS.items()}
+full = committed_frame("04_lmp", lmp_profile("full", "grid").to_dict(), labels)
+if len(full):
+    full.insert(0, "loss", full.pop("name").map(labels))
+    markdown(table(full.groupby("loss", sort=False)[["test_miou"]].agg(["mean", "count"]).reset_index()
+                   .set_axis(["loss", "mean test mIoU", "seeds"], axis=1)))
+else:
+    markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
+             f"are from the `{P.name}` profile only.")
 
 # %% [markdown]
 # ## Claims at this scale
@@ -266,35 +281,24 @@ for key, value in {"d_default": d_default, "d_best": d_best, "d_topk": d_topk[RA
     glue(key, value.format(3))
 glue("equiv_tol", f"{EQUIV_TOL:g}")
 
-claims = pd.DataFrame([
-    {"claim": "LMP improves mIoU over CE [abstract]",
-     "what we ran": f"public default {default} vs CE", "what we saw": f"ΔmIoU = {d_default.format(3)}",
-     "verdict": v_default},
-    {"claim": "some (p, ρ) improves mIoU over CE",
-     "what we ran": f"best of the {len(lmp_cells)} cells with p ≤ {P_DEFAULT:g} on validation: {best}",
-     "what we saw": f"test ΔmIoU = {d_best.format(3)}", "verdict": v_best},
-    {"claim": "LMP improves the rare classes over CE [abstract]",
-     "what we ran": f"{default} vs CE, IoU of the 5 rarest digits",
-     "what we saw": f"Δ rare IoU = {d_rare.format(3)}", "verdict": v_rare},
-    {"claim": "LMP (p = 1.7) beats top-k mining (p → 1) at the same ratio [book's question]",
-     "what we ran": f"p = 1.7 vs p = 1, ρ = {RATIO_DEFAULT:g} (ρ = 0.1: {d_topk[0.1].format(3)})",
-     "what we saw": f"ΔmIoU = {d_topk[RATIO_DEFAULT].format(3)}", "verdict": v_topk},
-    {"claim": f"LMP with p → ∞ trains like CE (ΔmIoU within ±{EQUIV_TOL:g}) [derived]",
-     "what we ran": "p = 100, ρ = 0.3 vs CE", "what we saw": f"ΔmIoU = {d_inf.format(3)}", "verdict": v_inf},
-    {"claim": "LMP beats focal loss (book's comparison, no paper claim)",
-     "what we ran": f"{default} vs focal (γ = {FOCAL_GAMMA:g})", "what we saw": f"ΔmIoU = {d_focal.format(3)}",
-     "verdict": v_focal},
+claims = ClaimsTable("04_lmp", budget=P.describe(), section="claims-at-this-scale", claims=[
+    Claim("LMP (public default) improves mIoU over CE, grid scale", source="abstract",
+          ran=f"public default {default} vs CE, mIoU (test)", effect=d_default, verdict=v_default),
+    Claim("the best (p, ratio) chosen on validation improves mIoU over CE, grid scale", source="ours",
+          ran=f"best of the {len(lmp_cells)} cells with p ≤ {P_DEFAULT:g} on validation: {best}; mIoU (test)",
+          effect=d_best, verdict=v_best),
+    Claim("LMP improves rare-class IoU over CE, grid scale", source="abstract",
+          ran=f"{default} vs CE, IoU of the 5 rarest digits", effect=d_rare, verdict=v_rare),
+    Claim("LMP (p = 1.7) beats top-k mining at the same ratio", source="ours",
+          ran=f"p = 1.7 vs p = 1, ρ = {RATIO_DEFAULT:g}, mIoU (ρ = 0.1: {d_topk[0.1].format(3)})",
+          effect=d_topk[RATIO_DEFAULT], verdict=v_topk),
+    Claim("LMP with p -> infinity trains like CE", source="derived",
+          ran=f"p = 100, ρ = 0.3 vs CE, mIoU within ±{EQUIV_TOL:g}", effect=d_inf, verdict=v_inf),
+    Claim("LMP beats focal loss", source="ours", ran=f"{default} vs focal (γ = {FOCAL_GAMMA:g}), mIoU",
+          effect=d_focal, verdict=v_focal, record=False),  # the book's comparison; the paper claims nothing
 ])
-markdown(f"Claims tested at the `{P.name}` scale ("
-         f"{P.image_size}x{P.image_size} scenes, width-{P.width} U-Net, {P.steps} steps, {len(P.seeds)} seeds):\n\n"
-         + table(claims))
-_ = record_verdicts(results_dir, "04_lmp", {
-    "LMP (public default) improves mIoU over CE, grid scale": v_default,
-    "the best (p, ratio) chosen on validation improves mIoU over CE, grid scale": v_best,
-    "LMP improves rare-class IoU over CE, grid scale": v_rare,
-    "LMP (p = 1.7) beats top-k mining at the same ratio": v_topk,
-    "LMP with p -> infinity trains like CE": v_inf,
-})
+claims.show()
+_ = claims.record(results_dir)
 
 # %% [markdown]
 # The public default changes mIoU by {glue:text}`d_default` over CE; the cell chosen on
@@ -305,16 +309,3 @@ _ = record_verdicts(results_dir, "04_lmp", {
 # loss the default differs by {glue:text}`d_focal`. With {glue:text}`n_seeds` seeds of a
 # short run, an interval that straddles 0 is the expected outcome for effects of a few
 # hundredths of mIoU; the `full` profile's longer runs with more seeds are the stronger test.
-#
-# ## Committed `full`-profile runs
-
-# %%
-labels = {name: label for label, (name, _, _) in CONFIGS.items()}
-full = committed_frame("04_lmp", lmp_profile("full", "grid").to_dict(), labels)
-if len(full):
-    full.insert(0, "loss", full.pop("name").map(labels))
-    markdown(table(full.groupby("loss", sort=False)[["test_miou"]].agg(["mean", "count"]).reset_index()
-                   .set_axis(["loss", "mean test mIoU", "seeds"], axis=1)))
-else:
-    markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
-             f"are from the `{P.name}` profile only.")

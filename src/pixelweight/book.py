@@ -43,7 +43,12 @@ def markdown(text: str) -> None:
 
 
 def table(frame, floatfmt: str = ".3f", index: bool = False) -> str:
-    """A pandas DataFrame as a Markdown table string (numbers formatted with ``floatfmt``)."""
+    """A pandas DataFrame as a Markdown table string (numbers formatted with ``floatfmt``).
+
+    A ``|`` inside a cell is escaped so that it cannot split the row. The book renders
+    notebook Markdown outputs as MyST (``nb_render_markdown_format``), so the table is an
+    HTML table on the page.
+    """
     columns = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for key, row in frame.iterrows():
@@ -53,7 +58,7 @@ def table(frame, floatfmt: str = ".3f", index: bool = False) -> str:
                 cells.append(format(value, floatfmt))
             else:
                 cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -73,6 +78,10 @@ from pathlib import Path  # noqa: E402
 #: The file a notebook's verdicts go to, in its ``results_dir``. JSON Lines, not ``.json``:
 #: :func:`pixelweight.results.load_records` reads every ``*.json`` of a folder as a run record.
 VERDICTS_FILE = "verdicts.jsonl"
+#: Optional fields of a recorded verdict, written by :meth:`pixelweight.claims.ClaimsTable.record`
+#: for the book's scorecard: the claim's source tag, what was run, the effect as printed, the
+#: budget it was tested at, the anchor of the page section that shows it, and its label.
+DETAIL_FIELDS = ("source", "ran", "effect", "budget", "section", "label")
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -93,6 +102,9 @@ def _check_verdict_line(data: Any, where: str) -> dict:
         raise ValueError(f"{where}: a claim is one non-empty line, got {data['claim']!r}")
     if data["verdict"] not in VERDICTS:
         raise ValueError(f"{where}: verdict {data['verdict']!r} is not one of {', '.join(VERDICTS)}")
+    for key in DETAIL_FIELDS:
+        if key in data and (not isinstance(data[key], str) or "\n" in data[key]):
+            raise ValueError(f"{where}: {key} must be one line of text, got {data[key]!r}")
     return data
 
 
@@ -119,7 +131,7 @@ def read_verdicts(results_dir) -> list:
     return entries
 
 
-def record_verdicts(results_dir, chapter: str, verdicts) -> Path:
+def record_verdicts(results_dir, chapter: str, verdicts, details=None) -> Path:
     """Record a chapter's verdicts, claim by claim, for the book's landing page.
 
     The one call a chapter makes, next to its claims table::
@@ -135,7 +147,9 @@ def record_verdicts(results_dir, chapter: str, verdicts) -> Path:
     :func:`pixelweight.stats.equivalence_verdict`. They go to ``results_dir/verdicts.jsonl``
     (one JSON object per claim, with the library version and git commit); a claim recorded
     again replaces its earlier verdict. ``make book`` collects the files of every notebook
-    into the landing page's table. Returns the file's path.
+    into the landing page's table. ``details`` optionally maps a claim to the fields of
+    :data:`DETAIL_FIELDS` (strings) shown by the scorecard; a chapter's
+    :class:`pixelweight.claims.ClaimsTable` passes them. Returns the file's path.
     """
     from . import __version__
     from .results import git_commit
@@ -148,11 +162,21 @@ def record_verdicts(results_dir, chapter: str, verdicts) -> Path:
         raise TypeError(f"verdicts must be a mapping of claim -> verdict, got {type(verdicts).__name__}")
     if not verdicts:
         raise ValueError("verdicts is empty: record at least one claim")
+    details = {} if details is None else details
+    if not hasattr(details, "items"):
+        raise TypeError(f"details must be a mapping of claim -> fields, got {type(details).__name__}")
+    stray = sorted(set(details) - set(verdicts))
+    if stray:
+        raise ValueError(f"details for a claim without a verdict: {stray[0]!r}")
+    for claim, fields in details.items():
+        unknown = sorted(set(fields) - set(DETAIL_FIELDS))
+        if unknown:
+            raise ValueError(f"details of claim {claim!r}: unknown fields {unknown} (known: {', '.join(DETAIL_FIELDS)})")
     commit = git_commit()["commit"]
     new = [
         _check_verdict_line(
-            {"chapter": chapter, "claim": claim, "verdict": value, "pixelweight": __version__,
-             "git_commit": commit},
+            {**details.get(claim, {}), "chapter": chapter, "claim": claim, "verdict": value,
+             "pixelweight": __version__, "git_commit": commit},
             f"verdict for claim {claim!r}",
         )
         for claim, value in verdicts.items()

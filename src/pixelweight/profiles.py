@@ -65,11 +65,25 @@ class Profile:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
 
+    def describe(self) -> str:
+        """The budget in one line, for claims tables and the scorecard, e.g.
+        "`ci` profile (early training): 340 steps, 3 seeds, 32x32 scenes, width-16 U-Net"."""
+        meaning = f" ({BUDGET_MEANING[self.name]})" if self.name in BUDGET_MEANING else ""
+        seeds = len(self.seeds)
+        return (f"`{self.name}` profile{meaning}: {self.steps} steps, {seeds} seed{'s' if seeds != 1 else ''}, "
+                f"{self.image_size}x{self.image_size} scenes, width-{self.width} U-Net")
+
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["seeds"] = list(self.seeds)
         return data
 
+
+#: What a profile's numbers describe, printed beside every verdict measured with it.
+BUDGET_MEANING: Dict[str, str] = {
+    "ci": "early training",
+    "full": "longer training",
+}
 
 PROFILES: Dict[str, Profile] = {
     # CPU, 2 cores: each chapter notebook must finish within 5 minutes.

@@ -1,0 +1,238 @@
+r"""A chapter's claims as objects: one table per chapter, rendered and recorded from one place.
+
+Each chapter of the book ends with the paper's claims, what was run to test each one, the
+measured effect with its interval and the computed verdict. A notebook builds that list
+once, as :class:`Claim` objects in a :class:`ClaimsTable`, and the same object
+
+- renders the chapter's claims table (:meth:`ClaimsTable.markdown`, shown by
+  :meth:`ClaimsTable.show`): one row per claim with its source tag, what we ran, the effect
+  ``mean [95% CI]`` and the verdict as a coloured label that also reads without colour
+  (a symbol and the verdict's words, see :data:`VERDICT_LABELS`);
+- records the verdicts (:meth:`ClaimsTable.record`) for the landing page and the book's
+  scorecard, with the source tag, what was run, the effect, the budget the claim was
+  tested at and the page section that shows the table.
+
+Example, in a notebook::
+
+    table = ClaimsTable("02_recall", budget=f"`{P.name}` profile: {P.steps} steps, 3 seeds", claims=[
+        Claim("recall loss raises mean accuracy over CE", source="abstract",
+              ran="recall (batch) vs CE, mean accuracy", effect=d_acc,
+              verdict=verdict(d_acc, direction=+1), label="(a)"),
+    ])
+    table.show()
+    table.record(results_dir)
+
+Source tags say where a claim comes from (the evidence tags of ``shared/papers.md``):
+:data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from .stats import VERDICTS, Interval
+
+__all__ = ["SOURCES", "VERDICT_LABELS", "Claim", "ClaimsTable", "verdict_badge"]
+
+#: Where a claim comes from. ``abstract``: stated in the paper's abstract; ``code``: checked
+#: in a public implementation; ``paper, unverified``: from the paper's body, not confirmed;
+#: ``derived``: derived in the book and checked numerically; ``ours``: a question the book
+#: asks that the paper does not state.
+SOURCES = ("abstract", "code", "paper, unverified", "derived", "ours")
+
+#: How each verdict is shown: (sphinx-design badge colour, symbol). The symbol and the words
+#: carry the verdict for a reader who does not see the colour (or prints the page).
+VERDICT_LABELS = {
+    "reproduced": ("success", "✓"),
+    "partly reproduced": ("warning", "◐"),
+    "not reproduced": ("danger", "✗"),
+    "not testable at this scale": ("secondary", "–"),
+}
+if set(VERDICT_LABELS) != set(VERDICTS):  # pragma: no cover - a verdict added without its label
+    raise RuntimeError("pixelweight.claims.VERDICT_LABELS must cover pixelweight.stats.VERDICTS")
+
+_SECTION_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_CHAPTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _one_line(value, name: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if (not empty and not value.strip()) or "\n" in value:
+        raise ValueError(f"{name} must be one {'' if empty else 'non-empty '}line of text, got {value!r}")
+    return value
+
+
+def verdict_badge(verdict: str) -> str:
+    """The MyST markup of a verdict's label: a coloured badge with a symbol and the words.
+
+    >>> verdict_badge("reproduced")
+    '{bdg-success}`✓ reproduced`'
+    """
+    if verdict not in VERDICT_LABELS:
+        raise ValueError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+    colour, symbol = VERDICT_LABELS[verdict]
+    return f"{{bdg-{colour}}}`{symbol} {verdict}`"
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: ``|`` escaped, so a value cannot split the row."""
+    return text.replace("|", "\\|")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of a paper (or of the book), as tested in a chapter.
+
+    Parameters
+    ----------
+    text : str
+        The claim, one line, without its source tag or label (e.g. "recall loss raises mean
+        accuracy over CE"). It is also the claim's key in the recorded verdicts.
+    source : str
+        Where it comes from, one of :data:`SOURCES`.
+    ran : str
+        What was run to test it (the comparison, the metric, the scope).
+    verdict : str
+        The computed verdict, one of :data:`pixelweight.stats.VERDICTS`.
+    effect : Interval or str, optional
+        The measured effect: an :class:`~pixelweight.stats.Interval` (printed ``mean [low,
+        high]`` with ``digits`` decimals) or a text for effects that are not one interval.
+    detail : str, optional
+        More about the effect, printed after it (e.g. "+33% relative").
+    label : str, optional
+        The claim's label in the chapter's prose, e.g. "(a)".
+    digits : int
+        Decimals of an interval effect (default 3).
+    record : bool
+        Whether :meth:`ClaimsTable.record` records it for the landing page and the
+        scorecard (default). ``False`` for a row that restates, at another scope, a claim
+        recorded elsewhere in the chapter.
+    """
+
+    text: str
+    source: str
+    ran: str
+    verdict: str
+    effect: Union[Interval, str, None] = None
+    detail: str = ""
+    label: str = ""
+    digits: int = 3
+    record: bool = True
+
+    def __post_init__(self):
+        _one_line(self.text, "text")
+        _one_line(self.ran, "ran")
+        _one_line(self.detail, "detail", empty=True)
+        _one_line(self.label, "label", empty=True)
+        if self.source not in SOURCES:
+            raise ValueError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+        if self.effect is not None and not isinstance(self.effect, (Interval, str)):
+            raise TypeError(f"effect must be an Interval, a str or None, got {type(self.effect).__name__}")
+        if isinstance(self.effect, str):
+            _one_line(self.effect, "effect")
+        if isinstance(self.digits, bool) or not isinstance(self.digits, int) or not 0 <= self.digits <= 8:
+            raise ValueError(f"digits must be an int in [0, 8], got {self.digits!r}")
+        if not isinstance(self.record, bool):
+            raise TypeError(f"record must be a bool, got {type(self.record).__name__}")
+
+    def effect_text(self) -> str:
+        """The effect as printed: ``+0.111 [0.028, 0.194]`` (with the detail), or "—"."""
+        if self.effect is None:
+            text = "—"
+        elif isinstance(self.effect, Interval):
+            text = self.effect.format(self.digits)
+            if not text.startswith("-") and self.effect.mean > 0:
+                text = "+" + text
+        else:
+            text = self.effect
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def title(self) -> str:
+        """The claim as the table shows it: its label, then its text."""
+        return f"{self.label} {self.text}" if self.label else self.text
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimsTable:
+    """A chapter's claims: rendered as its claims table, recorded for the landing page.
+
+    Parameters
+    ----------
+    chapter : str
+        The chapter's folder under ``notebooks/`` (e.g. ``"02_recall"``).
+    claims : sequence of Claim
+        The rows, in the order of the chapter's prose.
+    budget : str
+        The budget the claims were tested at, one line (e.g. "`ci` profile: 340 steps,
+        3 seeds, 32x32 scenes"); the scorecard prints it beside each claim.
+    section : str
+        The anchor of the page section that shows the table (the slug of its heading, e.g.
+        ``"claims"`` for ``## Claims``); the scorecard links there.
+    """
+
+    chapter: str
+    claims: Sequence[Claim]
+    budget: str
+    section: str = "claims"
+
+    def __post_init__(self):
+        if not isinstance(self.chapter, str) or not _CHAPTER_RE.match(self.chapter):
+            raise ValueError(f"chapter must be the chapter's folder name under notebooks/, got {self.chapter!r}")
+        claims = tuple(self.claims)
+        if not claims:
+            raise ValueError("a claims table needs at least one claim")
+        for claim in claims:
+            if not isinstance(claim, Claim):
+                raise TypeError(f"claims must be Claim objects, got {type(claim).__name__}")
+        texts = [c.text for c in claims]
+        duplicated = sorted({t for t in texts if texts.count(t) > 1})
+        if duplicated:
+            raise ValueError(f"a claim is listed twice: {duplicated[0]!r}")
+        object.__setattr__(self, "claims", claims)
+        _one_line(self.budget, "budget")
+        if not isinstance(self.section, str) or not _SECTION_RE.match(self.section):
+            raise ValueError(f"section must be a heading anchor such as 'claims', got {self.section!r}")
+
+    def markdown(self) -> str:
+        """The claims table as MyST Markdown (verdict labels are sphinx-design badges)."""
+        lines = [
+            f"Tested at: {_cell(self.budget)}.",
+            "",
+            "| Claim | Source | What we ran | Effect [95% CI] | Verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for c in self.claims:
+            cells = [c.title(), f"[{c.source}]", c.ran, c.effect_text(), verdict_badge(c.verdict)]
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+        return "\n".join(lines)
+
+    def show(self) -> None:
+        """Display the table in the notebook (and the book)."""
+        from .book import markdown
+
+        markdown(self.markdown())
+
+    def verdicts(self) -> dict:
+        """``{claim text: verdict}`` of the claims to record."""
+        return {c.text: c.verdict for c in self.claims if c.record}
+
+    def record(self, results_dir: Union[str, Path]) -> Optional[Path]:
+        """Record the verdicts, with source, what was run, effect, budget and section, in
+        ``results_dir`` (:func:`pixelweight.book.record_verdicts`). Returns the file's path,
+        or ``None`` when no claim of the table is to be recorded."""
+        from .book import record_verdicts
+
+        details = {
+            c.text: {"source": c.source, "ran": c.ran, "effect": c.effect_text(), "budget": self.budget,
+                     "section": self.section, "label": c.label}
+            for c in self.claims if c.record
+        }
+        if not details:
+            return None
+        return record_verdicts(results_dir, self.chapter, self.verdicts(), details=details)

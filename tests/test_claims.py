@@ -1,0 +1,133 @@
+"""Claims as objects: validation, the rendered claims table, the recorded verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pixelweight.book import DETAIL_FIELDS, VERDICTS_FILE, read_verdicts, record_verdicts
+from pixelweight.claims import SOURCES, VERDICT_LABELS, Claim, ClaimsTable, verdict_badge
+from pixelweight.stats import VERDICTS, Interval, paired_difference_ci
+
+
+def _interval(mean=0.111, low=0.028, high=0.194):
+    return Interval(mean, low, high, 3, 0.95)
+
+
+def _claim(**kw):
+    base = dict(text="recall loss raises mean accuracy over CE", source="abstract",
+                ran="recall (batch) vs CE, mean accuracy", verdict="reproduced", effect=_interval())
+    base.update(kw)
+    return Claim(**base)
+
+
+def test_every_verdict_has_a_label_that_reads_without_colour():
+    assert set(VERDICT_LABELS) == set(VERDICTS)
+    symbols = [symbol for _, symbol in VERDICT_LABELS.values()]
+    assert len(set(symbols)) == len(symbols)  # told apart without colour
+    for verdict in VERDICTS:
+        badge = verdict_badge(verdict)
+        assert badge.startswith("{bdg-") and badge.endswith(f" {verdict}`")  # the words are in the label
+    assert verdict_badge("reproduced") == "{bdg-success}`✓ reproduced`"
+    with pytest.raises(ValueError, match="not one of"):
+        verdict_badge("maybe")
+
+
+def test_effect_text():
+    assert _claim().effect_text() == "+0.111 [0.028, 0.194]"
+    assert _claim(effect=_interval(-0.09, -0.187, 0.007)).effect_text() == "-0.090 [-0.187, 0.007]"
+    assert _claim(effect=_interval(0.0, -0.01, 0.01)).effect_text() == "0.000 [-0.010, 0.010]"
+    assert _claim(effect=_interval(), digits=2, detail="+33% relative").effect_text() == "+0.11 [0.03, 0.19] (+33% relative)"
+    assert _claim(effect="max relative gap 1.2e-05").effect_text() == "max relative gap 1.2e-05"
+    assert _claim(effect=None).effect_text() == "—"
+    computed = paired_difference_ci([0.5, 0.6, 0.7], [0.4, 0.45, 0.5])
+    assert _claim(effect=computed).effect_text() == "+" + computed.format(3)
+
+
+@pytest.mark.parametrize(("kw", "error", "match"), [
+    ({"source": "paper"}, ValueError, "source 'paper' is not one of"),
+    ({"verdict": "yes"}, ValueError, "verdict 'yes' is not one of"),
+    ({"text": ""}, ValueError, "text must be one non-empty line"),
+    ({"text": "two\nlines"}, ValueError, "text must be one"),
+    ({"ran": 3}, TypeError, "ran must be a str"),
+    ({"effect": 0.5}, TypeError, "effect must be an Interval"),
+    ({"digits": -1}, ValueError, "digits must be an int"),
+    ({"record": 1}, TypeError, "record must be a bool"),
+])
+def test_claim_rejects_bad_fields(kw, error, match):
+    with pytest.raises(error, match=match):
+        _claim(**kw)
+
+
+def test_table_validation():
+    with pytest.raises(ValueError, match="at least one claim"):
+        ClaimsTable("02_recall", [], budget="ci")
+    with pytest.raises(ValueError, match="listed twice"):
+        ClaimsTable("02_recall", [_claim(), _claim()], budget="ci")
+    with pytest.raises(TypeError, match="Claim objects"):
+        ClaimsTable("02_recall", [{"claim": "x"}], budget="ci")
+    with pytest.raises(ValueError, match="chapter must be"):
+        ClaimsTable("../x", [_claim()], budget="ci")
+    with pytest.raises(ValueError, match="section must be a heading anchor"):
+        ClaimsTable("02_recall", [_claim()], budget="ci", section="Claims at this scale")
+    with pytest.raises(ValueError, match="budget must be one"):
+        ClaimsTable("02_recall", [_claim()], budget="")
+
+
+def test_markdown_table_one_row_per_claim():
+    table = ClaimsTable("02_recall", budget="`ci` profile (early training): 340 steps, 3 seeds", claims=[
+        _claim(label="(a)"),
+        _claim(text="inverse-frequency CE gains recall | loses precision", source="ours", verdict="not reproduced",
+               effect="Δ acc. = 0.2; Δ prec. = -0.1", label="(c)"),
+    ])
+    lines = table.markdown().splitlines()
+    assert lines[0] == "Tested at: `ci` profile (early training): 340 steps, 3 seeds."
+    assert lines[2] == "| Claim | Source | What we ran | Effect [95% CI] | Verdict |"
+    assert lines[3] == "|---|---|---|---|---|"
+    assert lines[4] == ("| (a) recall loss raises mean accuracy over CE | [abstract] | recall (batch) vs CE, mean accuracy "
+                        "| +0.111 [0.028, 0.194] | {bdg-success}`✓ reproduced` |")
+    # a | inside a cell is escaped: the row keeps its five cells
+    assert lines[5].startswith("| (c) inverse-frequency CE gains recall \\| loses precision | [ours] |")
+    assert lines[5].endswith("| {bdg-danger}`✗ not reproduced` |")
+    assert len(lines) == 6
+
+
+def test_record_writes_the_scorecard_fields(tmp_path):
+    table = ClaimsTable("04_lmp", budget="`ci` profile: 300 steps, 3 seeds", section="claims-at-this-scale", claims=[
+        _claim(text="LMP improves mIoU over CE", label="(a)"),
+        _claim(text="LMP beats focal loss", source="ours", verdict="not reproduced", record=False),
+    ])
+    path = table.record(tmp_path)
+    assert path == tmp_path / VERDICTS_FILE
+    lines = read_verdicts(tmp_path)
+    assert [line["claim"] for line in lines] == ["LMP improves mIoU over CE"]  # record=False is shown, not recorded
+    line = lines[0]
+    assert (line["chapter"], line["verdict"], line["source"], line["section"], line["label"]) == (
+        "04_lmp", "reproduced", "abstract", "claims-at-this-scale", "(a)")
+    assert line["effect"] == "+0.111 [0.028, 0.194]"
+    assert line["budget"] == "`ci` profile: 300 steps, 3 seeds"
+    assert set(DETAIL_FIELDS) <= set(line)
+    # recording again replaces, and a table of unrecorded rows records nothing
+    table.record(tmp_path)
+    assert len(read_verdicts(tmp_path)) == 1
+    only_shown = ClaimsTable("04_lmp", [_claim(record=False)], budget="ci")
+    assert only_shown.record(tmp_path / "other") is None
+    assert not (tmp_path / "other").exists()
+
+
+def test_record_verdicts_checks_details(tmp_path):
+    with pytest.raises(ValueError, match="unknown fields"):
+        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"colour": "green"}})
+    with pytest.raises(ValueError, match="details for a claim without a verdict"):
+        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"d": {"source": "ours"}})
+    with pytest.raises(ValueError, match="source must be one line"):
+        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"source": 3}})
+    (tmp_path / VERDICTS_FILE).write_text(json.dumps(
+        {"chapter": "02_recall", "claim": "c", "verdict": "reproduced", "effect": "a\nb"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="effect must be one line"):
+        read_verdicts(tmp_path)
+
+
+def test_sources_are_the_papers_md_tags():
+    assert SOURCES == ("abstract", "code", "paper, unverified", "derived", "ours")
