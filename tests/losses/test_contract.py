@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from losses.contract import (
+    DEVICES,
     FAMILY_SPECS,
     FLOAT32_RTOL,
     LOW_PRECISION,
@@ -25,16 +26,6 @@ from losses.loss_cases import binary_inputs, multiclass_inputs
 
 LAYOUT = object()  # an axis of `cases`: the layouts the spec supports
 IGNORE = 255
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine every parallel
-    region waits for a busy core (a 30-pixel loss call then takes ~40 ms instead of 0.2 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cases(test, specs, *axes):
@@ -83,13 +74,16 @@ def assert_close_rel(out, ref, rtol):
 # ------------------------------------------------------------------------------------------
 # module == functional
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec, layout, reduction, ignore_index",
-                         cases("module_equals_functional", SPECS, LAYOUT, REDUCTIONS, [None, IGNORE]))
-def test_module_equals_functional(spec, layout, reduction, ignore_index):
-    x, t, c = inputs(layout, ignore_index=ignore_index)
-    out = spec.make_module(c, ignore_index, reduction)(x, t)
+@pytest.mark.parametrize("spec, layout, reduction, ignore_index, device",
+                         cases("module_equals_functional", SPECS, LAYOUT, REDUCTIONS, [None, IGNORE], DEVICES))
+def test_module_equals_functional(spec, layout, reduction, ignore_index, device):
+    """The module (moved with ``.to(device)``, buffers included) returns the functional's value,
+    and the same value again on a second call."""
+    x, t, c = inputs(layout, ignore_index=ignore_index, device=device)
+    out = spec.make_module(c, ignore_index, reduction).to(device)(x, t)
+    assert out.device == x.device
     torch.testing.assert_close(out, spec.expected(x, t, c, ignore_index, reduction))
-    assert torch.equal(spec.make_module(c, ignore_index, reduction)(x, t), out)  # deterministic
+    assert torch.equal(spec.make_module(c, ignore_index, reduction).to(device)(x, t), out)  # deterministic
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,7 +115,7 @@ def _scaled_inputs(layout, seed, **kw):
 
 
 @pytest.mark.parametrize("spec, layout, dtype, device",
-                         cases("dtype", SPECS, LAYOUT, [torch.float32, torch.float64, *LOW_PRECISION], ["cpu", "cuda"]))
+                         cases("dtype", SPECS, LAYOUT, [torch.float32, torch.float64, *LOW_PRECISION], DEVICES))
 def test_dtype_and_device(spec, layout, dtype, device):
     """The result has the input's dtype and device and is close to float64 on the same rounded logits."""
     x64, t, c = _scaled_inputs(layout, seed=2)
@@ -133,13 +127,14 @@ def test_dtype_and_device(spec, layout, dtype, device):
         ref = spec.loss(c, IGNORE, reduction)(ref_x, t)
         assert out.dtype == dtype and out.device == x.device
         assert_close_rel(out, ref, rtol)
+        assert torch.equal(spec.loss(c, IGNORE, reduction)(x, t.to(device)), out)  # deterministic
         if reduction == "mean":
             g, g_ref = grad_of(out, x), grad_of(ref, ref_x)
             assert g.dtype == dtype
             assert_close_rel(g, g_ref, rtol)
 
 
-@pytest.mark.parametrize("spec, dtype, device", cases("realistic_size", FAMILY_SPECS, LOW_PRECISION, ["cpu", "cuda"]))
+@pytest.mark.parametrize("spec, dtype, device", cases("realistic_size", FAMILY_SPECS, LOW_PRECISION, DEVICES))
 def test_low_precision_at_a_realistic_size(spec, dtype, device):
     """4 x 5 x 512 x 512 logits, 8 ignored rows per image: 1,032,192 valid pixels (past float16's
     largest integer, 65,504), images from nearly uniform to confident; the mean against float64."""
