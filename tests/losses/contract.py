@@ -185,10 +185,10 @@ class LossSpec:
         return self.module(**self.options(num_classes), **self.module_options(num_classes),
                            ignore_index=ignore_index, reduction=reduction)
 
-    def loss(self, num_classes: int, ignore_index=None, reduction: str = "mean") -> Callable:
-        """The loss under test: the functional, or a fresh module for a stateful spec."""
+    def loss(self, num_classes: int, ignore_index=None, reduction: str = "mean", device="cpu") -> Callable:
+        """The loss under test: the functional, or a fresh module (on ``device``) for a stateful spec."""
         if self.state:
-            return self.make_module(num_classes, ignore_index, reduction)
+            return self.make_module(num_classes, ignore_index, reduction).to(device)
         return functools.partial(self.functional, **self.options(num_classes),
                                  ignore_index=ignore_index, reduction=reduction)
 

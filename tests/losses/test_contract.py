@@ -78,12 +78,13 @@ def assert_close_rel(out, ref, rtol):
                          cases("module_equals_functional", SPECS, LAYOUT, REDUCTIONS, [None, IGNORE], DEVICES))
 def test_module_equals_functional(spec, layout, reduction, ignore_index, device):
     """The module (moved with ``.to(device)``, buffers included) returns the functional's value,
-    and the same value again on a second call."""
+    and on the CPU the same bits again on a second call."""
     x, t, c = inputs(layout, ignore_index=ignore_index, device=device)
     out = spec.make_module(c, ignore_index, reduction).to(device)(x, t)
     assert out.device == x.device
     torch.testing.assert_close(out, spec.expected(x, t, c, ignore_index, reduction))
-    assert torch.equal(spec.make_module(c, ignore_index, reduction).to(device)(x, t), out)  # deterministic
+    if device == "cpu":  # deterministic
+        assert torch.equal(spec.make_module(c, ignore_index, reduction)(x, t), out)
 
 
 # ------------------------------------------------------------------------------------------
@@ -123,11 +124,12 @@ def test_dtype_and_device(spec, layout, dtype, device):
     ref_x = x.detach().cpu().double().requires_grad_()
     rtol = LOW_PRECISION_RTOL.get(dtype, FLOAT32_RTOL if dtype == torch.float32 else 1e-12)
     for reduction in REDUCTIONS:
-        out = spec.loss(c, IGNORE, reduction)(x, t.to(device))
+        out = spec.loss(c, IGNORE, reduction, device)(x, t.to(device))
         ref = spec.loss(c, IGNORE, reduction)(ref_x, t)
         assert out.dtype == dtype and out.device == x.device
         assert_close_rel(out, ref, rtol)
-        assert torch.equal(spec.loss(c, IGNORE, reduction)(x, t.to(device)), out)  # deterministic
+        if device == "cpu":  # deterministic
+            assert torch.equal(spec.loss(c, IGNORE, reduction, device)(x, t), out)
         if reduction == "mean":
             g, g_ref = grad_of(out, x), grad_of(ref, ref_x)
             assert g.dtype == dtype
@@ -143,7 +145,7 @@ def test_low_precision_at_a_realistic_size(spec, dtype, device):
     t = torch.randint(0, 5, (4, 512, 512), generator=g)
     t[:, :8] = IGNORE
     x = x.to(dtype)
-    out = spec.loss(5, IGNORE, "mean")(x.to(device), t.to(device))
+    out = spec.loss(5, IGNORE, "mean", device)(x.to(device), t.to(device))
     ref = spec.loss(5, IGNORE, "mean")(x.double(), t)
     assert out.dtype == dtype and torch.isfinite(out)
     assert_close_rel(out, ref, LOW_PRECISION_RTOL[dtype])
