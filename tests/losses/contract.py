@@ -39,7 +39,7 @@ and the entry must then be deleted).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import pytest
@@ -209,7 +209,7 @@ RECALL_MOMENTUM = 0.5
 
 def _recall_momentum_reference(logits, target, c, ignore_index, reduction):
     r"""A fresh ``RecallLoss(momentum=a)``: :math:`w = a\,\mathrm{FN}/N + (1 - a)\cdot 1` on the classes of
-    the batch, 1 on the others; then the weighted CE (or focal loss) with :math:`w` held constant."""
+    the batch, 1 on the others; then the class-weighted CE with :math:`w` held constant."""
     batch = recall_weights(logits.detach(), target, ignore_index, absent=1.0).double()
     w = RECALL_MOMENTUM * batch + (1 - RECALL_MOMENTUM)
     return cross_entropy(logits, target, w, ignore_index, reduction)
@@ -252,7 +252,9 @@ SPECS = [
 FAMILY_SPECS = [s for i, s in enumerate(SPECS) if s.family not in {t.family for t in SPECS[:i]}]  # one per loss
 
 # ------------------------------------------------------------------------------------------
-# known defects: strict xfails, keyed by (test name, spec id, parameter values)
+# known defects: strict xfails, keyed by (test key, spec id, parameter values), where the test
+# key is the first argument of `cases(...)` in test_contract.py and the parameters follow the
+# spec in the order of the test's parametrisation (layout, reduction, dtype, device, ...)
 # ------------------------------------------------------------------------------------------
 _SPEED = "fixed on branch i10-speed"
 _DEFECT_1 = f"issue 10 defect 1 (soft_dice_loss turns NaN logits into a loss of 0): {_SPEED}"
