@@ -1,4 +1,6 @@
-"""Inputs shared by the loss tests (``pythonpath = ["tests"]`` makes this ``losses.loss_cases``)."""
+"""Inputs shared by the loss tests (``pythonpath = ["tests"]`` makes this ``losses.loss_cases``).
+
+The table of losses that the contract suite runs on is ``losses/contract.py``."""
 
 import torch
 

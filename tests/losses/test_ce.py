@@ -1,4 +1,7 @@
-"""Cross-entropy: known values, torch.nn.functional, gradcheck, limit cases, errors."""
+"""Cross-entropy: known values, torch.nn.functional as reference, identities, limit cases, errors.
+
+The properties every loss shares (module == functional, gradcheck, dtypes, all-ignored batch,
+reductions, memory layouts, state_dict, NaN, validation, torch.compile) are in test_contract.py."""
 
 import math
 
@@ -6,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses.loss_cases import DEVICES, DTYPES, REDUCTIONS, binary_inputs, multiclass_inputs, perfect_logits
+from losses.loss_cases import DEVICES, binary_inputs, multiclass_inputs, perfect_logits
 from pixelweight.losses import CrossEntropyLoss, cross_entropy
 
 LN2 = math.log(2.0)
@@ -47,14 +50,14 @@ def test_known_values_binary():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ignore_index", [None, 255, -1, 0])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_matches_torch_cross_entropy(device, dtype, ignore_index, weighted):
+def test_matches_torch_cross_entropy(device, ignore_index, weighted):
+    dtype = torch.float64  # other dtypes: test_contract.py, against this float64 result
     logits, target = multiclass_inputs(dtype=dtype, device=device, ignore_index=ignore_index)
     w = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=dtype, device=device) if weighted else None
     ii = -100 if ignore_index is None else ignore_index
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    tol = dict(rtol=1e-12, atol=1e-12)
     for reduction in ("none", "sum"):
         ours = cross_entropy(logits, target, w, ignore_index, reduction)
         ref = F.cross_entropy(logits, target, w, ignore_index=ii, reduction=reduction)
@@ -66,17 +69,16 @@ def test_matches_torch_cross_entropy(device, dtype, ignore_index, weighted):
     n_valid = (target != ii).sum()
     ref_pixels = F.cross_entropy(logits, target, w, ignore_index=ii, reduction="sum") / n_valid
     torch.testing.assert_close(cross_entropy(logits, target, w, ignore_index), ref_pixels, **tol)
-    assert cross_entropy(logits, target, w, ignore_index).dtype == dtype
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("target_layout", ["nhw", "n1hw_float", "n1hw_bool"])
-def test_binary_matches_bce_with_pos_weight(device, dtype, target_layout):
+def test_binary_matches_bce_with_pos_weight(device, target_layout):
+    dtype = torch.float64
     logits, target = binary_inputs(dtype=dtype, device=device)
     layouts = {"nhw": target, "n1hw_float": target.unsqueeze(1).to(dtype), "n1hw_bool": target.unsqueeze(1).bool()}
     t = layouts[target_layout]
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else {}
+    tol = {}
     ref = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).to(dtype), reduction="none")
     torch.testing.assert_close(cross_entropy(logits, t, reduction="none"), ref, **tol)
     torch.testing.assert_close(cross_entropy(logits, t), ref.mean(), **tol)
@@ -91,20 +93,6 @@ def test_binary_ignore_index_masks_pixels():
     valid = (target != 255).unsqueeze(1)
     ref = F.binary_cross_entropy_with_logits(logits, (target == 1).unsqueeze(1).double(), reduction="none")
     torch.testing.assert_close(cross_entropy(logits, target, ignore_index=255), ref[valid].mean())
-    none = cross_entropy(logits, target, ignore_index=255, reduction="none")
-    assert none.shape == (2, 1, 5, 6)
-    assert torch.all(none[~valid] == 0)
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("normalize", ["pixels", "weights"])
-@pytest.mark.parametrize("binary", [False, True])
-def test_gradcheck(reduction, normalize, binary):
-    make = binary_inputs if binary else multiclass_inputs
-    logits, target = make(n=1, h=3, w=4, ignore_index=255, requires_grad=True)
-    w = torch.tensor([0.5, 2.0] if binary else [0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda x: cross_entropy(x, target, w, 255, reduction, normalize), (logits,))
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -122,19 +110,6 @@ def test_perfect_logits_give_zero(binary):
     _, target = (binary_inputs if binary else multiclass_inputs)()
     logits = perfect_logits(target, 1 if binary else 4)
     assert 0 <= cross_entropy(logits, target).item() < 1e-12
-
-
-@pytest.mark.parametrize("binary", [False, True])
-@pytest.mark.parametrize("normalize", ["pixels", "weights"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_all_ignored_batch_is_zero_with_graph(binary, normalize, reduction):
-    logits, target = (binary_inputs if binary else multiclass_inputs)(requires_grad=True)
-    target = torch.full_like(target, 255)
-    w = [1.0, 2.0] if binary else [1.0, 2.0, 3.0, 4.0]
-    loss = cross_entropy(logits, target, w, 255, reduction, normalize)
-    assert loss.item() == 0.0 and loss.requires_grad
-    loss.backward()
-    assert torch.all(logits.grad == 0)
 
 
 def test_zero_weights_give_zero_not_nan():
@@ -165,17 +140,6 @@ def test_weight_dtype_is_cast_to_logits():
                                cross_entropy(logits, target, [1.0, 2.0, 1.0, 3.0]))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_module_equals_functional(device, reduction):
-    logits, target = multiclass_inputs(ignore_index=255, device=device)
-    w = torch.tensor([0.5, 2.0, 1.0, 3.0])
-    for normalize in ("pixels", "weights"):
-        module = CrossEntropyLoss(w, ignore_index=255, reduction=reduction, normalize=normalize).to(device)
-        torch.testing.assert_close(module(logits, target),
-                                   cross_entropy(logits, target, w, 255, reduction, normalize))
-
-
 def test_module_weight_is_a_buffer():
     w = torch.tensor([0.5, 2.0, 1.0])
     module = CrossEntropyLoss(w)
@@ -190,7 +154,6 @@ def test_module_weight_is_a_buffer():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(reduction="avg"), ValueError, "reduction must be one of"),
         (dict(normalize="batch"), ValueError, "normalize must be one of"),
         (dict(normalize=None), TypeError, "normalize must be a str"),
         (dict(weight=[1.0, 2.0]), ValueError, r"weight must have C = 4 values"),
@@ -201,7 +164,6 @@ def test_module_weight_is_a_buffer():
         (dict(weight=torch.ones(4, dtype=torch.bool)), ValueError, "real tensor"),
         (dict(weight="balanced"), TypeError, "weight must be a 1-D torch.Tensor"),
         (dict(weight=[1, "a", 1, 1]), TypeError, "weight must be a 1-D torch.Tensor"),
-        (dict(ignore_index=2.5), TypeError, "ignore_index must be an int"),
     ],
 )
 def test_errors(kwargs, exc, match):
@@ -210,9 +172,7 @@ def test_errors(kwargs, exc, match):
         cross_entropy(logits, target, **kwargs)
 
 
-def test_errors_module_and_inputs():
-    with pytest.raises(ValueError, match="reduction must be one of"):
-        CrossEntropyLoss(reduction="mean ")
+def test_errors_module_and_binary_weight():
     with pytest.raises(ValueError, match="normalize must be one of"):
         CrossEntropyLoss(normalize="Weights")
     with pytest.raises(ValueError, match="non-negative"):
@@ -220,16 +180,3 @@ def test_errors_module_and_inputs():
     logits, target = binary_inputs()
     with pytest.raises(ValueError, match=r"2 values \(background, foreground\)"):
         cross_entropy(logits, target, [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="binary target values must be 0 or 1"):
-        cross_entropy(logits, target + 1)
-    logits, target = multiclass_inputs()
-    with pytest.raises(ValueError, match=r"target values must lie in \[0, 3\]"):
-        cross_entropy(logits, target + 1)
-    with pytest.raises(ValueError, match=r"target must have shape \(N, H, W\)"):
-        cross_entropy(logits, target[:, :2])
-    with pytest.raises(ValueError, match="integer tensor of class indices"):
-        cross_entropy(logits, target.double())
-    with pytest.raises(ValueError, match=r"logits must have shape \(N, C, H, W\)"):
-        cross_entropy(logits[0], target[0])
-    with pytest.raises(TypeError, match="logits must be a torch.Tensor"):
-        cross_entropy(logits.numpy(), target)

@@ -22,6 +22,19 @@ with nothing predicted and nothing present) is defined as :math:`D = 1`, loss 0:
 
 Binary logits ``(N, 1, H, W)`` give the Dice of the foreground only
 (:math:`p = \sigma(z)`, one class); for a two-class Dice use two-channel logits.
+
+**Compared with MONAI** (``monai.losses.DiceLoss``; tested in ``tests/losses/test_dice.py``).
+``DiceLoss(softmax=True, to_onehot_y=True, include_background=True, squared_pred=False,
+jaccard=False, smooth_nr=s, smooth_dr=s, batch=not per_image, ignore_index=...)`` on the
+labels as ``(N, 1, H, W)`` (binary logits: ``sigmoid=True`` and no one-hot) computes the
+same :math:`\mathcal{L}_{n,c}`; its ``reduction="none"`` has shape ``(N, K, 1, 1)``
+(``(K, 1, 1)`` for the batch Dice). The differences:
+
+* MONAI's ``"mean"`` averages every image, those without a valid pixel too (their loss is
+  0); here the mean runs over the images with at least one valid pixel;
+* with :math:`s = 0`, a 0/0 is NaN in MONAI and :math:`D = 1` (loss 0) here;
+* MONAI's defaults: ``smooth_nr = smooth_dr = 1e-5`` (here ``smooth = 1``) and no
+  activation (probabilities in, unless ``softmax`` or ``sigmoid`` is set).
 """
 
 from __future__ import annotations

@@ -16,6 +16,22 @@ weight. In the binary case the paper's scalar :math:`\alpha` weighs the foregrou
 Stability: :math:`\log p_t` comes from log-softmax / log-sigmoid, and
 :math:`1 - p_t = -\operatorname{expm1}(\log p_t)` keeps its precision when :math:`p_t`
 is close to 1.
+
+**Compared with kornia** (``kornia.losses.focal_loss``; tested in
+``tests/losses/test_focal.py``). The per-pixel loss is the same; the conventions around it
+differ:
+
+* kornia's ``reduction="none"`` is an ``(N, C, H, W)`` map, 0 off the target class (its sum
+  over :math:`C` is the map here), and its ``"mean"`` divides the sum by :math:`N C H W`:
+  the class axis and the ignored pixels are counted. Here ``"mean"`` divides by the number
+  of valid pixels :math:`|V|`, so kornia's mean is this one times :math:`|V| / (C\,NHW)`
+  (:math:`1/C` without ignored pixels).
+* kornia's scalar ``alpha`` weighs class 0 by :math:`1-\alpha` and every other class by
+  :math:`\alpha`, for multiclass logits too. Here a scalar ``alpha`` is for binary logits
+  only, with the convention of kornia's ``binary_focal_loss_with_logits`` (foreground
+  :math:`\alpha`, background :math:`1-\alpha`); kornia's multiclass ``alpha=a`` is the
+  vector ``[1 - a, a, ..., a]`` here. kornia's default ``alpha`` for binary logits is 0.25,
+  here ``None`` (no weight).
 """
 
 from __future__ import annotations
