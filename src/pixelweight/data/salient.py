@@ -227,6 +227,10 @@ class SalientDigits(SyntheticDigits):
         )
         self._build(config, cache_dir)
 
+    def _array_spec(self):
+        n, size = self.config["num_samples"], self.config["size"]
+        return {**super()._array_spec(), "labels": ((n, size, size), np.uint8), "digit_classes": ((n,), np.int64)}
+
     def _generate(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         c = self.config
         n, size, contrast = c["num_samples"], c["size"], c["contrast"]
