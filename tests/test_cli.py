@@ -85,3 +85,29 @@ def test_padcrop_pads_with_ignore_and_crops():
         PadCrop(3, random=1)
     with pytest.raises(ValueError, match="size"):
         PadCrop(0)
+
+
+def test_padcrop_never_pads_a_target_with_another_value_than_ignore_index():
+    """A bool target used to be padded with True (a fake foreground) and a uint8 target
+    with ignore_index=-1 with 255 (a wrapped, wrong label); both become int64 labels padded
+    with ignore_index exactly. Dtypes that hold the value are kept."""
+    image = torch.ones(1, 2, 3)
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    _, tg = PadCrop(4, random=False)(image, mask)
+    assert tg.dtype == torch.long
+    assert tg[:2, :3].tolist() == mask.long().tolist()
+    assert (tg[2:] == 255).all() and (tg[:, 3:] == 255).all()
+    _, tg = PadCrop(4, random=False)(torch.ones(1, 4, 4), torch.ones(4, 4, dtype=torch.bool))
+    assert tg.dtype == torch.long  # same dtype whether or not this item needed padding
+    labels = torch.tensor([[0, 1, 2], [2, 1, 0]], dtype=torch.uint8)
+    _, tg = PadCrop(4, ignore_index=-1, random=False)(image, labels)
+    assert tg.dtype == torch.long and (tg[2:] == -1).all() and (tg[:, 3:] == -1).all()
+    assert tg[:2, :3].tolist() == labels.tolist()
+    _, tg = PadCrop(4, ignore_index=300, random=False)(image, labels)
+    assert tg.dtype == torch.long and (tg[2:] == 300).all()
+    _, tg = PadCrop(4, ignore_index=255, random=False)(image, labels)
+    assert tg.dtype == torch.uint8 and (tg[2:] == 255).all()
+    _, tg = PadCrop(4, ignore_index=-1, random=False)(image, labels.to(torch.int8))
+    assert tg.dtype == torch.int8 and (tg[2:] == -1).all()
+    _, tg = PadCrop(4, ignore_index=255, random=False)(image, labels.to(torch.int8))
+    assert tg.dtype == torch.long and (tg[2:] == 255).all()

@@ -130,6 +130,8 @@ def degrade_mask(mask, kind: str, strength: float, rng=None) -> np.ndarray:
     if kind == "dilate":
         out = ndimage.distance_transform_edt(~mask) <= r  # distance to the nearest foreground pixel
     elif kind == "erode":
+        if mask.all():  # no background pixel at all: nothing is within r of one (scipy's
+            return mask.astype(np.uint8)  # transform would measure to a pixel off the corner)
         out = ndimage.distance_transform_edt(mask) > r  # distance to the nearest background pixel
     elif kind == "jitter":
         d = ndimage.gaussian_filter(rng.standard_normal((2,) + mask.shape), sigma=(0, JITTER_SIGMA, JITTER_SIGMA))
