@@ -292,3 +292,42 @@ def test_progress_default_follows_environment(monkeypatch):
     assert TrainConfig(progress=False).progress is False
     with pytest.raises(TypeError, match="progress"):
         TrainConfig(progress="yes")
+
+
+def test_non_finite_guard_agrees_across_ranks(tmp_path):
+    """Under DDP the guard's first bad step is MIN-all-reduced, so every rank raises at the
+    same log step (a one-process gloo group stands in for the ranks)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ctx = DistContext(rank=0, world_size=2)  # "enabled": takes the collective path
+        guard = _NonFiniteGuard(torch.device("cpu"))
+        guard.observe(1, torch.tensor(1.0))
+        guard.raise_if_tripped(ctx)
+        guard.observe(2, torch.tensor(float("nan")))
+        with pytest.raises(NonFiniteLossError, match=r"\(nan\) at step 2"):
+            guard.raise_if_tripped(ctx)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_non_finite_guard_and_running_loss_do_not_synchronise_on_cuda():
+    """What the loop adds per step on CUDA (guard.observe, the running loss) runs with
+    torch.cuda.set_sync_debug_mode("error"): no host-device synchronisation."""
+    device = torch.device("cuda")
+    guard = _NonFiniteGuard(device)
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    losses = torch.tensor([0.5, float("nan"), 0.25], device=device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            loss = losses[step - 1]
+            guard.observe(step, loss)
+            running += loss.detach().to(torch.float64)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        guard.raise_if_tripped()
