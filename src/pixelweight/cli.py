@@ -150,7 +150,7 @@ def _prepare(args, parser):
             class_counts=lambda: _label_counts(train_set, max(channels, 2), ignore_index),
         )
         loss = build_loss(args.loss, context, **options)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: missing or unreadable data files
         parser.error(str(err))
     if args.output_stride > 1:
         loss = LabelResolutionLoss(loss)
