@@ -17,20 +17,16 @@ this table, so a chapter that adds a loss registers it once::
     )
     loss = build_loss("my-loss", LossContext(num_classes=21, ignore_index=255), beta=0.7)
 
-Registered here:
+Registered here (name: loss; options):
 
-=============  ==========================================================  ==============================
-name           loss                                                        options
-=============  ==========================================================  ==============================
-``ce``         cross-entropy                                               --
-``inverse-ce``  CE, class weights :math:`w_c = N/(|P| N_c)` of the split   --
-``median-ce``  CE, median-frequency weights :math:`\mathrm{med}(f)/f_c`    --
-``focal``      focal loss :math:`-(1-p_t)^\gamma \log p_t`                 ``gamma``
-``dice``       soft Dice, per image and class                              ``smooth``, ``per_image``
-``recall``     recall loss, weights :math:`1 - \mathrm{recall}_c`          ``momentum``, ``gamma``
-``lmp``        loss max-pooling of CE or focal pixel losses                ``p``, ``ratio``, ``per_image``,
-                                                                           ``base``, ``gamma``
-=============  ==========================================================  ==============================
+- ``ce``: cross-entropy;
+- ``inverse-ce``: CE with class weights :math:`w_c = N / (|P| N_c)` of the training split;
+- ``median-ce``: CE with median-frequency weights :math:`w_c = \mathrm{median}(f) / f_c`;
+- ``focal``: focal loss :math:`-(1-p_t)^\gamma \log p_t`; ``gamma``;
+- ``dice``: soft Dice, per image and class; ``smooth``, ``per_image``;
+- ``recall``: recall loss, class weights :math:`1 - \mathrm{recall}_c`; ``momentum``, ``gamma``;
+- ``lmp``: loss max-pooling of CE or focal pixel losses; ``p``, ``ratio``, ``per_image``,
+  ``base``, ``gamma`` (of the focal base).
 """
 
 from __future__ import annotations
