@@ -77,3 +77,5 @@ def test_small_cnn():
         SmallCNN(num_classes=1)
     with pytest.raises(ValueError, match="expected input"):
         model(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="input must be a floating tensor .*got dtype torch.uint8"):
+        model(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
