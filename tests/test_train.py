@@ -160,6 +160,10 @@ def test_non_finite_guard_reads_the_device_state_only_when_asked():
     with pytest.raises(NonFiniteLossError, match=r"\(inf\) at step 2") as info:
         guard.raise_if_tripped()
     assert (info.value.step, info.value.loss) == (2, float("inf"))
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.step, copy.loss, str(copy)) == (2, float("inf"), str(info.value))
 
 
 def test_loss_with_reduction_none_is_a_clear_error():

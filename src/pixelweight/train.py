@@ -351,6 +351,9 @@ class NonFiniteLossError(FloatingPointError, RuntimeError):
             "record was written (lower the learning rate, check the data and the loss inputs)"
         )
 
+    def __reduce__(self):  # picklable (multiprocessing, torchrun's error files)
+        return type(self), (self.step, self.loss)
+
 
 class _NonFiniteGuard:
     """Remembers, on the device, the first step whose loss is not finite.
