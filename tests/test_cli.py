@@ -31,7 +31,7 @@ def _voc(root, n=4):
 COMMON = ["--steps", "3", "--batch-size", "2", "--width", "4", "--depth", "2", "--workers", "0", "--device", "cpu"]
 
 
-@pytest.mark.parametrize("loss", ["ce", "inverse-ce", "focal"])
+@pytest.mark.parametrize("loss", ["inverse-ce"])  # every loss: test_cli_trains_every_registered_loss_...
 def test_cli_trains_on_a_voc_fixture_and_writes_record(tmp_path, loss, monkeypatch):
     monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
     _voc(tmp_path / "voc")
@@ -58,11 +58,145 @@ def test_cli_binary_saliency_folder(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "saliency-ce--seed0.json").is_file()
 
 
-def test_cli_argument_errors(tmp_path):
-    with pytest.raises(SystemExit, match="needs --root"):
-        main(["--data", "voc", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        main(["--data", "voc", "--loss", "nope", "--out", str(tmp_path)])
+def _usage_error(argv, capsys):
+    """Run main(argv), expect an argparse usage error (exit status 2); return its message."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pixelweight-train") and "Traceback" not in err
+    return err
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    assert "--data voc needs --root" in _usage_error(["--data", "voc", "--out", str(tmp_path)], capsys)
+    assert "invalid choice: 'nope'" in _usage_error(["--data", "voc", "--loss", "nope", "--out", str(tmp_path)], capsys)
+
+
+def _counting_loss(monkeypatch):
+    """Patch the registry so that any loss the CLI builds counts its calls."""
+    import pixelweight.cli as cli
+
+    calls = []
+    real = cli.build_loss
+
+    def build(name, context, **options):
+        loss = real(name, context, **options)
+        loss.register_forward_pre_hook(lambda *a: calls.append(1))
+        return loss
+
+    monkeypatch.setattr(cli, "build_loss", build)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--name", "a/b"], "record name must be"),
+        (["--name", "../up"], "record name must be"),
+        (["--loss", "focal", "--loss-option", "gamma=inf"], "gamma must be finite"),
+        (["--loss", "focal", "--loss-option", "beta=1"], "loss 'focal' has no option 'beta' (its options: gamma)"),
+        (["--loss", "lmp", "--loss-option", "ratio=0"], "ratio must be > 0.0"),
+        (["--loss", "lmp", "--loss-option", "base=dice"], "must be one of ('ce', 'focal')"),
+        (["--loss", "dice", "--loss-option", "per_image=maybe"], "must be true or false"),
+        (["--loss", "recall", "--loss-option", "momentum"], "must read NAME=VALUE"),
+        (["--output-stride", "3"], "output_stride must be a power of two"),
+        (["--output-stride", "8"], "exceeds the coarsest level"),
+        (["--lr", "inf"], "lr must be finite"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--crop", "0"], "size must be >= 1"),
+        (["--device", "tpu9"], "unknown device"),
+    ],
+)
+def test_cli_checks_everything_before_the_first_step(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    _voc(tmp_path / "voc")
+    calls = _counting_loss(monkeypatch)
+    err = _usage_error(["--data", "voc", "--root", str(tmp_path / "voc"), "--crop", "16",
+                        "--out", str(tmp_path / "runs"), *COMMON, *extra], capsys)
+    assert message in err
+    assert calls == []  # no training step ran
+    assert not list((tmp_path / "runs").glob("*.json")) if (tmp_path / "runs").exists() else True
+
+
+def test_cli_unwritable_out_and_missing_data_are_usage_errors(tmp_path, capsys, monkeypatch):
+    _voc(tmp_path / "voc")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where --out should be a folder")
+    calls = _counting_loss(monkeypatch)
+    err = _usage_error(["--data", "voc", "--root", str(tmp_path / "voc"), "--crop", "16",
+                        "--out", str(blocker / "runs"), *COMMON], capsys)
+    assert f"cannot write results to {blocker / 'runs'}" in err and calls == []
+    err = _usage_error(["--data", "voc", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *COMMON],
+                       capsys)
+    assert "dataset root folder not found" in err
+    (tmp_path / "voc" / "ImageSets/Segmentation/train.txt").write_text("img0\n../img1\n")
+    err = _usage_error(["--data", "voc", "--root", str(tmp_path / "voc"), "--out", str(tmp_path / "r"), *COMMON],
+                       capsys)
+    assert "id '../img1'" in err and "not a plain file name" in err
+
+
+def test_cli_output_stride_trains_at_label_resolution(tmp_path, monkeypatch):
+    """--output-stride 2 used to crash at step 1 (coarse logits vs full-size targets)."""
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    _voc(tmp_path / "voc")
+    out = tmp_path / "runs"
+    assert main(["--data", "voc", "--root", str(tmp_path / "voc"), "--crop", "16", "--output-stride", "2",
+                 "--out", str(out), *COMMON]) == 0
+    record = json.loads((out / "voc-ce--seed0.json").read_text())
+    assert record["config"]["cli"]["output_stride"] == 2 and len(record["metrics"]["val_iou"]) == 21
+    assert (out / "voc-ce--seed0.pt").is_file()
+
+
+def test_label_resolution_loss_upsamples_coarse_logits():
+    from pixelweight.cli import LabelResolutionLoss
+    from pixelweight.losses import RecallLoss
+
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 8, 8))
+    up = torch.nn.functional.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    wrapped = LabelResolutionLoss(torch.nn.CrossEntropyLoss())
+    assert torch.allclose(wrapped(logits, target), torch.nn.functional.cross_entropy(up, target))
+    assert torch.equal(wrapped(up, target), torch.nn.functional.cross_entropy(up, target))
+    assert "loss.weights" in LabelResolutionLoss(RecallLoss(3)).state_dict()  # buffers follow
+
+
+def test_cli_offers_every_registered_loss_with_its_options(capsys):
+    from pixelweight.losses import loss_names
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    names = loss_names()
+    assert {"ce", "inverse-ce", "median-ce", "focal", "dice", "recall", "lmp"} <= set(names)
+    for name in names:
+        assert f"  {name}: " in text
+    for option in ("gamma=2.0", "smooth=1.0", "momentum=none", "p=1.7", "ratio=0.3", "base=ce (ce|focal)"):
+        assert option in text
+
+
+def _registered_runs():
+    from pixelweight.losses import loss_names
+
+    runs = [(name, []) for name in loss_names()]
+    runs += [("lmp", ["p=1.3", "base=focal", "gamma=1.0", "per_image=true"])]  # options: test_registry.py
+    return runs
+
+
+@pytest.mark.parametrize("loss, options", _registered_runs(), ids=lambda v: v if isinstance(v, str) else "-".join(v))
+def test_cli_trains_every_registered_loss_on_a_voc_fixture(tmp_path, monkeypatch, loss, options):
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    _voc(tmp_path / "voc")
+    out = tmp_path / "runs"
+    argv = ["--data", "voc", "--root", str(tmp_path / "voc"), "--crop", "16", "--loss", loss, "--out", str(out),
+            *[a for o in options for a in ("--loss-option", o)], *COMMON]
+    argv[argv.index("--steps") + 1] = "2"
+    assert main(argv) == 0
+    (path,) = out.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["config"]["cli"]["loss"] == loss and record["config"]["cli"]["loss_option"] == options
+    assert [h["step"] for h in record["history"]] == [2] and np.isfinite(record["history"][-1]["loss"])
+    assert len(record["metrics"]["val_iou"]) == 21
 
 
 def test_padcrop_pads_with_ignore_and_crops():
@@ -85,3 +219,29 @@ def test_padcrop_pads_with_ignore_and_crops():
         PadCrop(3, random=1)
     with pytest.raises(ValueError, match="size"):
         PadCrop(0)
+
+
+def test_padcrop_never_pads_a_target_with_another_value_than_ignore_index():
+    """A bool target used to be padded with True (a fake foreground) and a uint8 target
+    with ignore_index=-1 with 255 (a wrapped, wrong label); both become int64 labels padded
+    with ignore_index exactly. Dtypes that hold the value are kept."""
+    image = torch.ones(1, 2, 3)
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    _, tg = PadCrop(4, random=False)(image, mask)
+    assert tg.dtype == torch.long
+    assert tg[:2, :3].tolist() == mask.long().tolist()
+    assert (tg[2:] == 255).all() and (tg[:, 3:] == 255).all()
+    _, tg = PadCrop(4, random=False)(torch.ones(1, 4, 4), torch.ones(4, 4, dtype=torch.bool))
+    assert tg.dtype == torch.long  # same dtype whether or not this item needed padding
+    labels = torch.tensor([[0, 1, 2], [2, 1, 0]], dtype=torch.uint8)
+    _, tg = PadCrop(4, ignore_index=-1, random=False)(image, labels)
+    assert tg.dtype == torch.long and (tg[2:] == -1).all() and (tg[:, 3:] == -1).all()
+    assert tg[:2, :3].tolist() == labels.tolist()
+    _, tg = PadCrop(4, ignore_index=300, random=False)(image, labels)
+    assert tg.dtype == torch.long and (tg[2:] == 300).all()
+    _, tg = PadCrop(4, ignore_index=255, random=False)(image, labels)
+    assert tg.dtype == torch.uint8 and (tg[2:] == 255).all()
+    _, tg = PadCrop(4, ignore_index=-1, random=False)(image, labels.to(torch.int8))
+    assert tg.dtype == torch.int8 and (tg[2:] == -1).all()
+    _, tg = PadCrop(4, ignore_index=255, random=False)(image, labels.to(torch.int8))
+    assert tg.dtype == torch.long and (tg[2:] == 255).all()

@@ -63,6 +63,10 @@ def test_unet_input_validation():
         model(torch.randn(8, 8))
     with pytest.raises(TypeError):
         model([[0.0]])
+    # an 8-bit image used to fail deep inside conv2d with an unrelated message
+    for dtype in (torch.uint8, torch.long, torch.bool):
+        with pytest.raises(ValueError, match=rf"input must be a floating tensor .*got dtype {dtype}"):
+            model(torch.zeros(1, 1, 8, 8, dtype=dtype))
 
 
 def test_small_cnn():
@@ -73,3 +77,5 @@ def test_small_cnn():
         SmallCNN(num_classes=1)
     with pytest.raises(ValueError, match="expected input"):
         model(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="input must be a floating tensor .*got dtype torch.uint8"):
+        model(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))

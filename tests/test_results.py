@@ -80,6 +80,9 @@ def test_config_differences():
         (dict(seed=True), "seed"),
         (dict(wall_time_s=-1), "wall_time_s"),
         (dict(config=[1]), "mappings"),
+        (dict(provenance=None), "provenance must be a mapping"),
+        (dict(history={"step": 1}), "history"),
+        (dict(device=None), "device"),
     ],
 )
 def test_record_validation(kw, match):
@@ -154,3 +157,29 @@ def test_committed_frame(tmp_path, monkeypatch):
         committed_frame("00_testbed", full, "ch0-ce")
     with pytest.raises(TypeError, match="mapping"):
         committed_frame("00_testbed", get_profile("full"), ["ch0-ce"])
+
+
+def test_record_with_null_provenance_names_the_file(tmp_path):
+    data = _record().to_dict()
+    data["provenance"] = None  # used to load, then break records_frame with AttributeError
+    path = tmp_path / "ch0-ce--seed1.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"{path} is not a valid result record: provenance must be a mapping"):
+        load_record(path)
+
+
+def test_one_corrupt_record_names_the_file_or_is_skipped_on_request(tmp_path):
+    save_record(_record(seed=0), tmp_path)
+    save_record(_record(seed=2), tmp_path / "nested")
+    bad = tmp_path / "nested" / "broken--seed1.json"
+    bad.write_text('{"name": "broken", "seed"')  # a run killed while writing by hand, say
+    with pytest.raises(ValueError, match=rf"{bad} is not valid JSON"):
+        load_records(tmp_path)
+    with pytest.warns(UserWarning, match=rf"skipping an invalid result record: {bad} is not valid JSON"):
+        records = load_records(tmp_path, skip_invalid=True)
+    assert sorted(r.seed for r in records) == [0, 2]
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match="binary.json is not valid JSON"):
+        load_record(tmp_path / "binary.json")
+    with pytest.raises(TypeError, match="skip_invalid"):
+        load_records(tmp_path, skip_invalid="yes")

@@ -65,6 +65,12 @@ def test_verdicts():
         (lambda: verdict(Interval(0, 0, 0, 2, 0.95), direction=0), "direction"),
         (lambda: verdict(Interval(0, 0, 0, 2, 0.95), margin=-1), "margin"),
         (lambda: equivalence_verdict(Interval(0, 0, 0, 2, 0.95), tolerance=-1), "tolerance"),
+        # NaN used to pass (every comparison with it is False) and give "not reproduced"
+        (lambda: verdict(Interval(0.3, 0.2, 0.4, 3, 0.95), margin=float("nan")), "margin must not be NaN"),
+        (lambda: verdict(Interval(0.3, 0.2, 0.4, 3, 0.95), margin=float("inf")), "margin must be finite"),
+        (lambda: equivalence_verdict(Interval(0, 0, 0, 2, 0.95), tolerance=float("nan")), "tolerance must not be NaN"),
+        (lambda: equivalence_verdict(Interval(0, 0, 0, 2, 0.95), tolerance=float("inf")), "tolerance must be finite"),
+        (lambda: mean_ci([1, 2], confidence=float("nan")), "confidence must not be NaN"),
     ],
 )
 def test_errors(call, match):

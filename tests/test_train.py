@@ -17,6 +17,8 @@ from pixelweight.models import UNet
 from pixelweight.results import load_record
 from pixelweight.train import (
     DistContext,
+    NonFiniteLossError,
+    _NonFiniteGuard,
     TrainConfig,
     evaluate,
     resolve_device,
@@ -117,6 +119,92 @@ def test_divergence_raises_clear_error():
         train(UNet(1, 2, width=4, depth=1), bad_loss, threshold_task(), TrainConfig(**FAST))
 
 
+class _NaNAfter(nn.Module):
+    """Cross-entropy that turns NaN (or inf) from step ``k`` on: the logits it is given
+    are poisoned, as a diverged network's would be."""
+
+    def __init__(self, k, value=float("nan")):
+        super().__init__()
+        self.k, self.value, self.calls = k, value, 0
+
+    def forward(self, logits, target):
+        self.calls += 1
+        if self.calls >= self.k:
+            logits = logits * self.value
+        return F.cross_entropy(logits, target)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_first_non_finite_loss_stops_training_and_writes_no_record(tmp_path, value):
+    seed_everything(0)
+    loss = _NaNAfter(7, value)
+    with pytest.raises(RuntimeError, match=r"non-finite \((nan|inf)\) at step 7") as info:
+        train(UNet(1, 2, width=4, depth=1), loss, threshold_task(), TrainConfig(**FAST),
+              metrics_factory=_metrics, val_set=threshold_task(8, seed=1),
+              name="diverged", results_dir=tmp_path)
+    assert isinstance(info.value, NonFiniteLossError) and isinstance(info.value, FloatingPointError)
+    assert info.value.step == 7
+    assert loss.calls == 7  # on the CPU it stops at that very step, before its update
+    assert list(tmp_path.iterdir()) == []  # no record, no temporary file
+
+
+def test_non_finite_guard_reads_the_device_state_only_when_asked():
+    """The guard is device tensors until read: it names the *first* bad step and its value
+    even when read later (how the CUDA path reads it, at log steps)."""
+    guard = _NonFiniteGuard(torch.device("cpu"))
+    guard.observe(1, torch.tensor(0.5))
+    guard.raise_if_tripped()  # all finite: nothing
+    guard.observe(2, torch.tensor(float("inf")))
+    guard.observe(3, torch.tensor(float("nan")))
+    guard.observe(4, torch.tensor(0.1))
+    with pytest.raises(NonFiniteLossError, match=r"\(inf\) at step 2") as info:
+        guard.raise_if_tripped()
+    assert (info.value.step, info.value.loss) == (2, float("inf"))
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.step, copy.loss, str(copy)) == (2, float("inf"), str(info.value))
+
+
+def test_loss_with_reduction_none_is_a_clear_error():
+    from pixelweight.losses import CrossEntropyLoss
+
+    with pytest.raises(ValueError, match=r"must return a scalar, got a tensor of shape \(8, 16, 16\).*reduction='none'"):
+        train(UNet(1, 2, width=4, depth=1), CrossEntropyLoss(reduction="none"), threshold_task(),
+              TrainConfig(**FAST))
+    with pytest.raises(TypeError, match="must return a tensor"):
+        train(UNet(1, 2, width=4, depth=1), lambda x, y: 1.0, threshold_task(), TrainConfig(**FAST))
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", "", " x"])
+def test_bad_record_name_fails_before_the_first_step(tmp_path, name):
+    calls = []
+
+    def loss(logits, target):
+        calls.append(1)
+        return F.cross_entropy(logits, target)
+
+    with pytest.raises(ValueError, match="record name"):
+        train(UNet(1, 2, width=4, depth=1), loss, threshold_task(), TrainConfig(**FAST),
+              name=name, results_dir=tmp_path)
+    assert calls == []
+
+
+def test_unwritable_results_dir_fails_before_the_first_step(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the results folder should be")
+    calls = []
+
+    def loss(logits, target):
+        calls.append(1)
+        return F.cross_entropy(logits, target)
+
+    with pytest.raises(ValueError, match=r"cannot write results to .*file/runs"):
+        train(UNet(1, 2, width=4, depth=1), loss, threshold_task(), TrainConfig(**FAST),
+              name="ok", results_dir=blocker / "runs")
+    assert calls == []
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -129,6 +217,10 @@ def test_divergence_raises_clear_error():
         (dict(grad_clip=-1.0), "grad_clip"),
         (dict(seed=-1), "seed"),
         (dict(steps=1.5), "steps"),
+        (dict(lr=float("inf")), "lr must be finite"),
+        (dict(weight_decay=float("inf")), "weight_decay must be finite"),
+        (dict(grad_clip=float("inf")), "grad_clip must be finite"),
+        (dict(lr=float("nan")), "lr must not be NaN"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -204,3 +296,42 @@ def test_progress_default_follows_environment(monkeypatch):
     assert TrainConfig(progress=False).progress is False
     with pytest.raises(TypeError, match="progress"):
         TrainConfig(progress="yes")
+
+
+def test_non_finite_guard_agrees_across_ranks(tmp_path):
+    """Under DDP the guard's first bad step is MIN-all-reduced, so every rank raises at the
+    same log step (a one-process gloo group stands in for the ranks)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ctx = DistContext(rank=0, world_size=2)  # "enabled": takes the collective path
+        guard = _NonFiniteGuard(torch.device("cpu"))
+        guard.observe(1, torch.tensor(1.0))
+        guard.raise_if_tripped(ctx)
+        guard.observe(2, torch.tensor(float("nan")))
+        with pytest.raises(NonFiniteLossError, match=r"\(nan\) at step 2"):
+            guard.raise_if_tripped(ctx)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_non_finite_guard_and_running_loss_do_not_synchronise_on_cuda():
+    """What the loop adds per step on CUDA (guard.observe, the running loss) runs with
+    torch.cuda.set_sync_debug_mode("error"): no host-device synchronisation."""
+    device = torch.device("cuda")
+    guard = _NonFiniteGuard(device)
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    losses = torch.tensor([0.5, float("nan"), 0.25], device=device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            loss = losses[step - 1]
+            guard.observe(step, loss)
+            running += loss.detach().to(torch.float64)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        guard.raise_if_tripped()

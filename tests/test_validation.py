@@ -85,3 +85,61 @@ def test_reduce_pixel_loss():
     empty.backward()
     assert torch.all(torch.isfinite(loss.grad))
     assert valid_mask(torch.zeros(2), None).all()
+
+
+# --- infinite parameters and out-of-range ignore_index (issue 10, defect 8) ------------
+
+
+def test_check_float_rejects_inf_unless_allowed():
+    for value in (float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=f"x must be finite, got {value}"):
+            check_float(value, "x")
+        with pytest.raises(ValueError, match=f"x must be finite, got {value}"):
+            check_float(value, "x", minimum=0.0)
+    assert check_float(float("inf"), "p", minimum=1.0, allow_inf=True) == float("inf")
+    with pytest.raises(ValueError, match="p must be >= 1.0"):
+        check_float(-float("inf"), "p", minimum=1.0, allow_inf=True)
+    with pytest.raises(ValueError, match="NaN"):
+        check_float(float("nan"), "p", allow_inf=True)
+
+
+from pixelweight.data import DigitScenes  # noqa: E402
+from pixelweight.losses import FocalLoss, RecallLoss, SoftDiceLoss, cross_entropy, focal_loss, soft_dice_loss  # noqa: E402
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: soft_dice_loss(
+            torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), smooth=INF), "smooth must be finite"),
+        (lambda: SoftDiceLoss(smooth=INF), "smooth must be finite"),
+        (lambda: focal_loss(
+            torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), gamma=INF), "gamma must be finite"),
+        (lambda: FocalLoss(gamma=INF), "gamma must be finite"),
+        (lambda: RecallLoss(2, gamma=INF), "gamma must be finite"),
+        (lambda: DigitScenes(
+            num_samples=2, noise=INF, cache_dir=False), "noise must be finite"),
+        (lambda: DigitScenes(
+            num_samples=2, imbalance=INF, cache_dir=False), "imbalance must be finite"),
+        (lambda: cross_entropy(
+            torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), ignore_index=2**70),
+         "ignore_index must fit in int64"),
+        (lambda: check_multiclass_inputs(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long),
+                                         ignore_index=-(2**63) - 1), "ignore_index must fit in int64"),
+    ],
+)
+def test_infinite_parameters_and_huge_ignore_index_fail_validation(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_lmp_p_inf_stays_a_valid_limit():
+    from pixelweight.losses import LossMaxPooling
+
+    assert LossMaxPooling(p=INF).p == INF
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(LossMaxPooling(p=INF)(logits, target), ce)
+    assert check_multiclass_inputs(logits, target, ignore_index=2**63 - 1)[1].dtype == torch.long

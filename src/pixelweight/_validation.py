@@ -7,6 +7,7 @@ value. These helpers keep the messages uniform across losses, metrics and data.
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Optional, Sequence, Tuple
 
@@ -37,6 +38,11 @@ def check_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+#: The range of ``torch.int64``, the dtype of label tensors: an ``ignore_index`` outside it
+#: cannot be compared with a label (PyTorch raises an overflow error deep inside a loss).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def check_int(value, name: str, minimum: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
@@ -52,12 +58,23 @@ def check_float(
     maximum: Optional[float] = None,
     min_inclusive: bool = True,
     max_inclusive: bool = True,
+    allow_inf: bool = False,
 ) -> float:
+    r"""Return ``value`` as a float after checking its type, finiteness and range.
+
+    NaN is always rejected. ``+inf``/``-inf`` are rejected unless ``allow_inf=True``
+    (for a parameter whose infinite value is a documented limit, e.g. loss max-pooling's
+    :math:`p = \infty`): an infinite smoothing constant, focusing exponent, noise level
+    or learning rate passes every range check yet turns the computation into NaN or
+    silently into something else.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
     value = float(value)
     if value != value:  # NaN
         raise ValueError(f"{name} must not be NaN")
+    if math.isinf(value) and not allow_inf:
+        raise ValueError(f"{name} must be finite, got {value}")
     if minimum is not None:
         bad = value < minimum if min_inclusive else value <= minimum
         if bad:
@@ -104,9 +121,16 @@ def check_label_range(
 
 
 def check_ignore_index(ignore_index) -> Optional[int]:
+    """``None`` or an int that a label tensor (``torch.int64``) can hold."""
     if ignore_index is None:
         return None
-    return check_int(ignore_index, "ignore_index")
+    value = check_int(ignore_index, "ignore_index")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(
+            f"ignore_index must fit in int64 (the dtype of label tensors), got {value}; "
+            "use a label value such as 255 or -100"
+        )
+    return value
 
 
 def check_multiclass_inputs(

@@ -11,6 +11,15 @@ It builds the data set (VOC layout, a saliency folder, or the synthetic ``DigitS
 a :class:`~pixelweight.models.UNet` and one of the library's losses, runs
 :func:`pixelweight.train.train` (DDP under ``torchrun``) and writes the run's JSON record
 (and the model's weights) to ``--out``.
+
+The ``--loss`` choices and their options (``--loss-option NAME=VALUE``, repeatable) come
+from :mod:`pixelweight.losses.registry`: every loss of the library, and any loss a chapter
+registers, e.g. ``--loss lmp --loss-option p=1.3 --loss-option base=focal``. With
+``--output-stride s > 1`` the logits are upsampled bilinearly to the label size before
+the loss (as the metrics do before the argmax), so loss and metrics see full-resolution
+labels. Everything that can be checked — arguments, the run name, a writable ``--out``,
+the data folders, the model, the loss and its options — is checked before the first step;
+a problem is reported as a usage message (exit status 2), not a traceback.
 """
 
 from __future__ import annotations
@@ -18,22 +27,34 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .data import DigitScenes, SaliencyFolder, VOCSegmentation
 from .data.transforms import PadCrop
-from .losses import CrossEntropyLoss, FocalLoss, SoftDiceLoss, class_counts, class_weights
+from .losses import class_counts
+from .losses.registry import LossContext, build_loss, loss_names, loss_spec, parse_loss_options
 from .metrics import ForegroundMetrics, SegmentationMetrics
 from .models import UNet
-from .train import TrainConfig, seed_everything, train
+from .results import check_record_name, check_results_dir
+from .train import TrainConfig, resolve_device, seed_everything, train
 
-LOSSES = ("ce", "inverse-ce", "median-ce", "focal", "dice")
+
+def _losses_epilog() -> str:
+    lines = ["losses (--loss NAME, options as --loss-option NAME=VALUE):"]
+    for name in loss_names():
+        spec = loss_spec(name)
+        lines.append(f"  {name}: {spec.help}")
+        lines.extend(f"      {opt.describe()}" for opt in spec.options)
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pixelweight-train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="pixelweight-train", description=__doc__.split("\n\n")[0],
+                                epilog=_losses_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=("voc", "saliency", "digitscenes"))
     p.add_argument("--root", type=Path, help="VOC root (JPEGImages/, SegmentationClass/, ImageSets/)")
     p.add_argument("--split", default="train", help="VOC training split (default: train)")
@@ -43,10 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=256, help="training crop for real data (pixels)")
     p.add_argument("--imbalance", type=float, default=1.0, help="digitscenes: Zipf exponent")
     p.add_argument("--num-samples", type=int, default=2000, help="digitscenes: training images")
-    p.add_argument("--loss", default="ce", choices=LOSSES)
+    p.add_argument("--loss", default="ce", choices=loss_names(),
+                   help="the training loss (default: ce); see the list below")
+    p.add_argument("--loss-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option of the chosen loss, repeatable (e.g. gamma=1.0)")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--output-stride", type=int, default=1)
+    p.add_argument("--output-stride", type=int, default=1,
+                   help="logits s times coarser than the input (a power of two <= 2**depth); "
+                        "upsampled to the labels for the loss")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16, help="global batch, split across ranks")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -59,11 +85,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _datasets(args) -> Tuple[object, Optional[object], int, Optional[int]]:
+class LabelResolutionLoss(nn.Module):
+    """``loss(upsample(logits), target)``: logits coarser than the target (a model with an
+    output stride) are upsampled bilinearly (``align_corners=False``) to the target's
+    ``(H, W)`` first; logits at that size pass unchanged. The wrapped loss is a submodule,
+    so its buffers (e.g. recall-loss weights) follow ``.to(device)``."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        size = tuple(target.shape[-2:])
+        if logits.ndim == 4 and tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return self.loss(logits, target)
+
+
+def _datasets(args, parser) -> Tuple[object, Optional[object], int, Optional[int]]:
     """(train set, validation set or None, output channels, ignore_index)."""
     if args.data == "voc":
         if args.root is None:
-            raise SystemExit("--data voc needs --root")
+            parser.error("--data voc needs --root")
         train_set = VOCSegmentation(args.root, args.split, transform=PadCrop(args.crop))
         val_set = None
         if args.val_split:
@@ -71,7 +114,7 @@ def _datasets(args) -> Tuple[object, Optional[object], int, Optional[int]]:
         return train_set, val_set, len(train_set.class_names), train_set.ignore_index
     if args.data == "saliency":
         if args.images is None or args.masks is None:
-            raise SystemExit("--data saliency needs --images and --masks")
+            parser.error("--data saliency needs --images and --masks")
         train_set = SaliencyFolder(args.images, args.masks, transform=PadCrop(args.crop, ignore_index=255))
         return train_set, None, 1, 255
     train_set = DigitScenes(split="train", num_samples=args.num_samples, imbalance=args.imbalance, seed=1000)
@@ -88,35 +131,41 @@ def _label_counts(dataset, num_classes: int, ignore_index: Optional[int]) -> tor
     return sum(class_counts(dataset[i][1], num_classes, ignore_index) for i in range(len(dataset)))
 
 
-def _loss(args, train_set, channels: int, ignore_index: Optional[int]) -> Callable:
-    if args.loss in ("inverse-ce", "median-ce"):
-        classes = max(channels, 2)
-        counts = _label_counts(train_set, classes, ignore_index)
-        weight = class_weights(counts=counts, method=args.loss.split("-")[0])
-        return CrossEntropyLoss(weight=weight, ignore_index=ignore_index)
-    builders: Dict[str, Callable] = {
-        "ce": lambda: CrossEntropyLoss(ignore_index=ignore_index),
-        "focal": lambda: FocalLoss(ignore_index=ignore_index),
-        "dice": lambda: SoftDiceLoss(ignore_index=ignore_index),
-    }
-    return builders[args.loss]()
+def _prepare(args, parser):
+    """Everything a run needs, checked before the first step; a problem is a usage error."""
+    try:
+        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             device=args.device, amp=not args.no_amp, num_workers=args.workers)
+        resolve_device(args.device)
+        name = check_record_name(args.name or f"{args.data}-{args.loss}")
+        check_results_dir(args.out)
+        options = parse_loss_options(args.loss, args.loss_option)
+        seed_everything(args.seed)
+        train_set, val_set, channels, ignore_index = _datasets(args, parser)
+        image, _ = train_set[0]  # reads (and checks) one item
+        model = UNet(in_channels=image.shape[0], num_classes=channels, width=args.width,
+                     depth=args.depth, output_stride=args.output_stride)
+        context = LossContext(
+            num_classes=channels, ignore_index=ignore_index,
+            class_counts=lambda: _label_counts(train_set, max(channels, 2), ignore_index),
+        )
+        loss = build_loss(args.loss, context, **options)
+    except (ValueError, TypeError, OSError) as err:  # OSError: missing or unreadable data files
+        parser.error(str(err))
+    if args.output_stride > 1:
+        loss = LabelResolutionLoss(loss)
+    return config, name, train_set, val_set, channels, ignore_index, model, loss
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    seed_everything(args.seed)
-    train_set, val_set, channels, ignore_index = _datasets(args)
-    model = UNet(in_channels=train_set[0][0].shape[0], num_classes=channels, width=args.width,
-                 depth=args.depth, output_stride=args.output_stride)
-    loss = _loss(args, train_set, channels, ignore_index)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    config, name, train_set, val_set, channels, ignore_index, model, loss = _prepare(args, parser)
     if channels == 1:
         metrics = ForegroundMetrics
     else:
         names = list(getattr(train_set, "class_names", [str(c) for c in range(channels)]))
         metrics = lambda: SegmentationMetrics(channels, ignore_index=ignore_index, class_names=names)  # noqa: E731
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=args.device, amp=not args.no_amp, num_workers=args.workers)
-    name = args.name or f"{args.data}-{args.loss}"
     result = train(model, loss, train_set, config, metrics_factory=metrics, val_set=val_set,
                    name=name, results_dir=args.out,
                    record_config={"cli": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}})

@@ -18,6 +18,7 @@ import platform
 import re
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -105,6 +106,37 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store a value of type {type(value).__name__} in a result record")
 
 
+def check_record_name(name) -> str:
+    """Return ``name`` if it can name a record file: letters, digits and ``._=+-``,
+    starting with a letter or digit (no path separator, so a record stays in its folder)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"record name must be a non-empty string of letters, digits and ._=+- (starting with a "
+            f"letter or digit, no path separator), got {name!r}"
+        )
+    return name
+
+
+def check_results_dir(results_dir: Union[str, "os.PathLike[str]"]) -> Path:
+    """Create ``results_dir`` if needed and check that a file can be written there.
+
+    Called before a run starts (by :func:`pixelweight.train.train`) so that an unusable
+    folder fails at once rather than after the last step. Returns the folder as a path;
+    raises :class:`ValueError` naming the folder and the reason otherwise.
+    """
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise TypeError(f"results_dir must be a str or path, got {type(results_dir).__name__}")
+    folder = Path(results_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-", suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write results to {folder}: {err}") from None
+    return folder
+
+
 @dataclasses.dataclass
 class RunRecord:
     """One run's result: what ran (``config``), what it gave (``metrics``, ``history``)."""
@@ -120,12 +152,17 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            raise ValueError(
-                f"record name must be a non-empty string of letters, digits and ._=+-, got {self.name!r}"
-            )
+        check_record_name(self.name)
         if not isinstance(self.config, Mapping) or not isinstance(self.metrics, Mapping):
             raise ValueError("config and metrics must be mappings")
+        if not isinstance(self.provenance, Mapping):
+            raise ValueError(f"provenance must be a mapping, got {type(self.provenance).__name__} ({self.provenance!r})")
+        if not isinstance(self.history, list) or not all(isinstance(h, Mapping) for h in self.history):
+            raise ValueError("history must be a list of mappings (one per log step)")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string, got {self.device!r}")
+        if isinstance(self.schema_version, bool) or not isinstance(self.schema_version, int):
+            raise ValueError(f"schema_version must be an int, got {self.schema_version!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         if not (isinstance(self.wall_time_s, (int, float)) and self.wall_time_s >= 0):
@@ -143,7 +180,10 @@ class RunRecord:
         missing = {"name", "config", "metrics", "seed", "wall_time_s", "device"} - set(data)
         if missing:
             raise ValueError(f"result record lacks the fields {sorted(missing)}")
-        if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"schema_version must be an int, got {version!r}")
+        if version > SCHEMA_VERSION:
             raise ValueError(
                 f"record schema_version {data['schema_version']} is newer than this library's "
                 f"{SCHEMA_VERSION}: upgrade pixelweight"
@@ -175,31 +215,53 @@ def save_record(record: RunRecord, results_dir: Union[str, Path]) -> Path:
 
 
 def load_record(path: Union[str, Path]) -> RunRecord:
-    """Read one JSON record written by :func:`save_record`."""
+    """Read one JSON record written by :func:`save_record`.
+
+    Raises :class:`FileNotFoundError` when there is no file and :class:`ValueError`
+    naming ``path`` when it is not a valid record (not UTF-8 JSON, not an object, a
+    missing or ill-typed field such as ``"provenance": null``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no result record at {path}")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
-    return RunRecord.from_dict(data)
+    try:
+        return RunRecord.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid result record: {err}") from None
 
 
-def load_records(results_dir: Union[str, Path], name: Optional[str] = None) -> List[RunRecord]:
+def load_records(results_dir: Union[str, Path], name: Optional[str] = None, *,
+                 skip_invalid: bool = False) -> List[RunRecord]:
     """All records in ``results_dir`` (recursively), optionally only those named ``name``.
 
     A missing folder gives an empty list: a chapter without committed ``full`` records
-    simply shows none.
+    simply shows none. A file that is not a valid record raises :class:`ValueError`
+    naming it; with ``skip_invalid=True`` it is skipped with a :class:`UserWarning`
+    (naming it and the reason) and the other records are returned.
     """
+    if not isinstance(skip_invalid, bool):
+        raise TypeError(f"skip_invalid must be a bool, got {type(skip_invalid).__name__}")
     results_dir = Path(results_dir)
     if not results_dir.exists():
         return []
     if not results_dir.is_dir():
         raise ValueError(f"{results_dir} is not a folder")
-    records = [load_record(p) for p in sorted(results_dir.rglob("*.json")) if not p.name.startswith(".")]
+    records = []
+    for p in sorted(results_dir.rglob("*.json")):
+        if p.name.startswith("."):
+            continue
+        try:
+            records.append(load_record(p))
+        except ValueError as err:
+            if not skip_invalid:
+                raise
+            warnings.warn(f"skipping an invalid result record: {err}", stacklevel=2)
     return [r for r in records if name is None or r.name == name]
 
 

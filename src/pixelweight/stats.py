@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._validation import check_float
+
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable at this scale")
 
 
@@ -60,8 +62,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """
     from scipy import stats
 
-    if not (0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    confidence = check_float(confidence, "confidence", minimum=0.0, maximum=1.0,
+                             min_inclusive=False, max_inclusive=False)
     arr = _values(values)
     mean = float(arr.mean())
     if arr.size < 2:
@@ -88,10 +90,9 @@ def verdict(difference: Interval, direction: int = +1, margin: float = 0.0) -> s
 
     For a claim of *no difference* ("at competitive mIoU"), use :func:`equivalence_verdict`.
     """
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, got {direction}")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    if isinstance(direction, bool) or direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    margin = check_float(margin, "margin", minimum=0.0)  # NaN would compare False: "not reproduced"
     low, mean, high = (direction * v for v in (difference.low, difference.mean, difference.high))
     low, high = min(low, high), max(low, high)
     if difference.n >= 2 and low > margin:
@@ -104,8 +105,7 @@ def verdict(difference: Interval, direction: int = +1, margin: float = 0.0) -> s
 def equivalence_verdict(difference: Interval, tolerance: float) -> str:
     """Verdict on "no worse than by more than ``tolerance``": reproduced when the whole
     interval lies above ``-tolerance``, partly when only the mean does."""
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    tolerance = check_float(tolerance, "tolerance", minimum=0.0)
     if difference.n >= 2 and difference.low > -tolerance:
         return "reproduced"
     if difference.mean > -tolerance:

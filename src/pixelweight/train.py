@@ -35,7 +35,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._validation import check_float, check_int
-from .results import RunRecord, device_description, provenance, save_record
+from .results import (
+    RunRecord,
+    check_record_name,
+    check_results_dir,
+    device_description,
+    provenance,
+    save_record,
+)
 
 __all__ = [
     "TrainConfig",
@@ -43,6 +50,7 @@ __all__ = [
     "seed_everything",
     "resolve_device",
     "DistContext",
+    "NonFiniteLossError",
     "evaluate",
     "train",
 ]
@@ -328,6 +336,73 @@ def evaluate(
     return metrics.compute()
 
 
+class NonFiniteLossError(FloatingPointError, RuntimeError):
+    """The training loss became NaN or infinite: :func:`train` stops and writes no record.
+
+    A :class:`FloatingPointError` (what earlier versions raised) and a
+    :class:`RuntimeError`. ``step`` is the first optimiser step whose loss was not
+    finite and ``loss`` its value.
+    """
+
+    def __init__(self, step: int, loss: float):
+        self.step, self.loss = step, loss
+        super().__init__(
+            f"the training loss is non-finite ({loss}) at step {step}: training stopped and no "
+            "record was written (lower the learning rate, check the data and the loss inputs)"
+        )
+
+    def __reduce__(self):  # picklable (multiprocessing, torchrun's error files)
+        return type(self), (self.step, self.loss)
+
+
+class _NonFiniteGuard:
+    """Remembers, on the device, the first step whose loss is not finite.
+
+    :meth:`observe` is a handful of scalar device operations (no synchronisation);
+    :meth:`raise_if_tripped` reads the state back (one synchronisation) and raises
+    :class:`NonFiniteLossError` naming that first step and its loss.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first_step = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+        self.first_loss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def observe(self, step: int, loss: torch.Tensor) -> None:
+        value = loss.detach().to(torch.float64)
+        new = (self.first_step == 0) & ~torch.isfinite(value)
+        self.first_step = torch.where(new, torch.full_like(self.first_step, step), self.first_step)
+        self.first_loss = torch.where(new, value, self.first_loss)
+
+    def raise_if_tripped(self, ctx: Optional["DistContext"] = None) -> None:
+        """Raise if a non-finite loss was seen; under DDP if any rank saw one (a
+        collective: every rank calls it at the same step, so all ranks stop together)."""
+        first = self.first_step
+        if ctx is not None and ctx.enabled:
+            never = torch.iinfo(torch.long).max
+            first = torch.where(first > 0, first, torch.full_like(first, never)).reshape(1)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+            first = torch.where(first[0] == never, torch.zeros_like(first[0]), first[0])
+        step = int(first)
+        if step:
+            local = step == int(self.first_step)
+            raise NonFiniteLossError(step, float(self.first_loss) if local else float("nan"))
+
+
+def _check_loss_value(loss, loss_fn) -> None:
+    """The first step's loss is a scalar tensor with a graph (shape only: no sync)."""
+    what = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn ({what}) must return a tensor, got {type(loss).__name__}")
+    if loss.ndim != 0:
+        raise ValueError(
+            f"loss_fn ({what}) must return a scalar, got a tensor of shape {tuple(loss.shape)}; "
+            "a loss built with reduction='none' gives a per-pixel map: use reduction='mean' "
+            "(or 'sum') for training"
+        )
+    if not loss.requires_grad:
+        raise ValueError(f"loss_fn ({what}) returned a loss without a graph (requires_grad=False)")
+
+
 def _scalars(values: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in values.items()}
 
@@ -373,6 +448,26 @@ def train(
     TrainResult with the unwrapped model, the history (``step``, ``loss``, ``lr`` every
     ``log_every`` steps, ``val_*`` every ``eval_every`` steps), final ``val_*`` and
     ``test_*`` metrics, the wall time, the device and the record.
+
+    Raises
+    ------
+    NonFiniteLossError
+        When a step's loss is NaN or infinite, whatever the loss. It names the first
+        such step and its loss; no evaluation runs and no record is written.
+    ValueError
+        When ``loss_fn`` returns something other than a scalar with a graph (e.g. a loss
+        built with ``reduction="none"``); checked on the first step.
+
+    Notes
+    -----
+    The non-finite check costs no host-device synchronisation per step: the running loss
+    and the first non-finite step are kept on the device and read back where the loop
+    synchronises anyway. On the CPU (one process) that read is free and happens every
+    step, so training stops at the first non-finite loss. On CUDA/MPS, and under DDP, it
+    happens at each log step (every ``config.log_every`` steps and the last), so up to
+    ``log_every - 1`` further steps may run on NaN weights before the error names the
+    first bad step; their work is discarded with the run. Under DDP the ranks agree
+    (a MIN all-reduce of the first bad step) and all stop at the same log step.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -384,10 +479,14 @@ def train(
         raise ValueError("evaluating on val_set/test_set needs a metrics_factory")
     if (name is None) != (results_dir is None):
         raise ValueError("give both name and results_dir to write a record, or neither")
+    if name is not None:
+        check_record_name(name)  # a bad name or folder fails now, not after the last step
     if len(train_set) == 0:
         raise ValueError("train_set is empty")
 
     ctx = DistContext.from_env(config.device)
+    if name is not None and ctx.is_main:
+        check_results_dir(results_dir)
     device = ctx.device(config.device)
     if config.batch_size % ctx.world_size:
         raise ValueError(
@@ -417,7 +516,14 @@ def train(
 
     history: List[Dict[str, Any]] = []
     start = time.perf_counter()
-    running, running_n = 0.0, 0
+    # The running loss and the non-finite guard live on the device: no host-device
+    # synchronisation per step. On the CPU a sync costs nothing, so the guard is read
+    # every step; elsewhere it is read at each log step, where the loop synchronises
+    # anyway to log the mean loss (see the Notes of this function).
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    running_n = 0
+    guard = _NonFiniteGuard(device)
+    check_every = 1 if device.type == "cpu" and not ctx.enabled else config.log_every
     net.train()
     progress = None
     if config.progress and ctx.is_main:
@@ -432,11 +538,11 @@ def train(
             with autocast:
                 logits = net(images)
             loss = loss_fn(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss is {float(loss.detach())} at step {step}: training diverged "
-                    "(lower the learning rate or check the loss inputs)"
-                )
+            if step == 1:
+                _check_loss_value(loss, loss_fn)
+            guard.observe(step, loss)
+            if check_every == 1:
+                guard.raise_if_tripped()
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -451,16 +557,18 @@ def train(
             else:
                 optimizer.step()
             scheduler.step()
-            running += float(loss.detach())
+            running += loss.detach().to(torch.float64)
             running_n += 1
 
             if step % config.log_every == 0 or step == config.steps:
+                guard.raise_if_tripped(ctx)  # the log step synchronises anyway (the mean loss)
                 entry: Dict[str, Any] = {
                     "step": step,
-                    "loss": ctx.all_reduce_mean(running / running_n, device),
+                    "loss": ctx.all_reduce_mean(float(running) / running_n, device),
                     "lr": optimizer.param_groups[0]["lr"],
                 }
-                running, running_n = 0.0, 0
+                running.zero_()
+                running_n = 0
                 if on_log is not None:
                     entry.update(on_log(step, _unwrap(net), loss_fn) or {})
                 if val_set is not None and config.eval_every and (

@@ -162,3 +162,106 @@ def test_another_process_generates_the_same_bits(tmp_path):
         np.testing.assert_array_equal(data["images"], np.rint(fresh.images[:, 0] * 255).astype(np.uint8))
         np.testing.assert_array_equal(data["labels"], fresh.labels)
         np.testing.assert_array_equal(data["placements"], fresh.placements)
+
+
+# --- every bad cache file is detected and regenerated (issue 10, defect 6) ----------------
+
+
+def _planted(tmp_path, mutate):
+    """Write the good split's arrays, changed by ``mutate``, under its own name and meta."""
+    good = DigitScenes(cache_dir=tmp_path, **KW)
+    arrays = {
+        "images": np.rint(good.images[:, 0] * 255).astype(np.uint8),
+        "labels": good.labels.copy(),
+        "placements": good.placements.copy(),
+    }
+    mutate(arrays)
+    _cache._save(good.cache_path, arrays, _cache.cache_meta("DigitScenes", good.config))
+    return good
+
+
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda a: a.update(images=a["images"][:4]), r"array 'images' has shape \(4, 32, 32\), expected \(6, 32, 32\)"),
+        (lambda a: a.update(labels=a["labels"][:5], images=a["images"][:5]), r"has shape \(5, 32, 32\)"),
+        (lambda a: a.update(images=a["images"].astype(np.float32)), "array 'images' has dtype float32, expected uint8"),
+        (lambda a: a.update(labels=a["labels"].astype(np.int64)), "array 'labels' has dtype int64, expected uint8"),
+        (lambda a: a.update(placements=a["placements"][:, :3]), r"array 'placements' has shape \(\d+, 3\)"),
+        (lambda a: a.update(images=a["images"][:, :16]), r"has shape \(6, 16, 32\)"),
+        (lambda a: a.pop("labels"), r"missing \['labels'\]"),
+        (lambda a: a.update(extra=np.zeros(3)), r"unexpected \['extra'\]"),
+    ],
+)
+def test_cache_file_with_right_meta_but_wrong_arrays_is_regenerated(tmp_path, mutate, reason):
+    good = _planted(tmp_path, mutate)
+    with pytest.warns(UserWarning, match=reason + ".*regenerating"):
+        again = DigitScenes(cache_dir=tmp_path, **KW)
+    assert len(again) == KW["num_samples"]
+    assert np.array_equal(again.images, good.images) and np.array_equal(again.labels, good.labels)
+    assert again.labels.dtype == np.uint8 and not hasattr(again, "extra")
+    third = DigitScenes(cache_dir=tmp_path, **KW)  # the rewritten file is a silent, valid hit
+    assert np.array_equal(third.labels, good.labels)
+
+
+def test_npy_file_at_the_cache_path_is_regenerated(tmp_path):
+    good = DigitScenes(cache_dir=tmp_path, **KW)
+    with open(good.cache_path, "wb") as f:  # np.save to an open file keeps the .npz name
+        np.save(f, np.zeros((2, 3)))
+    with pytest.warns(UserWarning, match=r"single float64 array of shape \(2, 3\).*not an .npz archive"):
+        again = DigitScenes(cache_dir=tmp_path, **KW)
+    assert np.array_equal(again.images, good.images)
+    with np.load(again.cache_path) as data:
+        assert "images" in data.files
+
+
+def test_pickle_at_the_cache_path_is_not_unpickled(tmp_path):
+    import pickle
+
+    good = DigitScenes(cache_dir=tmp_path, **KW)
+    good.cache_path.write_bytes(pickle.dumps({"images": 1}))
+    with pytest.warns(UserWarning, match="ignoring unreadable cache file"):
+        again = DigitScenes(cache_dir=tmp_path, **KW)
+    assert np.array_equal(again.images, good.images)
+
+
+@pytest.mark.parametrize("cls, kw", [(DigitScenes, KW), (SalientDigits, dict(num_samples=3, size=48, seed=2)),
+                                     ("ClutteredDigits", dict(num_samples=3, size=48, seed=2))])
+def test_array_spec_describes_what_the_generator_returns(cls, kw):
+    if isinstance(cls, str):
+        import pixelweight.data
+
+        cls = getattr(pixelweight.data, cls)
+    ds = cls(cache_dir=False, **kw)
+    assert _cache.check_arrays(ds._generate(ds._rng()), ds._array_spec()) is None
+
+
+def test_unreachable_cache_folder_warns_and_generates_in_memory(tmp_path, monkeypatch):
+    """A cache path whose parent cannot be traversed (stat raises PermissionError; root
+    traverses everything, so the error is simulated) is no crash: warn, generate, no file."""
+    real_is_file = Path.is_file
+
+    def refuse(self):
+        if self.parent == tmp_path / "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", refuse)
+    with pytest.warns(UserWarning, match=r"cannot use the cache folder .*locked .*Permission denied.*without cache"):
+        ds = DigitScenes(cache_dir=tmp_path / "locked", **KW)
+    monkeypatch.undo()
+    assert np.array_equal(ds.labels, DigitScenes(cache_dir=False, **KW).labels)
+    assert not (tmp_path / "locked").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root traverses any folder")
+def test_untraversable_parent_folder_warns_and_generates(tmp_path):
+    locked = tmp_path / "locked"
+    (locked / "cache").mkdir(parents=True)
+    locked.chmod(0)
+    try:
+        with pytest.warns(UserWarning, match="cache"):
+            ds = DigitScenes(cache_dir=locked / "cache", **KW)
+    finally:
+        locked.chmod(0o755)
+    assert len(ds) == KW["num_samples"]

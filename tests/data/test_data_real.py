@@ -219,3 +219,55 @@ def test_saliency_argument_errors(sal, kwargs, error, match):
     root, _ = sal
     with pytest.raises(error, match=match):
         SaliencyFolder(root / "images", root / "masks", **kwargs)
+
+
+# --- unreadable files and unsafe ids (issue 10, defects 8 and 9) ------------------------
+
+
+def test_truncated_or_non_image_files_raise_value_errors_naming_the_file(tmp_path, voc_writer):
+    voc_writer(tmp_path, {"train": ["a", "b", "c"]})
+    mask = tmp_path / "SegmentationClass" / "a.png"
+    mask.write_bytes(mask.read_bytes()[:60])  # a truncated PNG: header intact, data cut
+    (tmp_path / "SegmentationClass" / "b.png").write_text("not a PNG at all")
+    (tmp_path / "JPEGImages" / "c.jpg").write_bytes(b"\x00" * 50)
+    ds = VOCSegmentation(tmp_path, "train")
+    with pytest.raises(ValueError, match=r"cannot read segmentation mask .*SegmentationClass/a\.png: "):
+        ds[0]
+    with pytest.raises(ValueError, match=r"cannot read segmentation mask .*b\.png: not an image file"):
+        ds[1]
+    with pytest.raises(ValueError, match=r"cannot read image .*JPEGImages/c\.jpg: not an image file"):
+        ds[2]
+
+
+def test_saliency_non_image_file_is_a_value_error(sal):
+    root, _ = sal
+    ds = SaliencyFolder(root / "images", root / "masks")
+    image_path, mask_path = root / "images" / f"{ds.stems[0]}.jpg", root / "masks" / f"{ds.stems[0]}.png"
+    mask_path.write_text("text in a .png")
+    with pytest.raises(ValueError, match=rf"cannot read saliency mask {mask_path}: not an image file"):
+        ds[0]
+    mask_path.write_bytes((root / "masks" / f"{ds.stems[1]}.png").read_bytes())
+    image_path.write_bytes(image_path.read_bytes()[:200])  # a truncated JPEG
+    with pytest.raises(ValueError, match=rf"cannot read image {image_path}: "):
+        ds[0]
+
+
+def test_a_file_that_disappears_is_still_a_file_not_found_error(tmp_path, voc_writer):
+    voc_writer(tmp_path, {"train": ["a"]})
+    ds = VOCSegmentation(tmp_path, "train")
+    (tmp_path / "JPEGImages" / "a.jpg").unlink()
+    with pytest.raises(FileNotFoundError):
+        ds[0]
+
+
+@pytest.mark.parametrize("bad", ["../secret", "sub/a", "..\\secret", "/etc/passwd", "C:secret", "..", "a\0b"])
+def test_voc_ids_must_be_plain_file_names(tmp_path, voc_writer, bad):
+    voc_writer(tmp_path / "voc", {"train": ["a"]})
+    # files outside the image and mask folders that "../secret" used to read without a word
+    for ext, sub in ((".jpg", "JPEGImages"), (".png", "SegmentationClass")):
+        (tmp_path / "voc" / f"secret{ext}").write_bytes((tmp_path / "voc" / sub / f"a{ext}").read_bytes())
+    split = tmp_path / "voc" / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_text(f"a\n{bad}\n")
+    with pytest.raises(ValueError, match="not a plain file name") as info:
+        VOCSegmentation(tmp_path / "voc", "train")
+    assert f"id {bad!r} in {split} " in str(info.value)

@@ -121,6 +121,22 @@ def test_dilate_and_erode_match_scipy_morphology_with_a_disk(masks, r):
         assert (ero <= m).all() and ero.sum() < m.sum()  # erode ⊆ gt, strictly
 
 
+@pytest.mark.parametrize("kind", ["dilate", "erode", "jitter", "polygon"])
+@pytest.mark.parametrize("r", [1, 2, 3.5])
+def test_full_mask_and_masks_touching_the_border_match_morphology_at_the_border(kind, r):
+    """Outside the image is neither foreground nor background: a full mask stays full for
+    every kind (erode used to cut off a corner), and erosion of a mask touching the
+    border equals scipy's with border_value=1."""
+    full = np.ones((8, 8))
+    np.testing.assert_array_equal(degrade_mask(full, kind, r, rng=0), np.ones((8, 8), np.uint8))
+    half = np.zeros((8, 8), bool)
+    half[:, :5] = True  # touches three borders
+    np.testing.assert_array_equal(
+        degrade_mask(half, "erode", r).astype(bool),
+        ndimage.binary_erosion(half, structure=disk(r), border_value=1),
+    )
+
+
 def test_larger_strength_degrades_more(masks):
     m = masks[0]
     for kind in ("dilate", "erode", "polygon"):

@@ -89,3 +89,29 @@ def test_classification_accumulator_errors():
         m.update(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="lie in"):
         m.update(torch.randn(2, 3), torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_segmentation_and_classification_accumulators_reject_non_finite_logits(value):
+    """An all-NaN model used to score mIoU 1.0 on an all-background target (argmax of NaN
+    is 0); non-finite scores are now an error, as in ForegroundMetrics."""
+    from pixelweight.metrics import SegmentationMetrics
+
+    seg = SegmentationMetrics(3)
+    logits = torch.randn(2, 3, 4, 5)
+    logits[1, 2, 3, 4] = value
+    with pytest.raises(ValueError, match=r"logits must be finite, found \d NaN and \d infinite"):
+        seg.update(logits, torch.zeros(2, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="logits must be finite"):  # coarse logits are checked before upsampling
+        seg.update(torch.full((2, 3, 2, 3), value), torch.zeros(2, 4, 5, dtype=torch.long))
+    binary = SegmentationMetrics(2)
+    with pytest.raises(ValueError, match="logits must be finite"):
+        binary.update(torch.full((1, 1, 4, 5), value), torch.zeros(1, 4, 5, dtype=torch.long))
+    assert seg.confmat.sum() == 0 and binary.confmat.sum() == 0  # nothing was counted
+    cls = ClassificationMetrics(3)
+    scores = torch.randn(4, 3)
+    scores[2, 0] = value
+    with pytest.raises(ValueError, match="logits must be finite"):
+        cls.update(scores, torch.zeros(4, dtype=torch.long))
+    cls.update(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))  # finite logits still work
+    assert cls.confmat.sum() == 4

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_int
-from ._cache import CacheDir, cache_meta, cache_path, load_or_generate, resolve_cache_dir
+from ._cache import ArraySpec, CacheDir, cache_meta, cache_path, check_arrays, load_or_generate, resolve_cache_dir
 from ._digits import PLACEMENT_COLUMNS, SPLITS, check_background, check_noise, check_split
 
 
@@ -51,12 +51,23 @@ class SyntheticDigits(Dataset):
         folder = resolve_cache_dir(cache_dir)
         meta = cache_meta(type(self).__name__, config)
         self.cache_path = cache_path(folder, type(self).__name__, self.split, meta)
-        arrays = load_or_generate(self.cache_path, meta, lambda: self._generate(self._rng()))
+        arrays = load_or_generate(self.cache_path, meta, lambda: self._generate(self._rng()),
+                                  check=lambda found: check_arrays(found, self._array_spec()))
         # images are stored as 8-bit; image = uint8 / 255 (exact and identical on every load)
         self.images = arrays.pop("images")[:, None].astype(np.float32) / np.float32(255.0)
         self.placements = arrays.pop("placements").astype(np.int64)
         for name, value in arrays.items():
             setattr(self, name, value)
+
+    def _array_spec(self) -> ArraySpec:
+        """The arrays :meth:`_generate` returns, ``{name: (shape, dtype)}`` (``None``: any
+        length), from the configuration alone; a cache file must match it exactly.
+        Subclasses add their ``labels`` and any other array."""
+        n, size = self.config["num_samples"], self.config["size"]
+        return {
+            "images": ((n, size, size), np.uint8),  # 8-bit ink, image = uint8 / 255
+            "placements": ((None, len(PLACEMENT_COLUMNS)), np.int64),
+        }
 
     def _generate(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:  # pragma: no cover
         raise NotImplementedError

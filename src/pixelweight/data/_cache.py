@@ -10,6 +10,16 @@ and loaded on every later construction with the same configuration. Several
 its own temporary file in the cache folder and moves it into place with
 :func:`os.replace`, which is atomic on POSIX and Windows, so a reader never sees a
 half-written file and the last writer wins with identical content.
+
+A cache file is trusted only if it is an ``.npz`` archive whose metadata equal the
+configuration's *and* whose arrays are exactly the expected ones, with the expected
+shapes and dtypes (the data set describes them, see ``check`` in
+:func:`load_or_generate`). Anything else — an unreadable or truncated file, a ``.npy``
+or pickle at the cache path, a missing or extra array, a wrong shape or dtype, too few
+samples — is regenerated and rewritten, with a :class:`UserWarning` saying why. The cache
+is only a speed-up (the data are a deterministic function of the configuration), so a
+cache folder that cannot be reached (a parent folder that cannot be traversed) or
+written costs a warning and the split is generated in memory: never an error.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -79,17 +89,48 @@ def cache_path(folder: Optional[Path], dataset: str, split: str, meta: str) -> O
     return folder / f"{dataset.lower()}-{split}-{digest}.npz"
 
 
-def _load(path: Path, meta: str) -> Optional[Dict[str, np.ndarray]]:
-    """Read a cache file; ``None`` (with a warning) if it is unreadable or for another config."""
+#: ``{array name: (shape, dtype)}``; ``None`` in a shape matches any length on that axis.
+ArraySpec = Mapping[str, Tuple[Sequence[Optional[int]], "np.dtype | type"]]
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], spec: ArraySpec) -> Optional[str]:
+    """Why ``arrays`` do not match ``spec`` (exactly its names, shapes and dtypes), or
+    ``None`` when they do."""
+    if set(arrays) != set(spec):
+        missing, extra = sorted(set(spec) - set(arrays)), sorted(set(arrays) - set(spec))
+        return f"arrays {sorted(arrays)} instead of {sorted(spec)} (missing {missing}, unexpected {extra})"
+    for name, (shape, dtype) in spec.items():
+        a = arrays[name]
+        if a.dtype != np.dtype(dtype):
+            return f"array {name!r} has dtype {a.dtype}, expected {np.dtype(dtype)}"
+        if a.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, a.shape)):
+            want = tuple("any" if s is None else s for s in shape)
+            return f"array {name!r} has shape {a.shape}, expected {want}"
+    return None
+
+
+def _load(path: Path, meta: str, check: Optional[Callable[[Dict[str, np.ndarray]], Optional[str]]]
+          ) -> Optional[Dict[str, np.ndarray]]:
+    """Read a cache file; ``None`` (with a warning) if it is unreadable, not an ``.npz``
+    archive, for another config, or holds other arrays than ``check`` expects."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy file gives a bare array
+            warnings.warn(f"ignoring cache file {path}: it holds a single {data.dtype} array of shape "
+                          f"{data.shape} (an .npy file), not an .npz archive; regenerating", stacklevel=5)
+            return None
+        with data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         warnings.warn(f"ignoring unreadable cache file {path} ({err}); regenerating", stacklevel=5)
         return None
     stored = arrays.pop(_META_KEY, None)
-    if stored is None or str(stored) != meta:
+    if stored is None or stored.shape != () or str(stored) != meta:
         warnings.warn(f"cache file {path} holds another configuration; regenerating", stacklevel=5)
+        return None
+    reason = check(arrays) if check is not None else None
+    if reason is not None:
+        warnings.warn(f"ignoring cache file {path}: {reason}; regenerating", stacklevel=5)
         return None
     return arrays
 
@@ -113,14 +154,29 @@ def _save(path: Path, arrays: Mapping[str, np.ndarray], meta: str) -> None:
 
 
 def load_or_generate(
-    path: Optional[Path], meta: str, generate: Callable[[], Dict[str, np.ndarray]]
+    path: Optional[Path],
+    meta: str,
+    generate: Callable[[], Dict[str, np.ndarray]],
+    check: Optional[Callable[[Dict[str, np.ndarray]], Optional[str]]] = None,
 ) -> Dict[str, np.ndarray]:
-    """Return the cached arrays at ``path`` if they match ``meta``, else ``generate()``
-    them and save them there (``path=None``: always generate, never save)."""
-    if path is not None and path.is_file():
-        arrays = _load(path, meta)
-        if arrays is not None:
-            return arrays
+    """Return the cached arrays at ``path`` if they match ``meta`` (and pass ``check``),
+    else ``generate()`` them and save them there (``path=None``: always generate, never save).
+
+    ``check(arrays)`` returns ``None`` for arrays of the expected names, shapes and dtypes
+    and otherwise the reason they are not (see :func:`check_arrays`). A path whose folder
+    cannot be reached is a warning: the arrays are generated and not saved.
+    """
+    if path is not None:
+        try:
+            present = path.is_file()
+        except OSError as err:  # e.g. a parent folder that cannot be traversed
+            warnings.warn(f"cannot use the cache folder {path.parent} ({err}); continuing without cache",
+                          stacklevel=4)
+            return generate()
+        if present:
+            arrays = _load(path, meta, check)
+            if arrays is not None:
+                return arrays
     arrays = generate()
     if path is not None:
         _save(path, arrays, meta)

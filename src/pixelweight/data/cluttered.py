@@ -100,6 +100,10 @@ class ClutteredDigits(SyntheticDigits):
         y, x, s = (rows[:, PLACEMENT_COLUMNS.index(name)] for name in ("y", "x", "size"))
         self.boxes = np.stack([y, x, y + s, x + s], axis=1)
 
+    def _array_spec(self):
+        n, size = self.config["num_samples"], self.config["size"]
+        return {**super()._array_spec(), "labels": ((n,), np.int64)}
+
     def _generate(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         c = self.config
         n, size, k = c["num_samples"], c["size"], c["clutter"]

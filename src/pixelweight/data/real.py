@@ -29,12 +29,12 @@ Missing folders or files raise :class:`FileNotFoundError`; malformed contents ra
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .._validation import check_int
@@ -70,10 +70,28 @@ def _missing_error(what: str, missing: Sequence[str], where: Path) -> FileNotFou
     return FileNotFoundError(f"{len(missing)} {what} missing in {where}: {shown}")
 
 
+def _unreadable(err: BaseException, path: Path, what: str) -> BaseException:
+    """The error to raise for a file PIL cannot decode.
+
+    Operating-system errors (missing file, no permission: an ``OSError`` with an
+    ``errno``) pass unchanged. PIL's decoding errors — :class:`PIL.UnidentifiedImageError`
+    for a file that is no image, an errno-less ``OSError`` such as "image file is
+    truncated", ``SyntaxError``/``ValueError`` from a broken header — become a
+    :class:`ValueError` that names the file (PIL's messages do not).
+    """
+    if isinstance(err, OSError) and not isinstance(err, UnidentifiedImageError) and err.errno is not None:
+        return err
+    reason = "not an image file PIL can read" if isinstance(err, UnidentifiedImageError) else str(err)
+    return ValueError(f"cannot read {what} {path}: {reason}")
+
+
 def _read_rgb(path: Path) -> torch.Tensor:
     """An image file as a float32 (3, H, W) tensor in [0, 1]: ``x = value / 255``."""
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise _unreadable(err, path, "image") from err
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -81,12 +99,31 @@ def _read_mask(path: Path, modes: Tuple[str, ...], what: str, grey: bool) -> np.
     """A mask as a (H, W) uint8 array: its raw values (palette indices for a ``"P"`` image),
     or with ``grey=True`` its grey levels (``PIL`` conversion to ``"L"``). A mode outside
     ``modes`` is an error."""
-    with Image.open(path) as img:
-        if img.mode not in modes:
-            raise ValueError(
-                f"{what} {path} must be a {' or '.join(repr(m) for m in modes)} image, got mode {img.mode!r}"
-            )
-        return np.array(img.convert("L") if grey else img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode in modes:
+                return np.array(img.convert("L") if grey else img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise _unreadable(err, path, what) from err
+    raise ValueError(f"{what} {path} must be a {' or '.join(repr(m) for m in modes)} image, got mode {mode!r}")
+
+
+def _check_id(image_id: str, list_file: Path) -> str:
+    """An id of a split file must name a file inside the data folders: no path separator,
+    no drive, not ``.`` or ``..``, no NUL (``../x`` would read outside the root)."""
+    bad = (
+        any(c in image_id for c in "/\\\0")
+        or image_id in (".", "..")
+        or PureWindowsPath(image_id).drive
+        or PurePosixPath(image_id).is_absolute()
+    )
+    if bad:
+        raise ValueError(
+            f"id {image_id!r} in {list_file} is not a plain file name (no path separators, "
+            "'..' or drive): ids must name files inside JPEGImages/ and SegmentationClass/"
+        )
+    return image_id
 
 
 def _check_same_size(image: torch.Tensor, target: np.ndarray, image_path: Path, target_path: Path) -> None:
@@ -132,9 +169,11 @@ class VOCSegmentation(Dataset):
     FileNotFoundError
         If a folder, the id list, or an image or mask named in it is missing.
     ValueError
-        If the id list is empty; on access, if a mask is not a palette/greyscale PNG,
-        has another size than its image, or holds a value outside
-        ``[0, num_classes) ∪ {255}``.
+        If the id list is empty or holds an id that is not a plain file name (a path
+        separator, ``..``, a drive: ids never reach outside the folders); on access, if
+        an image or mask cannot be decoded (not an image, truncated: the error names the
+        file), a mask is not a palette/greyscale PNG, has another size than its image, or
+        holds a value outside ``[0, num_classes) ∪ {255}``.
     """
 
     ignore_index = VOC_IGNORE_INDEX
@@ -156,7 +195,9 @@ class VOCSegmentation(Dataset):
         if not list_file.is_file():
             available = sorted(p.stem for p in lists.glob("*.txt"))
             raise FileNotFoundError(f"no id list for split {split!r}: {list_file} (available: {available})")
-        self.ids: List[str] = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        self.ids: List[str] = [
+            _check_id(line.strip(), list_file) for line in list_file.read_text().splitlines() if line.strip()
+        ]
         if not self.ids:
             raise ValueError(f"id list {list_file} is empty")
         for folder, ext, what in ((self.image_dir, ".jpg", "images"), (self.mask_dir, ".png", "masks")):
@@ -226,9 +267,10 @@ class SaliencyFolder(Dataset):
     FileNotFoundError
         If a folder is missing, an image has no mask or a mask has no image.
     ValueError
-        If a folder holds no image, two files of one folder share a stem; on access, if a
-        mask's mode is not one of :data:`SALIENCY_MASK_MODES` or its size differs from
-        its image's.
+        If a folder holds no image, two files of one folder share a stem; on access, if an
+        image or mask cannot be decoded (not an image, truncated: the error names the
+        file), a mask's mode is not one of :data:`SALIENCY_MASK_MODES` or its size differs
+        from its image's.
     """
 
     num_classes = 2

@@ -130,6 +130,8 @@ def degrade_mask(mask, kind: str, strength: float, rng=None) -> np.ndarray:
     if kind == "dilate":
         out = ndimage.distance_transform_edt(~mask) <= r  # distance to the nearest foreground pixel
     elif kind == "erode":
+        if mask.all():  # no background pixel at all: nothing is within r of one (scipy's
+            return mask.astype(np.uint8)  # transform would measure to a pixel off the corner)
         out = ndimage.distance_transform_edt(mask) > r  # distance to the nearest background pixel
     elif kind == "jitter":
         d = ndimage.gaussian_filter(rng.standard_normal((2,) + mask.shape), sigma=(0, JITTER_SIGMA, JITTER_SIGMA))
@@ -226,6 +228,10 @@ class SalientDigits(SyntheticDigits):
             clutter=check_int(clutter, "clutter", minimum=0),
         )
         self._build(config, cache_dir)
+
+    def _array_spec(self):
+        n, size = self.config["num_samples"], self.config["size"]
+        return {**super()._array_spec(), "labels": ((n, size, size), np.uint8), "digit_classes": ((n,), np.int64)}
 
     def _generate(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         c = self.config

@@ -141,6 +141,10 @@ class DigitScenes(SyntheticDigits):
         flat = self.labels.reshape(n, -1).astype(np.int64) + self.num_classes * np.arange(n)[:, None]
         self.pixel_counts = np.bincount(flat.ravel(), minlength=n * self.num_classes).reshape(n, -1)
 
+    def _array_spec(self):
+        n, size = self.config["num_samples"], self.config["size"]
+        return {**super()._array_spec(), "labels": ((n, size, size), np.uint8)}
+
     def _generate(self, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         c = self.config
         n, size = c["num_samples"], c["size"]

@@ -1,7 +1,9 @@
 """Pixel losses: a functional form and an ``nn.Module`` for each, logits in.
 
 Baselines: cross-entropy (plain and class-weighted), focal loss and soft Dice, plus the
-class-weight estimators they share. Conventions: multiclass logits ``(N, C, H, W)`` with
+class-weight estimators they share; the papers' recall loss and loss max-pooling. Every
+loss is registered in :mod:`pixelweight.losses.registry` (:func:`build_loss`,
+:func:`register_loss`), which is what ``pixelweight-train --loss`` offers. Conventions: multiclass logits ``(N, C, H, W)`` with
 ``(N, H, W)`` long targets; binary logits ``(N, 1, H, W)`` with ``(N, H, W)`` or
 ``(N, 1, H, W)`` targets in {0, 1}; ``ignore_index``; ``reduction`` in
 ``{"none", "mean", "sum"}``.
@@ -15,15 +17,20 @@ from .dice import SoftDiceLoss, soft_dice_loss
 from .focal import FocalLoss, focal_loss
 from .lmp import LossMaxPooling, lmp_bounds, lmp_pool, lmp_weights, lmp_weights_reference, loss_max_pooling
 from .recall import RecallLoss, RecallTerms, recall_counts, recall_loss, recall_terms, recall_weights
+from .registry import LossContext, LossOption, LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
 
 __all__ = [
     "CrossEntropyLoss",
     "FocalLoss",
+    "LossContext",
     "LossMaxPooling",
+    "LossOption",
+    "LossSpec",
     "RecallLoss",
     "RecallTerms",
     "SoftDiceLoss",
     "class_counts",
+    "build_loss",
     "class_weights",
     "cross_entropy",
     "focal_loss",
@@ -32,9 +39,13 @@ __all__ = [
     "lmp_weights",
     "lmp_weights_reference",
     "loss_max_pooling",
+    "loss_names",
+    "loss_spec",
+    "parse_loss_options",
     "recall_counts",
     "recall_loss",
     "recall_terms",
     "recall_weights",
+    "register_loss",
     "soft_dice_loss",
 ]

@@ -110,7 +110,7 @@ PixelLoss = Callable[..., torch.Tensor]
 # --------------------------------------------------------------------------------------
 def _check_p(p) -> float:
     """:math:`p \\in [1, \\infty]`; 1 and ``inf`` are the exact limits."""
-    return check_float(p, "p", minimum=1.0)
+    return check_float(p, "p", minimum=1.0, allow_inf=True)
 
 
 def _check_ratio(ratio) -> float:

@@ -12,14 +12,15 @@ from typing import Dict
 import torch
 
 from .._validation import check_tensor
-from .segmentation import SegmentationMetrics, _check_label_map
+from .segmentation import SegmentationMetrics, _check_finite_scores, _check_label_map
 
 __all__ = ["ClassificationMetrics"]
 
 
 class ClassificationMetrics(SegmentationMetrics):
     """Accumulate a confusion matrix of class logits ``(N, C)`` (or labels ``(N,)``)
-    against integer targets ``(N,)``; exact under ``torch.distributed`` (summed over ranks)."""
+    against integer targets ``(N,)``; exact under ``torch.distributed`` (summed over ranks).
+    NaN or infinite logits raise :class:`ValueError`."""
 
     @torch.no_grad()
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
@@ -32,6 +33,7 @@ class ClassificationMetrics(SegmentationMetrics):
                 raise ValueError(
                     f"logits must have shape (N, C) = ({target.shape[0]}, {self.num_classes}), got {tuple(preds.shape)}"
                 )
+            _check_finite_scores(preds)
             preds = preds.argmax(dim=1)
         # (N,) labels are handled as a 1 x N "image" by the segmentation accumulator
         super().update(preds.reshape(1, 1, -1), target.reshape(1, 1, -1))

@@ -45,6 +45,19 @@ from .._validation import check_ignore_index, check_int, check_label_range, chec
 __all__ = ["confusion_matrix", "metrics_from_confusion", "SegmentationMetrics"]
 
 
+def _check_finite_scores(preds: torch.Tensor, name: str = "logits") -> None:
+    """Floating scores must be finite: the argmax of a NaN map is arbitrary (an all-NaN
+    model would score mIoU 1.0 on an all-background target), and +-inf logits are a
+    diverged model. One reduction over the scores; raises :class:`ValueError`."""
+    if not bool(torch.isfinite(preds).all()):
+        nan = int(torch.isnan(preds).sum())
+        inf = int(torch.isinf(preds).sum())
+        raise ValueError(
+            f"{name} must be finite, found {nan} NaN and {inf} infinite values in a tensor of "
+            f"shape {tuple(preds.shape)} (a diverged model?)"
+        )
+
+
 def _check_label_map(x, name: str) -> torch.Tensor:
     """An integer or bool tensor of class labels."""
     check_tensor(x, name)
@@ -196,7 +209,9 @@ class SegmentationMetrics:
     logits whose size differs from the labels' ``(H, W)`` are upsampled bilinearly
     (``align_corners=False``) *before* the argmax, so the metrics are measured at the
     full label resolution. Binary logits ``(N, 1, h, w)`` with ``num_classes=2`` are
-    thresholded at 0 (probability 0.5). The state lives on the device of the last batch.
+    thresholded at 0 (probability 0.5). Logits must be finite: NaN or infinite scores raise
+    :class:`ValueError` (as :class:`~pixelweight.metrics.ForegroundMetrics` does) instead
+    of being argmaxed into labels. The state lives on the device of the last batch.
 
     Data-parallel evaluation: every process calls :meth:`update` on its own shard, then
     every process calls :meth:`compute` (or :meth:`sync` then ``compute(sync=False)``),
@@ -253,6 +268,7 @@ class SegmentationMetrics:
             )
         if preds.device != target.device:
             raise ValueError(f"preds are on {preds.device} but target is on {target.device}")
+        _check_finite_scores(preds)
         size = tuple(target.shape[-2:])
         if tuple(preds.shape[-2:]) != size:
             # evaluate at full label resolution: upsample the scores, then decide

@@ -118,6 +118,11 @@ class UNet(nn.Module):
             raise ValueError(
                 f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"input must be a floating tensor (e.g. an image scaled to [0, 1]), got dtype {x.dtype}; "
+                "convert it with x.float() / 255 for 8-bit images"
+            )
         height, width = x.shape[-2:]
         multiple = 2**self.depth
         pad_h, pad_w = (-height) % multiple, (-width) % multiple

@@ -1,0 +1,136 @@
+"""The loss registry: what pixelweight-train offers, and how a chapter adds a loss."""
+
+import functools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pixelweight.losses import (
+    CrossEntropyLoss,
+    FocalLoss,
+    LossContext,
+    LossMaxPooling,
+    LossOption,
+    RecallLoss,
+    SoftDiceLoss,
+    build_loss,
+    class_weights,
+    focal_loss,
+    loss_max_pooling,
+    loss_names,
+    loss_spec,
+    parse_loss_options,
+    register_loss,
+)
+from pixelweight.losses import registry
+
+COUNTS = torch.tensor([50.0, 30.0, 20.0])
+CTX = LossContext(num_classes=3, ignore_index=255, class_counts=lambda: COUNTS)
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 5, 6, generator=g)
+    target = torch.randint(0, 3, (2, 5, 6), generator=g)
+    target[0, 0] = 255
+    return logits, target
+
+
+def test_every_library_loss_is_registered_with_its_options():
+    assert loss_names()[:7] == ("ce", "inverse-ce", "median-ce", "focal", "dice", "recall", "lmp")
+    options = {name: [o.name for o in loss_spec(name).options] for name in loss_names()[:7]}
+    assert options == {
+        "ce": [], "inverse-ce": [], "median-ce": [], "focal": ["gamma"], "dice": ["smooth", "per_image"],
+        "recall": ["momentum", "gamma"], "lmp": ["p", "ratio", "per_image", "base", "gamma"],
+    }
+    assert all(loss_spec(n).help for n in loss_names())
+
+
+def test_defaults_build_the_library_losses_with_their_defaults():
+    logits, target = _batch()
+    expected = {
+        "ce": CrossEntropyLoss(ignore_index=255),
+        "inverse-ce": CrossEntropyLoss(class_weights(counts=COUNTS, method="inverse"), ignore_index=255),
+        "median-ce": CrossEntropyLoss(class_weights(counts=COUNTS, method="median"), ignore_index=255),
+        "focal": FocalLoss(ignore_index=255),
+        "dice": SoftDiceLoss(ignore_index=255),
+        "recall": RecallLoss(3, ignore_index=255),
+        "lmp": LossMaxPooling(ignore_index=255),
+    }
+    for name, reference in expected.items():
+        built = build_loss(name, CTX)
+        assert type(built) is type(reference), name
+        torch.testing.assert_close(built(logits, target), reference(logits, target), rtol=0, atol=0, msg=name)
+
+
+def test_options_reach_the_loss():
+    logits, target = _batch(1)
+    lmp = build_loss("lmp", CTX, p=1.3, ratio=0.5, per_image=True, base="focal", gamma=1.0)
+    ref = loss_max_pooling(logits, target, 1.3, 0.5, True, 255, pixel_loss=functools.partial(focal_loss, gamma=1.0))
+    torch.testing.assert_close(lmp(logits, target), ref, rtol=0, atol=0)
+    rec = build_loss("recall", CTX, momentum=0.5, gamma=1)
+    assert (rec.momentum, rec.gamma, rec.num_classes) == (0.5, 1.0, 3)
+    assert build_loss("dice", CTX, smooth=0, per_image=False).smooth == 0.0
+    assert build_loss("recall", LossContext(1)).num_classes == 2  # binary logits: two classes
+
+
+def test_parse_loss_options_from_text():
+    assert parse_loss_options("lmp", ["p=inf", "base=focal", "per_image=yes", "ratio=0.25"]) == {
+        "p": math.inf, "base": "focal", "per_image": True, "ratio": 0.25}
+    assert parse_loss_options("recall", ["momentum=none"]) == {"momentum": None}
+    assert parse_loss_options("ce", []) == {}
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: build_loss("nope", CTX), ValueError, "unknown loss 'nope'; registered: ce, inverse-ce"),
+        (lambda: build_loss("focal", CTX, alpha=0.5), ValueError, "loss 'focal' has no option 'alpha'"),
+        (lambda: build_loss("focal", CTX, gamma="2"), TypeError, "option 'gamma' must be a float, got str"),
+        (lambda: build_loss("focal", CTX, gamma=math.inf), ValueError, "gamma must be finite"),
+        (lambda: build_loss("dice", CTX, per_image=1), TypeError, "option 'per_image' must be a bool"),
+        (lambda: build_loss("lmp", CTX, base="dice"), ValueError, r"must be one of \('ce', 'focal'\)"),
+        (lambda: build_loss("lmp", CTX, gamma=1.0), ValueError, "applies to base=focal only"),
+        (lambda: build_loss("inverse-ce", LossContext(3)), ValueError, "needs the training split's class counts"),
+        (lambda: build_loss("ce", {"num_classes": 3}), TypeError, "LossContext"),
+        (lambda: parse_loss_options("focal", ["gamma"]), ValueError, "NAME=VALUE"),
+        (lambda: parse_loss_options("focal", ["gamma=x"]), ValueError, "option 'gamma' must be a float, got 'x'"),
+        (lambda: parse_loss_options("focal", ["gamma=1", "gamma=2"]), ValueError, "given twice"),
+        (lambda: parse_loss_options("focal", ["gamma=none"]), ValueError, "must be a float"),
+        (lambda: LossContext(0), ValueError, "num_classes"),
+        (lambda: LossContext(3, ignore_index=2**70), ValueError, "int64"),
+        (lambda: register_loss("ce", lambda ctx: nn.Identity()), ValueError, "already registered"),
+        (lambda: register_loss("Bad Name", lambda ctx: nn.Identity()), ValueError, "lower-case"),
+        (lambda: LossOption("x", float, None, "h"), ValueError, "optional=True"),
+        (lambda: LossOption("x", list, [], "h"), ValueError, "type must be one of"),
+    ],
+)
+def test_registry_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_a_chapter_registers_a_loss_once(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave the real table alone
+
+    class Scaled(nn.Module):
+        def __init__(self, factor, ignore_index):
+            super().__init__()
+            self.factor, self.inner = factor, CrossEntropyLoss(ignore_index=ignore_index)
+
+        def forward(self, logits, target):
+            return self.factor * self.inner(logits, target)
+
+    register_loss("scaled-ce", lambda ctx, factor: Scaled(factor, ctx.ignore_index),
+                  options=[LossOption("factor", float, 2.0, "scale")], help="CE times a factor")
+    assert "scaled-ce" in loss_names()
+    logits, target = _batch()
+    loss = build_loss("scaled-ce", CTX, **parse_loss_options("scaled-ce", ["factor=3"]))
+    torch.testing.assert_close(loss(logits, target), 3 * CrossEntropyLoss(ignore_index=255)(logits, target))
+    register_loss("scaled-ce", lambda ctx, factor: nn.Identity(), options=[LossOption("factor", float, 1.0, "")],
+                  replace=True)
+    with pytest.raises(TypeError, match="not an nn.Module"):
+        register_loss("bad", lambda ctx: 3)
+        build_loss("bad", CTX)
