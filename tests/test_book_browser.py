@@ -394,6 +394,21 @@ def test_page_in_the_browser(page, book, server, browser):
     if empty:
         problems.append(f"{empty} empty figure(s)")
 
+    # a notebook that recorded verdicts shows them in its claims table, as labelled badges
+    recorded = book["verdicts"].get(page) or []
+    if recorded:
+        claims = browser.execute_script(
+            "const t = Array.from(document.querySelectorAll('table')).find(t =>"
+            "  /Source/.test(t.tHead?.textContent || '') && /Verdict/.test(t.tHead?.textContent || ''));"
+            "return t ? Array.from(t.tBodies[0].rows).map(r => r.cells[0].textContent + ' => '"
+            "  + (r.cells[4].querySelector('.sd-badge')?.textContent || '')) : null;")
+        if claims is None:
+            problems.append("no claims table (columns Source ... Verdict) on a page that recorded verdicts")
+        else:
+            for line in recorded:
+                if not any(line["claim"] in row and row.endswith(line["verdict"]) for row in claims):
+                    problems.append(f"the claims table lacks the recorded claim {line['claim']!r} ({line['verdict']})")
+
     if page in TOC_ENTRIES:
         _save_full_page(browser, page)
     if seen["background"]:
@@ -462,3 +477,26 @@ def test_search_page_finds(query, expected, book, server, browser):
     hits = browser.execute_script(
         "return Array.from(document.querySelectorAll('#search-results ul.search li a')).map(a => a.getAttribute('href'));")
     assert any(h.split("?")[0].split("#")[0].endswith(expected) for h in hits), (query, done, hits)
+
+
+def test_scorecard_lists_every_recorded_claim(book, server, browser):
+    """The scorecard page: one row per recorded verdict of the build, each with a verdict label
+    that reads without colour and a link to the section of the chapter that tests it."""
+    from pixelweight.claims import VERDICT_LABELS
+
+    _open(browser, f"{server}/{book['pages']['book/scorecard']}")
+    rows = browser.execute_script(
+        "const t = Array.from(document.querySelectorAll('table'))"
+        "  .find(t => /Verdict/.test(t.tHead?.textContent || '') && /Budget/.test(t.tHead?.textContent || ''));"
+        "return t ? Array.from(t.tBodies[0].rows).map(r => [r.cells[1].textContent.trim(),"
+        "  r.cells[1].querySelector('a')?.getAttribute('href') || null, r.cells[5].textContent.trim(),"
+        "  !!r.cells[5].querySelector('.sd-badge')]) : null;")
+    assert rows is not None, "the scorecard page has no table of claims"
+    recorded = [(nb, v) for nb in book["notebooks"] for v in book["verdicts"][nb]]
+    assert len(rows) == len(recorded)
+    for (claim, href, label, badge), (notebook, line) in zip(rows, recorded, strict=True):
+        assert line["claim"] in claim
+        assert href is not None and href.split("#")[0].endswith(f"{notebook}.html"), (claim, href)
+        if line.get("section"):
+            assert href.endswith(f"#{line['section']}"), (claim, href)
+        assert badge and label == f"{VERDICT_LABELS[line['verdict']][1]} {line['verdict']}", (claim, label)
