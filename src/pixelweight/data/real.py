@@ -227,7 +227,7 @@ class SaliencyFolder(Dataset):
         If a folder is missing, an image has no mask or a mask has no image.
     ValueError
         If a folder holds no image, two files of one folder share a stem; on access, if a
-        mask's mode is not one of :data:`SALIENCY_MASK_MODES` or its size differs from
+        mask's mode is not one of the PIL modes ``1``, ``L``, ``P``, ``RGB`` or its size differs from
         its image's.
     """
 

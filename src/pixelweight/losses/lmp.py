@@ -18,7 +18,7 @@ The uniform weighting :math:`1/n` lies on the boundary of :math:`\mathcal W`
 (:math:`\|1/n\|_p = n^{1/p - 1} = \gamma`), hence :math:`\mathrm{LMP} \ge` mean loss: the
 pixels that are already easy lend their weight to the hard ones.
 
-**Closed form** [derived; checked against a generic solver, :func:`lmp_weights_reference`].
+**Closed form** [derived; checked against a generic solver, :func:`~pixelweight.losses.lmp_weights_reference`].
 The problem is linear over a convex set. Its KKT conditions give, for one threshold
 :math:`\alpha > 0`,
 
@@ -57,7 +57,7 @@ of the budget equally (the limit of tiny equal losses) — not the weight 0 that
 the loss. Sorting non-negative floats equals sorting their bit patterns as integers, which
 lets PyTorch use its radix sort on the CPU.
 
-**Scale of the loss.** :func:`loss_max_pooling` multiplies each pixel loss by the *relative*
+**Scale of the loss.** :func:`~pixelweight.losses.loss_max_pooling` multiplies each pixel loss by the *relative*
 weight :math:`\omega_i = n w_i` (1 for the uniform weighting) and then reduces like every loss
 of this library: ``"mean"`` divides :math:`\sum_i \omega_i \ell_i` by the number of valid
 pixels, which is exactly :math:`\mathrm{LMP}(\ell)` for one problem and equals the CE mean when

@@ -6,31 +6,29 @@ binary segmentation). This module computes, batched in torch, the four numbers t
 salient-object papers report, and agrees with PySODMetrics (``normalize=False``) to
 rounding error in float64 (the tests hold it to ``1e-9``):
 
-* :func:`weighted_fmeasure`: the exact Weighted F-measure :math:`F^w_\beta` of Margolin,
+* :func:`~pixelweight.metrics.weighted_fmeasure`: the exact Weighted F-measure :math:`F^w_\beta` of Margolin,
   Zelnik-Manor and Tal (*How to Evaluate Foreground Maps?*, CVPR 2014), written with
   differentiable torch operations so that :math:`1 - F^w_\beta` can be a training loss
   (Kolkin et al., ICCV 2017). What depends on :math:`G` only is computed once by
-  :func:`wfm_gt_terms` and can be cached per image.
-* :func:`mae`: mean absolute error (Perazzi et al., CVPR 2012).
-* :func:`fmeasure_curve`, :func:`max_fmeasure`, :func:`dataset_max_fmeasure`: the
+  :func:`~pixelweight.metrics.wfm_gt_terms` and can be cached per image.
+* :func:`~pixelweight.metrics.mae`: mean absolute error (Perazzi et al., CVPR 2012).
+* :func:`~pixelweight.metrics.fmeasure_curve`, :func:`~pixelweight.metrics.max_fmeasure`, :func:`~pixelweight.metrics.dataset_max_fmeasure`: the
   F-measure at 256 thresholds (Achanta et al., CVPR 2009) with :math:`\beta^2 = 0.3`.
-* :func:`s_measure`: the structure measure of Fan et al. (ICCV 2017).
+* :func:`~pixelweight.metrics.s_measure`: the structure measure of Fan et al. (ICCV 2017).
 
-Inputs (every function)
------------------------
-``pred``: floating tensor of shape (N, H, W) or (N, 1, H, W) with values in [0, 1]
-(no NaN). ``gt``: tensor of shape (N, H, W) or (N, 1, H, W) with the same N, H, W, on
+**Inputs (every function).** ``pred``: floating tensor of shape (N, H, W) or
+(N, 1, H, W) with values in [0, 1] (no NaN). ``gt``: tensor of shape (N, H, W) or (N, 1, H, W) with the same N, H, W, on
 the same device; bool, or integer / floating holding only the values 0 and 1 (the same
 rule as the library's binary losses). Every function returns one value per image,
 shape (N,), in ``pred``'s dtype and on its device. float16 / bfloat16 predictions are
 computed in float32 and the result is cast back.
 
-Deviations from PySODMetrics (deliberate, and tested)
-----------------------------------------------------
-* :func:`fmeasure_curve` is ordered by *increasing* threshold (column ``t`` is the
+**Deviations from PySODMetrics (deliberate, and tested).**
+
+* :func:`~pixelweight.metrics.fmeasure_curve` is ordered by *increasing* threshold (column ``t`` is the
   threshold ``t``); PySODMetrics stores the same 256 values in decreasing threshold
   order, so ``ours == theirs[::-1]``.
-* :func:`s_measure`: where the ground-truth centroid rounds onto the last row or
+* :func:`~pixelweight.metrics.s_measure`: where the ground-truth centroid rounds onto the last row or
   column, one of the four quadrants of the region term is empty; PySODMetrics (and the
   MATLAB original) then returns NaN. Here the empty quadrant, whose area weight is 0,
   contributes 0, which is the value every other quadrant split gives in the limit.
