@@ -173,6 +173,18 @@ class WFMTerms(NamedTuple):
         (2 in an image without foreground).
     has_foreground : torch.Tensor
         bool (N,), whether each image has at least one foreground pixel.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import wfm_gt_terms
+    >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    >>> gt[0, 2:6, 2:6] = True                       # the second image has no foreground
+    >>> terms = wfm_gt_terms(gt, dtype=torch.float32)
+    >>> terms.has_foreground
+    tensor([ True, False])
+    >>> terms.weight.dtype, terms.nearest.shape
+    (torch.float32, torch.Size([2, 8, 8]))
     """
 
     gt: torch.Tensor
@@ -213,6 +225,21 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     -------
     WFMTerms
         The ground-truth-only terms, on ``gt``'s device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import weighted_fmeasure, wfm_gt_terms
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> terms = wfm_gt_terms(gt)
+    >>> [round(v, 4) for v in terms.distance[0, 0, :4].tolist()]  # distance to the object
+    [2.8284, 2.2361, 2.0, 2.0]
+    >>> [round(v, 4) for v in terms.weight[0, 0, :4].tolist()]    # B = 2 - exp(alpha * distance)
+    [1.3244, 1.2665, 1.2421, 1.2421]
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt, terms=terms).tolist()]
+    [0.802]
     """
     g = _check_gt(gt)
     if not isinstance(dtype, torch.dtype):
@@ -318,6 +345,19 @@ def weighted_fmeasure(
     -------
     torch.Tensor
         :math:`F^w_\beta` per image, shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import weighted_fmeasure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True                  # a 4x4 square object
+    >>> pred = gt.double() * 0.8 + 0.1          # 0.9 on the object, 0.1 elsewhere
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
+    [0.802]
+    >>> pred[:, 1, 2:6] = 0.6                   # a false positive along the top edge
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
+    [0.7551]
     """
     x, g = _check_inputs(pred, gt)
     beta2 = _check_beta2(beta2)
@@ -373,6 +413,16 @@ def mae(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import mae
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in mae(pred, gt).tolist()]
+    [0.1]
     """
     x, g = _check_inputs(pred, gt)
     return _abs_error(x, g).mean(dim=(1, 2)).to(pred.dtype)
@@ -413,6 +463,19 @@ def fmeasure_curve(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> 
     torch.Tensor
         Shape (N, 256), in ``pred``'s dtype and device. The mean F-measure of an image
         is ``curve.mean(1)``; its max F-measure is :func:`max_fmeasure`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import fmeasure_curve
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1           # 8-bit levels 25 (background) and 229 (object)
+    >>> curve = fmeasure_curve(pred, gt)
+    >>> curve.shape
+    torch.Size([1, 256])
+    >>> [round(v, 4) for v in curve[0, [0, 25, 26, 229, 230]].tolist()]
+    [0.3023, 0.3023, 1.0, 1.0, 0.0]
     """
     x, g = _check_inputs(pred, gt)
     beta2 = _check_beta2(beta2)
@@ -448,6 +511,16 @@ def max_fmeasure(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> to
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import max_fmeasure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1           # some threshold separates object and background
+    >>> max_fmeasure(pred, gt).tolist()
+    [1.0]
     """
     return fmeasure_curve(pred, gt, beta2=beta2).amax(dim=1)
 
@@ -468,6 +541,20 @@ def dataset_max_fmeasure(curves: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor
         A 0-dim tensor in ``curves``' dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import dataset_max_fmeasure, fmeasure_curve
+    >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.4 + 0.5           # object 0.9, background 0.5
+    >>> pred[1] = gt[1].double() * 0.2 + 0.1     # object 0.3, background 0.1: a lower threshold
+    >>> curves = torch.cat([fmeasure_curve(pred[k:k + 1], gt[k:k + 1]) for k in range(2)])
+    >>> curves.amax(dim=1).tolist()              # each image alone reaches 1
+    [1.0, 1.0]
+    >>> round(dataset_max_fmeasure(curves).item(), 4)  # one threshold for both: less
+    0.6512
     """
     check_tensor(curves, "curves")
     if not curves.is_floating_point():
@@ -583,6 +670,16 @@ def s_measure(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 0.5) -> torch
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import s_measure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in s_measure(pred, gt).tolist()]
+    [0.9682]
     """
     x, g = _check_inputs(pred, gt)
     alpha = check_float(alpha, "alpha", minimum=0.0, maximum=1.0)
@@ -607,6 +704,18 @@ class ForegroundMetrics:
     F-measure (``mean_max_f``, β² = 0.3), plus the dataset-level ``max_f`` of SOD papers
     (the maximum of the mean F-measure curve). Under ``torch.distributed`` the sums are
     added over the ranks first, so every rank gets the metrics of the whole set.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import ForegroundMetrics
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> logits = torch.where(gt, 2.0, -2.0).unsqueeze(1)   # (N, 1, H, W)
+    >>> m = ForegroundMetrics()
+    >>> m.update(logits, gt)
+    >>> {k: round(v, 4) for k, v in m.compute().items()}
+    {'wfm': 0.7693, 'mae': 0.1192, 's_measure': 0.9563, 'mean_max_f': 1.0, 'max_f': 1.0, 'num_images': 1}
     """
 
     def __init__(self) -> None:
