@@ -99,9 +99,11 @@ def cross_entropy(
     >>> round(cross_entropy(logits, target).item(), 4)
     1.7511
     >>> w = torch.tensor([1.0, 2.0, 0.5])
-    >>> round(cross_entropy(logits, target, weight=w).item(), 4)  # divided by |V|
+    >>> # divided by |V|
+    >>> round(cross_entropy(logits, target, weight=w).item(), 4)
     2.3145
-    >>> round(cross_entropy(logits, target, weight=w, normalize="weights").item(), 4)  # by sum w
+    >>> # by sum w
+    >>> round(cross_entropy(logits, target, weight=w, normalize="weights").item(), 4)
     1.8065
     >>> cross_entropy(logits, target, reduction="none").shape
     torch.Size([2, 4, 4])
@@ -149,7 +151,8 @@ class CrossEntropyLoss(nn.Module):
     >>> _ = torch.manual_seed(0)
     >>> logits = torch.randn(2, 3, 4, 4)
     >>> target = torch.randint(0, 3, (2, 4, 4))
-    >>> target[:, 0] = 255                        # the first row of every image is ignored
+    >>> # the first row of every image is ignored
+    >>> target[:, 0] = 255
     >>> loss_fn = CrossEntropyLoss(weight=[1.0, 2.0, 0.5], ignore_index=255)
     >>> loss_fn
     CrossEntropyLoss(ignore_index=255, reduction='mean', normalize='pixels')

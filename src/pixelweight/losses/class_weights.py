@@ -138,9 +138,11 @@ def class_weights(
     --------
     >>> import torch
     >>> from pixelweight.losses import class_weights
-    >>> [round(w, 4) for w in class_weights(counts=[6, 3, 1]).tolist()]  # 10 / (3 N_c)
+    >>> # 10 / (3 N_c)
+    >>> [round(w, 4) for w in class_weights(counts=[6, 3, 1]).tolist()]
     [0.5556, 1.1111, 3.3333]
-    >>> class_weights(counts=[6, 3, 1], method="median").tolist()        # 0.3 / f_c
+    >>> # 0.3 / f_c
+    >>> class_weights(counts=[6, 3, 1], method="median").tolist()
     [0.5, 1.0, 3.0]
     >>> labels = torch.tensor([[0, 0, 0, 1], [0, 0, 2, 255]])
     >>> [round(w, 4) for w in class_weights(labels, 3, ignore_index=255).tolist()]

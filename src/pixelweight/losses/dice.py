@@ -93,7 +93,8 @@ def soft_dice_loss(
     >>> target = torch.randint(0, 3, (2, 4, 4))
     >>> round(soft_dice_loss(logits, target).item(), 4)
     0.6905
-    >>> soft_dice_loss(logits, target, reduction="none").shape  # (N, C): per image and class
+    >>> # (N, C): per image and class
+    >>> soft_dice_loss(logits, target, reduction="none").shape
     torch.Size([2, 3])
     """
     smooth = check_float(smooth, "smooth", minimum=0.0)
@@ -150,7 +151,8 @@ class SoftDiceLoss(nn.Module):
     >>> _ = torch.manual_seed(0)
     >>> logits = torch.randn(2, 3, 4, 4)
     >>> target = torch.randint(0, 3, (2, 4, 4))
-    >>> round(SoftDiceLoss(per_image=False)(logits, target).item(), 4)  # "batch Dice"
+    >>> # "batch Dice"
+    >>> round(SoftDiceLoss(per_image=False)(logits, target).item(), 4)
     0.7216
     """
 

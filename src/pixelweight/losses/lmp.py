@@ -341,7 +341,8 @@ def lmp_weights(
     tensor([0.3162, 0.1380, 0.0690, 0.0000, 0.2760])
     >>> round(w.norm(p=2).item(), 4)                # ||w||_2 = gamma = 5^(-1/2)
     0.4472
-    >>> lmp_weights(losses, p=1.0, ratio=0.4)       # p = 1: 1/m on the m largest losses
+    >>> # p = 1: 1/m on the m largest losses
+    >>> lmp_weights(losses, p=1.0, ratio=0.4)
     tensor([0.5000, 0.0000, 0.0000, 0.0000, 0.5000])
     """
     per_image = _check_per_image(per_image)
@@ -381,7 +382,8 @@ def lmp_pool(
     >>> losses = torch.tensor([4.0, 1.0, 0.5, 0.0, 2.0])
     >>> round(lmp_pool(losses, p=2.0, ratio=0.4).item(), 4)   # >= the mean, 1.5
     1.9895
-    >>> lmp_pool(losses, p=1.0, ratio=0.4).item()             # mean of the 2 largest
+    >>> # mean of the 2 largest
+    >>> lmp_pool(losses, p=1.0, ratio=0.4).item()
     3.0
     """
     per_image = _check_per_image(per_image)
@@ -415,7 +417,8 @@ def lmp_weights_reference(losses, p: float, ratio: float, tol: float = 1e-15):
     >>> w_solver = lmp_weights_reference(losses, p=2.0, ratio=0.4)
     >>> [round(float(w), 4) for w in w_solver]
     [0.3162, 0.138, 0.069, 0.0, 0.276]
-    >>> w_closed = lmp_weights(torch.tensor(losses, dtype=torch.float64), p=2.0, ratio=0.4)
+    >>> x = torch.tensor(losses, dtype=torch.float64)
+    >>> w_closed = lmp_weights(x, p=2.0, ratio=0.4)
     >>> bool(abs(w_closed.numpy() - w_solver).max() < 1e-6)
     True
     """
@@ -535,7 +538,8 @@ def loss_max_pooling(
     >>> target = torch.randint(0, 3, (2, 4, 4))
     >>> round(loss_max_pooling(logits, target, p=1.7, ratio=0.3).item(), 4)
     2.0812
-    >>> round(loss_max_pooling(logits, target, ratio=1.0).item(), 4)  # ratio 1: the CE mean
+    >>> # ratio 1: the CE mean
+    >>> round(loss_max_pooling(logits, target, ratio=1.0).item(), 4)
     1.7511
     >>> round(cross_entropy(logits, target).item(), 4)
     1.7511
@@ -568,7 +572,8 @@ class LossMaxPooling(nn.Module):
     >>> _ = torch.manual_seed(0)
     >>> logits = torch.randn(2, 3, 4, 4)
     >>> target = torch.randint(0, 3, (2, 4, 4))
-    >>> loss_fn = LossMaxPooling(p=1.0, ratio=0.25, per_image=True)  # mean of the 4 hardest pixels
+    >>> # mean of the 4 hardest pixels
+    >>> loss_fn = LossMaxPooling(p=1.0, ratio=0.25, per_image=True)
     >>> round(loss_fn(logits, target).item(), 4)
     3.0914
     """

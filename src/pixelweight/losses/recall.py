@@ -305,7 +305,8 @@ def recall_terms(
     >>> t = recall_terms(logits, target)
     >>> t.fn, t.n
     (tensor([ 6, 11,  8]), tensor([ 8, 14, 10]))
-    >>> identity = (t.fn * t.ce_sum / t.n).sum() / target.numel()  # sum_c FN_c mean-CE_c / |V|
+    >>> # sum_c FN_c mean-CE_c / |V|
+    >>> identity = (t.fn * t.ce_sum / t.n).sum() / target.numel()
     >>> round(identity.item(), 4), round(recall_loss(logits, target).item(), 4)
     (1.3659, 1.3659)
     """
@@ -462,7 +463,8 @@ class RecallLoss(nn.Module):
     tensor([0.8750, 0.8929, 0.9000])
     >>> round(loss_fn(logits, target).item(), 4)
     1.4622
-    >>> loss_fn.weights                  # the same batch again: half-way closer to FN_c / N_c
+    >>> # the same batch again: half-way closer to FN_c / N_c
+    >>> loss_fn.weights
     tensor([0.8125, 0.8393, 0.8500])
     """
 

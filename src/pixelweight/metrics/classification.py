@@ -35,8 +35,10 @@ class ClassificationMetrics(SegmentationMetrics):
     >>> import torch
     >>> from pixelweight.metrics import ClassificationMetrics
     >>> m = ClassificationMetrics(3)
-    >>> logits = torch.tensor([[2.0, 0.1, 0.3], [0.2, 1.5, 0.0], [0.1, 0.3, 0.2], [0.0, 0.2, 3.0]])
-    >>> m.update(logits, torch.tensor([0, 1, 2, 2]))   # the third sample is missed
+    >>> logits = torch.tensor([[2.0, 0.1, 0.3], [0.2, 1.5, 0.0],
+    ...                        [0.1, 0.3, 0.2], [0.0, 0.2, 3.0]])
+    >>> # the third sample is missed
+    >>> m.update(logits, torch.tensor([0, 1, 2, 2]))
     >>> out = m.compute()
     >>> out["accuracy"], round(out["mean_recall"], 4), out["recall"]
     (0.75, 0.8333, [1.0, 1.0, 0.5])

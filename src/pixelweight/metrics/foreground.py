@@ -179,7 +179,8 @@ class WFMTerms(NamedTuple):
     >>> import torch
     >>> from pixelweight.metrics import wfm_gt_terms
     >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
-    >>> gt[0, 2:6, 2:6] = True                       # the second image has no foreground
+    >>> # the second image has no foreground
+    >>> gt[0, 2:6, 2:6] = True
     >>> terms = wfm_gt_terms(gt, dtype=torch.float32)
     >>> terms.has_foreground
     tensor([ True, False])
@@ -233,9 +234,11 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
     >>> gt[:, 2:6, 2:6] = True
     >>> terms = wfm_gt_terms(gt)
-    >>> [round(v, 4) for v in terms.distance[0, 0, :4].tolist()]  # distance to the object
+    >>> # distance to the object
+    >>> [round(v, 4) for v in terms.distance[0, 0, :4].tolist()]
     [2.8284, 2.2361, 2.0, 2.0]
-    >>> [round(v, 4) for v in terms.weight[0, 0, :4].tolist()]    # B = 2 - exp(alpha * distance)
+    >>> # B = 2 - exp(alpha * distance)
+    >>> [round(v, 4) for v in terms.weight[0, 0, :4].tolist()]
     [1.3244, 1.2665, 1.2421, 1.2421]
     >>> pred = gt.double() * 0.8 + 0.1
     >>> [round(v, 4) for v in weighted_fmeasure(pred, gt, terms=terms).tolist()]
@@ -352,10 +355,12 @@ def weighted_fmeasure(
     >>> from pixelweight.metrics import weighted_fmeasure
     >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
     >>> gt[:, 2:6, 2:6] = True                  # a 4x4 square object
-    >>> pred = gt.double() * 0.8 + 0.1          # 0.9 on the object, 0.1 elsewhere
+    >>> # 0.9 on the object, 0.1 elsewhere
+    >>> pred = gt.double() * 0.8 + 0.1
     >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
     [0.802]
-    >>> pred[:, 1, 2:6] = 0.6                   # a false positive along the top edge
+    >>> # a false positive along the top edge
+    >>> pred[:, 1, 2:6] = 0.6
     >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
     [0.7551]
     """
@@ -470,7 +475,8 @@ def fmeasure_curve(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> 
     >>> from pixelweight.metrics import fmeasure_curve
     >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
     >>> gt[:, 2:6, 2:6] = True
-    >>> pred = gt.double() * 0.8 + 0.1           # 8-bit levels 25 (background) and 229 (object)
+    >>> # 8-bit levels 25 (background) and 229 (object)
+    >>> pred = gt.double() * 0.8 + 0.1
     >>> curve = fmeasure_curve(pred, gt)
     >>> curve.shape
     torch.Size([1, 256])
@@ -518,7 +524,8 @@ def max_fmeasure(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> to
     >>> from pixelweight.metrics import max_fmeasure
     >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
     >>> gt[:, 2:6, 2:6] = True
-    >>> pred = gt.double() * 0.8 + 0.1           # some threshold separates object and background
+    >>> # some threshold separates object and background
+    >>> pred = gt.double() * 0.8 + 0.1
     >>> max_fmeasure(pred, gt).tolist()
     [1.0]
     """
@@ -549,11 +556,14 @@ def dataset_max_fmeasure(curves: torch.Tensor) -> torch.Tensor:
     >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
     >>> gt[:, 2:6, 2:6] = True
     >>> pred = gt.double() * 0.4 + 0.5           # object 0.9, background 0.5
-    >>> pred[1] = gt[1].double() * 0.2 + 0.1     # object 0.3, background 0.1: a lower threshold
-    >>> curves = torch.cat([fmeasure_curve(pred[k:k + 1], gt[k:k + 1]) for k in range(2)])
+    >>> # object 0.3, background 0.1: a lower threshold
+    >>> pred[1] = gt[1].double() * 0.2 + 0.1
+    >>> curves = torch.cat([fmeasure_curve(pred[k:k + 1], gt[k:k + 1])
+    ...                     for k in range(2)])
     >>> curves.amax(dim=1).tolist()              # each image alone reaches 1
     [1.0, 1.0]
-    >>> round(dataset_max_fmeasure(curves).item(), 4)  # one threshold for both: less
+    >>> # one threshold for both: less
+    >>> round(dataset_max_fmeasure(curves).item(), 4)
     0.6512
     """
     check_tensor(curves, "curves")

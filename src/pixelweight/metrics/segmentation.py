@@ -155,7 +155,8 @@ def metrics_from_confusion(
     --------
     >>> import torch
     >>> from pixelweight.metrics import metrics_from_confusion
-    >>> cm = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 2]])  # rows: ground truth
+    >>> # rows: ground truth
+    >>> cm = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 1, 2]])
     >>> out = metrics_from_confusion(cm, class_names=["bg", "a", "b"])
     >>> round(out["miou"], 4), out["pixel_accuracy"]
     (0.7222, 0.8)
