@@ -17,6 +17,7 @@ Literals inside links, headings' permalinks or the API pages themselves are left
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from docutils import nodes
 from sphinx.util import logging
@@ -97,6 +98,14 @@ def link_literals(app, doctree, docname) -> None:
         reference.append(literal)
 
 
+def _add_static(app, config) -> None:
+    """``config-inited``: serve ``static/api_links.css`` (dotted underline under the code
+    cells' library names)."""
+    config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app):
+    app.connect("config-inited", _add_static)
+    app.add_css_file("api_links.css")
     app.connect("doctree-resolved", link_literals)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
