@@ -221,3 +221,19 @@ def test_chapter_code_links_to_the_api(notebook, book):
         assert page.resolve().is_file(), f"{notebook}: {href} is not a page of the build"
         assert parts.fragment and parts.fragment in _anchors(page.resolve().read_text(encoding="utf-8")), (
             f"{notebook}: {href} points at no entry")
+
+
+PUBLIC_CLASSES = sorted({name for module in (pixelweight.losses, pixelweight.metrics)
+                         for name in _public(module) if inspect.isclass(getattr(module, name))}
+                        | {"DigitScenes", "SalientDigits", "ClutteredDigits", "UNet", "SmallCNN"})
+_INLINE = re.compile(r'(<a [^>]*>)?<code class="docutils literal notranslate"><span class="pre">(\w+)</span></code>')
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("notebook", TOC_NOTEBOOKS)
+def test_chapter_prose_names_link_to_the_api(notebook, book):
+    """An inline ``RecallLoss`` in a chapter's prose (not in a heading) links to its entry."""
+    article = re.sub(r"<h[1-6][^>]*>.*?</h[1-6]>", "", _main(_read(notebook)), flags=re.S)
+    for opening, name in _INLINE.findall(article):
+        if name in PUBLIC_CLASSES:
+            assert "api-link" in opening, f"{notebook}: the prose's `{name}` does not link to its API entry"
