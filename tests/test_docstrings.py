@@ -17,12 +17,15 @@ from __future__ import annotations
 import doctest
 import importlib
 import inspect
+import pkgutil
 import re
 import types
 from pathlib import Path
 
 import pytest
+import torch
 
+import pixelweight
 import pixelweight.losses
 import pixelweight.metrics
 from helpers.build_book import load_build_book
@@ -31,9 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
 API_DIR = ROOT / "book" / "api"
 
-#: The public modules of pixelweight, one API page each (book/api/<name>.md).
+#: The public modules of pixelweight in the order of the API reference, one page each
+#: (book/api/<name>.md). A test checks that it is every public module of the package but
+#: ``cli`` (the ``pixelweight-train`` command, documented by its ``--help``).
 PUBLIC_MODULES = ["losses", "metrics", "data", "models", "train", "profiles", "experiments", "stats",
                   "results", "benchmark", "book", "plotting"]
+NOT_DOCUMENTED = {"cli"}
 
 
 def _public(module) -> dict:
@@ -134,7 +140,23 @@ def test_doctest_runner_reports_the_failing_example():
 DOC_LINK = re.compile(r":doc:`[^`<]*<(/[^>`]+)>`")
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+def _is_loss(obj) -> bool:
+    """A loss: an ``nn.Module`` class, or a function of ``(logits, target, ...)``."""
+    if inspect.isclass(obj):
+        return issubclass(obj, torch.nn.Module)
+    return list(inspect.signature(obj).parameters)[:2] == ["logits", "target"]
+
+
+LOSS_NAMES = sorted(name for name, obj in LOSSES.items() if _is_loss(obj))
+
+
+def test_the_losses_are_found():
+    assert {"cross_entropy", "CrossEntropyLoss", "focal_loss", "FocalLoss", "soft_dice_loss", "SoftDiceLoss",
+            "recall_loss", "RecallLoss", "loss_max_pooling", "LossMaxPooling"} <= set(LOSS_NAMES)
+    assert "class_weights" not in LOSS_NAMES and "lmp_weights" not in LOSS_NAMES
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_every_loss_links_to_its_chapter(name):
     doc = inspect.getdoc(LOSSES[name]) or ""
     targets = DOC_LINK.findall(doc)
@@ -145,6 +167,13 @@ def test_every_loss_links_to_its_chapter(name):
         assert target.lstrip("/") in TOC_ENTRIES, (
             f"pixelweight.losses.{name} links to {target}, which is not a page of _toc.yml")
         assert target.startswith("/notebooks/"), f"pixelweight.losses.{name} links to {target}, not a chapter"
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_every_chapter_link_resolves(name):
+    """Helpers (class weights, LMP weights, ...) link to chapters too: each target is a page."""
+    for target in DOC_LINK.findall(inspect.getdoc(DOCUMENTED[name]) or ""):
+        assert target.lstrip("/") in TOC_ENTRIES, f"pixelweight.{name} links to {target}, not a page of _toc.yml"
 
 
 def test_doc_link_pattern():
@@ -161,6 +190,13 @@ def _module_public_names(module) -> set[str]:
     return {name for name, obj in vars(module).items()
             if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
             and obj.__module__ == module.__name__}
+
+
+def test_every_public_module_has_a_page():
+    found = {m.name for m in pkgutil.iter_modules(pixelweight.__path__) if not m.name.startswith("_")}
+    assert found - NOT_DOCUMENTED == set(PUBLIC_MODULES), (
+        "the public modules of pixelweight and the pages of the API reference differ: add a page "
+        "book/api/<module>.md, list it in _toc.yml and in PUBLIC_MODULES")
 
 
 def test_api_reference_is_in_the_toc():
