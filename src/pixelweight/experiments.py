@@ -38,7 +38,7 @@ def digit_scenes_splits(profile: Profile, **scene_kwargs: Any) -> Splits:
 
     ``scene_kwargs`` go to :class:`~pixelweight.data.DigitScenes` (``imbalance``,
     ``noise``, ``background``, ...). The three splits draw from disjoint source digits
-    and use fixed data seeds (:data:`DATA_SEEDS`).
+    and use fixed data seeds (``DATA_SEEDS``: train 1000, val 2000, test 3000).
     """
     from .data import DigitScenes
 
@@ -58,7 +58,7 @@ def digit_scenes_splits(profile: Profile, **scene_kwargs: Any) -> Splits:
 
 
 def train_config(profile: Profile, seed: int, device: str = "auto", **overrides: Any) -> TrainConfig:
-    """The :class:`TrainConfig` a profile implies for one seed (fields overridable)."""
+    """The :class:`~pixelweight.train.TrainConfig` a profile implies for one seed (fields overridable)."""
     base = dict(steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
                 eval_every=profile.eval_every, seed=seed, device=device)
     base.update(overrides)
@@ -81,7 +81,7 @@ def run_seeds(
 ) -> List[TrainResult]:
     """Train ``build_model()`` with ``build_loss()`` once per seed of ``profile``.
 
-    Each seed is set (:func:`seed_everything`) before the model and the loss are built,
+    Each seed is set (:func:`~pixelweight.train.seed_everything`) before the model and the loss are built,
     so initialisation is seeded too. Validation and test metrics come from
     ``metrics_factory``. With ``results_dir`` each run writes its record there; the
     record's config holds the profile, the data configuration and ``record_config``.
@@ -361,7 +361,7 @@ def weight_share_frame(weights, target, class_names: Sequence[str], boundary=Non
 def top_m_mean(losses, m, valid=None):
     r"""The mean of the :math:`m` largest losses of each image (a fractional :math:`m` counts the
     next loss by its fraction; :math:`m` is clipped to :math:`[1, n]`): the :math:`p \to 1` limit of
-    LMP, computed independently of :mod:`pixelweight.losses.lmp` with ``torch.topk``.
+    LMP, computed independently of :func:`~pixelweight.losses.lmp_weights` with ``torch.topk``.
 
     ``losses``: ``(N, ...)``; ``m``: a number or one per image; ``valid``: optional bool mask.
     Returns ``(N,)`` float64 (0 for an image without valid pixels).

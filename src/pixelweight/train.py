@@ -435,7 +435,7 @@ def train(
     metrics_factory:
         Builds a fresh evaluation accumulator (required with ``val_set``/``test_set``).
     name, results_dir:
-        When both are given, rank 0 writes the run's :class:`RunRecord` there.
+        When both are given, rank 0 writes the run's :class:`~pixelweight.results.RunRecord` there.
     record_config:
         Extra configuration stored in the record beside ``config`` (data set, model,
         loss and profile settings): what someone needs to rerun it.

@@ -269,7 +269,7 @@ class SaliencyFolder(Dataset):
     ValueError
         If a folder holds no image, two files of one folder share a stem; on access, if an
         image or mask cannot be decoded (not an image, truncated: the error names the
-        file), a mask's mode is not one of :data:`SALIENCY_MASK_MODES` or its size differs
+        file), a mask's mode is not one of the PIL modes ``1``, ``L``, ``P``, ``RGB`` or its size differs
         from its image's.
     """
 

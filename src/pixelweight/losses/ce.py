@@ -83,6 +83,30 @@ def cross_entropy(
         A scalar for ``"mean"``/``"sum"``, else the per-pixel map. When no pixel is valid
         (or, for ``normalize="weights"``, all valid pixels have weight 0) the mean is a
         zero that keeps the graph, never NaN.
+
+    Notes
+    -----
+    In the book: the baseline every chapter compares with,
+    :doc:`Chapter 0: cross-entropy on a long tail </notebooks/00_testbed/02_ce_baseline>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import cross_entropy
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)         # (N, C, H, W)
+    >>> target = torch.randint(0, 3, (2, 4, 4))  # (N, H, W) class indices
+    >>> round(cross_entropy(logits, target).item(), 4)
+    1.7511
+    >>> w = torch.tensor([1.0, 2.0, 0.5])
+    >>> # divided by |V|
+    >>> round(cross_entropy(logits, target, weight=w).item(), 4)
+    2.3145
+    >>> # by sum w
+    >>> round(cross_entropy(logits, target, weight=w, normalize="weights").item(), 4)
+    1.8065
+    >>> cross_entropy(logits, target, reduction="none").shape
+    torch.Size([2, 4, 4])
     """
     check_reduction(reduction)
     _check_normalize(normalize)
@@ -115,6 +139,25 @@ class CrossEntropyLoss(nn.Module):
     binary ``(N, 1, H, W)`` logits are accepted, ``ignore_index`` defaults to ``None``,
     and the weighted mean divides by the number of valid pixels unless
     ``normalize="weights"``.
+
+    Notes
+    -----
+    In the book: :doc:`Chapter 0: cross-entropy on a long tail </notebooks/00_testbed/02_ce_baseline>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import CrossEntropyLoss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> # the first row of every image is ignored
+    >>> target[:, 0] = 255
+    >>> loss_fn = CrossEntropyLoss(weight=[1.0, 2.0, 0.5], ignore_index=255)
+    >>> loss_fn
+    CrossEntropyLoss(ignore_index=255, reduction='mean', normalize='pixels')
+    >>> round(loss_fn(logits, target).item(), 4)
+    2.5307
     """
 
     def __init__(

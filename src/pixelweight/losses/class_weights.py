@@ -49,6 +49,19 @@ def class_counts(labels: torch.Tensor, num_classes: int, ignore_index: Optional[
     torch.Tensor
         Long ``(C,)`` counts on the labels' device. Counts of several batches add up, e.g.
         ``sum(class_counts(y, C, 255) for _, y in loader)``.
+
+    Notes
+    -----
+    In the book: the class-weighted CE baselines of
+    :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import class_counts
+    >>> labels = torch.tensor([[0, 0, 0, 1], [0, 0, 2, 255]])
+    >>> class_counts(labels, num_classes=3, ignore_index=255)
+    tensor([5, 1, 1])
     """
     check_tensor(labels, "labels")
     num_classes = check_int(num_classes, "num_classes", minimum=1)
@@ -115,6 +128,25 @@ def class_weights(
         ``(C,)`` weights in the default float dtype on the input's device; 0 for classes
         with no pixel. Pass them as ``weight=`` to :func:`cross_entropy` (or ``alpha=``
         to :func:`focal_loss`).
+
+    Notes
+    -----
+    In the book: the class-weighted CE baselines of
+    :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import class_weights
+    >>> # 10 / (3 N_c)
+    >>> [round(w, 4) for w in class_weights(counts=[6, 3, 1]).tolist()]
+    [0.5556, 1.1111, 3.3333]
+    >>> # 0.3 / f_c
+    >>> class_weights(counts=[6, 3, 1], method="median").tolist()
+    [0.5, 1.0, 3.0]
+    >>> labels = torch.tensor([[0, 0, 0, 1], [0, 0, 2, 255]])
+    >>> [round(w, 4) for w in class_weights(labels, 3, ignore_index=255).tolist()]
+    [0.4667, 2.3333, 2.3333]
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

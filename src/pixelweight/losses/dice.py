@@ -90,6 +90,25 @@ def soft_dice_loss(
     -------
     torch.Tensor
         Scalar, or ``(N, K)`` / ``(K,)`` for ``reduction="none"``.
+
+    Notes
+    -----
+    In the book: no chapter trains with soft Dice yet; it is one of the baselines of
+    :doc:`Chapter 0 </notebooks/00_testbed/02_ce_baseline>`'s library, an alternative to the
+    cross-entropy trained there.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import soft_dice_loss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> round(soft_dice_loss(logits, target).item(), 4)
+    0.6905
+    >>> # (N, C): per image and class
+    >>> soft_dice_loss(logits, target, reduction="none").shape
+    torch.Size([2, 3])
     """
     smooth = check_float(smooth, "smooth", minimum=0.0)
     check_reduction(reduction)
@@ -131,7 +150,24 @@ def soft_dice_loss(
 
 
 class SoftDiceLoss(nn.Module):
-    """Module form of :func:`soft_dice_loss`."""
+    """Module form of :func:`soft_dice_loss`.
+
+    Notes
+    -----
+    In the book: see :func:`soft_dice_loss`; the baseline it is an alternative to is in
+    :doc:`Chapter 0: cross-entropy on a long tail </notebooks/00_testbed/02_ce_baseline>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import SoftDiceLoss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> # "batch Dice"
+    >>> round(SoftDiceLoss(per_image=False)(logits, target).item(), 4)
+    0.7216
+    """
 
     def __init__(
         self,

@@ -92,6 +92,32 @@ def focal_loss(
     -------
     torch.Tensor
         Scalar or per-pixel map; an all-ignored batch gives a zero mean with a graph.
+
+    Notes
+    -----
+    In the book: compared (:math:`\gamma = 1`) with recall loss in
+    :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`, and (:math:`\gamma = 2`) with loss max-pooling in
+    :doc:`Loss max-pooling: the grid </notebooks/04_lmp/03_grid>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import cross_entropy, focal_loss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> round(focal_loss(logits, target, gamma=2.0).item(), 4)
+    1.2666
+    >>> ce = cross_entropy(logits, target)
+    >>> torch.allclose(focal_loss(logits, target, gamma=0.0), ce)  # gamma = 0: CE
+    True
+
+    Binary logits with the paper's scalar :math:`\alpha`:
+
+    >>> z = torch.tensor([[[[3.0, -1.0], [0.5, -2.0]]]])  # (1, 1, 2, 2)
+    >>> y = torch.tensor([[[1, 0], [0, 1]]])
+    >>> round(focal_loss(z, y, gamma=2.0, alpha=0.25).item(), 4)
+    0.1781
     """
     gamma = check_float(gamma, "gamma", minimum=0.0)
     check_reduction(reduction)
@@ -121,7 +147,26 @@ def focal_loss(
 
 
 class FocalLoss(nn.Module):
-    """Module form of :func:`focal_loss`; a vector ``alpha`` is a buffer, a scalar an attribute."""
+    """Module form of :func:`focal_loss`; a vector ``alpha`` is a buffer, a scalar an attribute.
+
+    Notes
+    -----
+    In the book: :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`;
+    :doc:`Loss max-pooling: the grid </notebooks/04_lmp/03_grid>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import FocalLoss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> loss_fn = FocalLoss(gamma=1.0)
+    >>> loss_fn
+    FocalLoss(gamma=1.0, alpha=None, ignore_index=None, reduction='mean')
+    >>> round(loss_fn(logits, target).item(), 4)
+    1.4684
+    """
 
     def __init__(
         self,

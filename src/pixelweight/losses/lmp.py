@@ -18,7 +18,7 @@ The uniform weighting :math:`1/n` lies on the boundary of :math:`\mathcal W`
 (:math:`\|1/n\|_p = n^{1/p - 1} = \gamma`), hence :math:`\mathrm{LMP} \ge` mean loss: the
 pixels that are already easy lend their weight to the hard ones.
 
-**Closed form** [derived; checked against a generic solver, :func:`lmp_weights_reference`].
+**Closed form** [derived; checked against a generic solver, :func:`~pixelweight.losses.lmp_weights_reference`].
 The problem is linear over a convex set. Its KKT conditions give, for one threshold
 :math:`\alpha > 0`,
 
@@ -57,7 +57,7 @@ of the budget equally (the limit of tiny equal losses) — not the weight 0 that
 the loss. Sorting non-negative floats equals sorting their bit patterns as integers, which
 lets PyTorch use its radix sort on the CPU.
 
-**Scale of the loss.** :func:`loss_max_pooling` multiplies each pixel loss by the *relative*
+**Scale of the loss.** :func:`~pixelweight.losses.loss_max_pooling` multiplies each pixel loss by the *relative*
 weight :math:`\omega_i = n w_i` (1 for the uniform weighting) and then reduces like every loss
 of this library: ``"mean"`` divides :math:`\sum_i \omega_i \ell_i` by the number of valid
 pixels, which is exactly :math:`\mathrm{LMP}(\ell)` for one problem and equals the CE mean when
@@ -170,6 +170,17 @@ def lmp_bounds(n: int, p: float, ratio: float) -> Tuple[float, float, float]:
     for :math:`m < 1`, :math:`\tau > \gamma` and the :math:`\infty`-norm bound is inactive).
     ``p = inf`` gives :math:`\gamma = \tau = 1/n`; ``p = 1`` gives :math:`\gamma = 1`,
     :math:`\tau = 1/m`.
+
+    Notes
+    -----
+    In the book: :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>`.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import lmp_bounds
+    >>> gamma, tau, m = lmp_bounds(100, p=2.0, ratio=0.25)
+    >>> round(gamma, 4), round(tau, 4), m
+    (0.1, 0.02, 25.0)
     """
     n = check_int(n, "n", minimum=1)
     p, ratio = _check_p(p), _check_ratio(ratio)
@@ -315,6 +326,24 @@ def lmp_weights(
         half precision): :math:`\|w\|_p \le \gamma`, :math:`0 \le w \le \tau` per problem,
         :math:`w = 1/n` for the uniform cases; 0 at invalid pixels and for a problem without
         valid pixels.
+
+    Notes
+    -----
+    In the book: :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import lmp_weights
+    >>> losses = torch.tensor([4.0, 1.0, 0.5, 0.0, 2.0])
+    >>> w = lmp_weights(losses, p=2.0, ratio=0.4)   # m = 2
+    >>> w
+    tensor([0.3162, 0.1380, 0.0690, 0.0000, 0.2760])
+    >>> round(w.norm(p=2).item(), 4)                # ||w||_2 = gamma = 5^(-1/2)
+    0.4472
+    >>> # p = 1: 1/m on the m largest losses
+    >>> lmp_weights(losses, p=1.0, ratio=0.4)
+    tensor([0.5000, 0.0000, 0.0000, 0.0000, 0.5000])
     """
     per_image = _check_per_image(per_image)
     losses, valid = _check_losses(losses, valid, per_image)
@@ -341,6 +370,21 @@ def lmp_pool(
     Same arguments as :func:`lmp_weights`. Returns a scalar (``per_image=False``) or one value
     per image ``(N,)``, differentiable in ``losses`` with the weights held constant. A problem
     without valid pixels pools to 0.
+
+    Notes
+    -----
+    In the book: :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import lmp_pool
+    >>> losses = torch.tensor([4.0, 1.0, 0.5, 0.0, 2.0])
+    >>> round(lmp_pool(losses, p=2.0, ratio=0.4).item(), 4)   # >= the mean, 1.5
+    1.9895
+    >>> # mean of the 2 largest
+    >>> lmp_pool(losses, p=1.0, ratio=0.4).item()
+    3.0
     """
     per_image = _check_per_image(per_image)
     losses, valid = _check_losses(losses, valid, per_image)
@@ -360,6 +404,23 @@ def lmp_weights_reference(losses, p: float, ratio: float, tol: float = 1e-15):
     Solves :math:`\max_u \tfrac1n \sum_i u_i \ell_i` over :math:`u = n w` with
     :math:`0 \le u_i \le n\tau` and :math:`\tfrac1n \sum_i u_i^p \le 1` (:math:`\|w\|_p \le \gamma`),
     from the feasible start :math:`u = 1`, and returns :math:`w = u / n` as a NumPy array.
+
+    Notes
+    -----
+    In the book: :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>` checks the closed form against it.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import lmp_weights, lmp_weights_reference
+    >>> losses = [4.0, 1.0, 0.5, 0.0, 2.0]
+    >>> w_solver = lmp_weights_reference(losses, p=2.0, ratio=0.4)
+    >>> [round(float(w), 4) for w in w_solver]
+    [0.3162, 0.138, 0.069, 0.0, 0.276]
+    >>> x = torch.tensor(losses, dtype=torch.float64)
+    >>> w_closed = lmp_weights(x, p=2.0, ratio=0.4)
+    >>> bool(abs(w_closed.numpy() - w_solver).max() < 1e-6)
+    True
     """
     import numpy as np
     from scipy.optimize import minimize
@@ -462,6 +523,26 @@ def loss_max_pooling(
     torch.Tensor
         Scalar or map; the weights are constants in the backward pass. An all-ignored batch
         gives a zero that keeps the graph.
+
+    Notes
+    -----
+    In the book: derived in :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>`; trained in
+    :doc:`Loss max-pooling: does it help on a long tail? </notebooks/04_lmp/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import cross_entropy, loss_max_pooling
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> round(loss_max_pooling(logits, target, p=1.7, ratio=0.3).item(), 4)
+    2.0812
+    >>> # ratio 1: the CE mean
+    >>> round(loss_max_pooling(logits, target, ratio=1.0).item(), 4)
+    1.7511
+    >>> round(cross_entropy(logits, target).item(), 4)
+    1.7511
     """
     p, ratio = _check_p(p), _check_ratio(ratio)
     per_image = _check_per_image(per_image)
@@ -477,7 +558,25 @@ def loss_max_pooling(
 
 
 class LossMaxPooling(nn.Module):
-    """Module form of :func:`loss_max_pooling` (no state: the weights are recomputed per batch)."""
+    """Module form of :func:`loss_max_pooling` (no state: the weights are recomputed per batch).
+
+    Notes
+    -----
+    In the book: derived in :doc:`Loss max-pooling: the closed form </notebooks/04_lmp/01_derivation>`; trained in
+    :doc:`Loss max-pooling: does it help on a long tail? </notebooks/04_lmp/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import LossMaxPooling
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> # mean of the 4 hardest pixels
+    >>> loss_fn = LossMaxPooling(p=1.0, ratio=0.25, per_image=True)
+    >>> round(loss_fn(logits, target).item(), 4)
+    3.0914
+    """
 
     def __init__(
         self,

@@ -109,6 +109,23 @@ class RecallTerms(NamedTuple):
     ``fn``: :math:`\mathrm{FN}_c` (long); ``n``: :math:`N_c` (long); ``ce_sum``:
     :math:`\sum_{i \in V: y_i = c} \mathrm{CE}_i` (logits' dtype, no graph). Then
     :math:`\sum_{i\in V} w_{y_i}\mathrm{CE}_i = \sum_c \mathrm{FN}_c \cdot \mathrm{ce\_sum}_c / N_c`.
+
+    Notes
+    -----
+    In the book: :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import recall_terms
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> t = recall_terms(logits, target)   # a RecallTerms
+    >>> t.ce_sum
+    tensor([15.0594, 25.6791, 15.2960])
+    >>> t.mean_ce                          # ce_sum / n
+    tensor([1.8824, 1.8342, 1.5296])
     """
 
     fn: torch.Tensor
@@ -196,6 +213,21 @@ def recall_counts(
     (torch.Tensor, torch.Tensor)
         Long ``(C,)`` tensors ``(fn, n)`` on the logits' device (``C = 2`` for binary).
         Counts of several batches (or processes) add up.
+
+    Notes
+    -----
+    In the book: :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import recall_counts
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> fn, n = recall_counts(logits, target)
+    >>> fn, n
+    (tensor([ 6, 11,  8]), tensor([ 8, 14, 10]))
     """
     ignore_index = check_ignore_index(ignore_index)
     p = prepare(logits, target, ignore_index)
@@ -223,6 +255,20 @@ def recall_weights(
     -------
     torch.Tensor
         ``(C,)`` in the logits' dtype, values in :math:`[0, 1]` (or ``absent``), detached.
+
+    Notes
+    -----
+    In the book: :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import recall_weights
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> recall_weights(logits, target)  # FN_c / N_c = 6/8, 11/14, 8/10
+    tensor([0.7500, 0.7857, 0.8000])
     """
     absent = _check_absent(absent)
     ignore_index = check_ignore_index(ignore_index)
@@ -244,6 +290,25 @@ def recall_terms(
 
     For reading and plotting the loss class by class (no graph). Arguments as in
     :func:`recall_counts`; see :class:`RecallTerms`.
+
+    Notes
+    -----
+    In the book: :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`, which plots these terms.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import recall_loss, recall_terms
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> t = recall_terms(logits, target)
+    >>> t.fn, t.n
+    (tensor([ 6, 11,  8]), tensor([ 8, 14, 10]))
+    >>> # sum_c FN_c mean-CE_c / |V|
+    >>> identity = (t.fn * t.ce_sum / t.n).sum() / target.numel()
+    >>> round(identity.item(), 4), round(recall_loss(logits, target).item(), 4)
+    (1.3659, 1.3659)
     """
     ignore_index = check_ignore_index(ignore_index)
     p = prepare(logits, target, ignore_index)
@@ -314,6 +379,28 @@ def recall_loss(
         gradient; a class recalled perfectly contributes 0, an all-ignored batch gives a
         zero that keeps the graph. For weights that persist across batches (moving
         average) or to read them, use :class:`RecallLoss`.
+
+    Notes
+    -----
+    In the book: derived in :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`; trained in
+    :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import cross_entropy, recall_loss, recall_weights
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> round(recall_loss(logits, target).item(), 4)
+    1.3659
+
+    It is the cross-entropy weighted by the batch's :math:`1 - \mathrm{recall}_c`, divided by
+    the number of pixels:
+
+    >>> w = recall_weights(logits, target)
+    >>> round(cross_entropy(logits, target, weight=w).item(), 4)
+    1.3659
     """
     gamma = _check_gamma(gamma)
     check_reduction(reduction)
@@ -358,6 +445,27 @@ class RecallLoss(nn.Module):
     mode; in ``eval()`` mode the weights are computed the same way but not stored.
     Under data parallelism each process uses its own shard's counts (as the reference
     code does).
+
+    In the book: derived in :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`; trained (batch weights and moving average) in
+    :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import RecallLoss
+    >>> _ = torch.manual_seed(0)
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> target = torch.randint(0, 3, (2, 4, 4))
+    >>> loss_fn = RecallLoss(num_classes=3, momentum=0.5)
+    >>> round(loss_fn(logits, target).item(), 4)
+    1.5585
+    >>> loss_fn.weights                  # 0.5 * FN_c / N_c + 0.5 * 1
+    tensor([0.8750, 0.8929, 0.9000])
+    >>> round(loss_fn(logits, target).item(), 4)
+    1.4622
+    >>> # the same batch again: half-way closer to FN_c / N_c
+    >>> loss_fn.weights
+    tensor([0.8125, 0.8393, 0.8500])
     """
 
     def __init__(

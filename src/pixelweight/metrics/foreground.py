@@ -6,31 +6,29 @@ binary segmentation). This module computes, batched in torch, the four numbers t
 salient-object papers report, and agrees with PySODMetrics (``normalize=False``) to
 rounding error in float64 (the tests hold it to ``1e-9``):
 
-* :func:`weighted_fmeasure`: the exact Weighted F-measure :math:`F^w_\beta` of Margolin,
+* :func:`~pixelweight.metrics.weighted_fmeasure`: the exact Weighted F-measure :math:`F^w_\beta` of Margolin,
   Zelnik-Manor and Tal (*How to Evaluate Foreground Maps?*, CVPR 2014), written with
   differentiable torch operations so that :math:`1 - F^w_\beta` can be a training loss
   (Kolkin et al., ICCV 2017). What depends on :math:`G` only is computed once by
-  :func:`wfm_gt_terms` and can be cached per image.
-* :func:`mae`: mean absolute error (Perazzi et al., CVPR 2012).
-* :func:`fmeasure_curve`, :func:`max_fmeasure`, :func:`dataset_max_fmeasure`: the
+  :func:`~pixelweight.metrics.wfm_gt_terms` and can be cached per image.
+* :func:`~pixelweight.metrics.mae`: mean absolute error (Perazzi et al., CVPR 2012).
+* :func:`~pixelweight.metrics.fmeasure_curve`, :func:`~pixelweight.metrics.max_fmeasure`, :func:`~pixelweight.metrics.dataset_max_fmeasure`: the
   F-measure at 256 thresholds (Achanta et al., CVPR 2009) with :math:`\beta^2 = 0.3`.
-* :func:`s_measure`: the structure measure of Fan et al. (ICCV 2017).
+* :func:`~pixelweight.metrics.s_measure`: the structure measure of Fan et al. (ICCV 2017).
 
-Inputs (every function)
------------------------
-``pred``: floating tensor of shape (N, H, W) or (N, 1, H, W) with values in [0, 1]
-(no NaN). ``gt``: tensor of shape (N, H, W) or (N, 1, H, W) with the same N, H, W, on
+**Inputs (every function).** ``pred``: floating tensor of shape (N, H, W) or
+(N, 1, H, W) with values in [0, 1] (no NaN). ``gt``: tensor of shape (N, H, W) or (N, 1, H, W) with the same N, H, W, on
 the same device; bool, or integer / floating holding only the values 0 and 1 (the same
 rule as the library's binary losses). Every function returns one value per image,
 shape (N,), in ``pred``'s dtype and on its device. float16 / bfloat16 predictions are
 computed in float32 and the result is cast back.
 
-Deviations from PySODMetrics (deliberate, and tested)
-----------------------------------------------------
-* :func:`fmeasure_curve` is ordered by *increasing* threshold (column ``t`` is the
+**Deviations from PySODMetrics (deliberate, and tested).**
+
+* :func:`~pixelweight.metrics.fmeasure_curve` is ordered by *increasing* threshold (column ``t`` is the
   threshold ``t``); PySODMetrics stores the same 256 values in decreasing threshold
   order, so ``ours == theirs[::-1]``.
-* :func:`s_measure`: where the ground-truth centroid rounds onto the last row or
+* :func:`~pixelweight.metrics.s_measure`: where the ground-truth centroid rounds onto the last row or
   column, one of the four quadrants of the region term is empty; PySODMetrics (and the
   MATLAB original) then returns NaN. Here the empty quadrant, whose area weight is 0,
   contributes 0, which is the value every other quadrant split gives in the limit.
@@ -175,6 +173,19 @@ class WFMTerms(NamedTuple):
         (2 in an image without foreground).
     has_foreground : torch.Tensor
         bool (N,), whether each image has at least one foreground pixel.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import wfm_gt_terms
+    >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    >>> # the second image has no foreground
+    >>> gt[0, 2:6, 2:6] = True
+    >>> terms = wfm_gt_terms(gt, dtype=torch.float32)
+    >>> terms.has_foreground
+    tensor([ True, False])
+    >>> terms.weight.dtype, terms.nearest.shape
+    (torch.float32, torch.Size([2, 8, 8]))
     """
 
     gt: torch.Tensor
@@ -215,6 +226,23 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     -------
     WFMTerms
         The ground-truth-only terms, on ``gt``'s device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import weighted_fmeasure, wfm_gt_terms
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> terms = wfm_gt_terms(gt)
+    >>> # distance to the object
+    >>> [round(v, 4) for v in terms.distance[0, 0, :4].tolist()]
+    [2.8284, 2.2361, 2.0, 2.0]
+    >>> # B = 2 - exp(alpha * distance)
+    >>> [round(v, 4) for v in terms.weight[0, 0, :4].tolist()]
+    [1.3244, 1.2665, 1.2421, 1.2421]
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt, terms=terms).tolist()]
+    [0.802]
     """
     g = _check_gt(gt)
     if not isinstance(dtype, torch.dtype):
@@ -320,6 +348,21 @@ def weighted_fmeasure(
     -------
     torch.Tensor
         :math:`F^w_\beta` per image, shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import weighted_fmeasure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True                  # a 4x4 square object
+    >>> # 0.9 on the object, 0.1 elsewhere
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
+    [0.802]
+    >>> # a false positive along the top edge
+    >>> pred[:, 1, 2:6] = 0.6
+    >>> [round(v, 4) for v in weighted_fmeasure(pred, gt).tolist()]
+    [0.7551]
     """
     x, g = _check_inputs(pred, gt)
     beta2 = _check_beta2(beta2)
@@ -375,6 +418,16 @@ def mae(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import mae
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in mae(pred, gt).tolist()]
+    [0.1]
     """
     x, g = _check_inputs(pred, gt)
     return _abs_error(x, g).mean(dim=(1, 2)).to(pred.dtype)
@@ -415,6 +468,20 @@ def fmeasure_curve(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> 
     torch.Tensor
         Shape (N, 256), in ``pred``'s dtype and device. The mean F-measure of an image
         is ``curve.mean(1)``; its max F-measure is :func:`max_fmeasure`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import fmeasure_curve
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> # 8-bit levels 25 (background) and 229 (object)
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> curve = fmeasure_curve(pred, gt)
+    >>> curve.shape
+    torch.Size([1, 256])
+    >>> [round(v, 4) for v in curve[0, [0, 25, 26, 229, 230]].tolist()]
+    [0.3023, 0.3023, 1.0, 1.0, 0.0]
     """
     x, g = _check_inputs(pred, gt)
     beta2 = _check_beta2(beta2)
@@ -450,6 +517,17 @@ def max_fmeasure(pred: torch.Tensor, gt: torch.Tensor, beta2: float = 0.3) -> to
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import max_fmeasure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> # some threshold separates object and background
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> max_fmeasure(pred, gt).tolist()
+    [1.0]
     """
     return fmeasure_curve(pred, gt, beta2=beta2).amax(dim=1)
 
@@ -470,6 +548,23 @@ def dataset_max_fmeasure(curves: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor
         A 0-dim tensor in ``curves``' dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import dataset_max_fmeasure, fmeasure_curve
+    >>> gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.4 + 0.5           # object 0.9, background 0.5
+    >>> # object 0.3, background 0.1: a lower threshold
+    >>> pred[1] = gt[1].double() * 0.2 + 0.1
+    >>> curves = torch.cat([fmeasure_curve(pred[k:k + 1], gt[k:k + 1])
+    ...                     for k in range(2)])
+    >>> curves.amax(dim=1).tolist()              # each image alone reaches 1
+    [1.0, 1.0]
+    >>> # one threshold for both: less
+    >>> round(dataset_max_fmeasure(curves).item(), 4)
+    0.6512
     """
     check_tensor(curves, "curves")
     if not curves.is_floating_point():
@@ -585,6 +680,16 @@ def s_measure(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 0.5) -> torch
     -------
     torch.Tensor
         Shape (N,), in ``pred``'s dtype and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import s_measure
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> pred = gt.double() * 0.8 + 0.1
+    >>> [round(v, 4) for v in s_measure(pred, gt).tolist()]
+    [0.9682]
     """
     x, g = _check_inputs(pred, gt)
     alpha = check_float(alpha, "alpha", minimum=0.0, maximum=1.0)
@@ -609,6 +714,18 @@ class ForegroundMetrics:
     F-measure (``mean_max_f``, β² = 0.3), plus the dataset-level ``max_f`` of SOD papers
     (the maximum of the mean F-measure curve). Under ``torch.distributed`` the sums are
     added over the ranks first, so every rank gets the metrics of the whole set.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import ForegroundMetrics
+    >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool)
+    >>> gt[:, 2:6, 2:6] = True
+    >>> logits = torch.where(gt, 2.0, -2.0).unsqueeze(1)   # (N, 1, H, W)
+    >>> m = ForegroundMetrics()
+    >>> m.update(logits, gt)
+    >>> {k: round(v, 4) for k, v in m.compute().items()}
+    {'wfm': 0.7693, 'mae': 0.1192, 's_measure': 0.9563, 'mean_max_f': 1.0, 'max_f': 1.0, 'num_images': 1}
     """
 
     def __init__(self) -> None:

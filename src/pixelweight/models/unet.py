@@ -66,9 +66,9 @@ class UNet(nn.Module):
         ``"batch"`` (default; converted to SyncBatchNorm by the DDP harness), ``"group"``
         or ``"none"``.
 
-    Shapes
-    ------
-    ``(N, in_channels, H, W) -> (N, num_classes, ceil(H / s), ceil(W / s))``.
+    Notes
+    -----
+    Shapes: ``(N, in_channels, H, W) -> (N, num_classes, ceil(H / s), ceil(W / s))``.
     """
 
     def __init__(
