@@ -38,7 +38,7 @@ API_DIR = ROOT / "book" / "api"
 #: (book/api/<name>.md). A test checks that it is every public module of the package but
 #: ``cli`` (the ``pixelweight-train`` command, documented by its ``--help``).
 PUBLIC_MODULES = ["losses", "metrics", "data", "models", "train", "profiles", "experiments", "stats",
-                  "results", "benchmark", "book", "plotting"]
+                  "claims", "results", "benchmark", "book", "plotting"]
 NOT_DOCUMENTED = {"cli"}
 
 

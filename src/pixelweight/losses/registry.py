@@ -67,6 +67,13 @@ class LossOption:
     ``type`` is ``float``, ``int``, ``bool`` or ``str``; ``default`` may be ``None`` when
     ``optional`` (then the text ``none`` also parses to ``None``); ``choices`` restricts a
     ``str`` option.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import LossOption
+    >>> beta = LossOption("beta", float, 0.5, "sharpness")
+    >>> beta.parse("2"), beta.describe()
+    (2.0, 'beta=0.5: sharpness')
     """
 
     name: str
@@ -142,6 +149,17 @@ class LossContext:
         Returns the training split's pixel count per class (length ``max(C, 2)``); called
         only by the losses that need it (class-weighted CE), so reading a real data set's
         targets happens only then. Never validation data.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import LossContext, build_loss
+    >>> ctx = LossContext(num_classes=3, ignore_index=255,
+    ...                   class_counts=lambda: torch.tensor([600, 300, 100]))
+    >>> build_loss("inverse-ce", ctx).weight  # read from class_counts only when needed
+    tensor([0.5556, 1.1111, 3.3333])
+    >>> LossContext(num_classes=1).loss_classes  # binary logits: background and foreground
+    2
     """
 
     num_classes: int
@@ -168,7 +186,15 @@ class LossContext:
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: ``factory(context, **options) -> nn.Module``."""
+    """A registered loss: ``factory(context, **options) -> nn.Module``.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import loss_spec
+    >>> spec = loss_spec("focal")
+    >>> spec.option("gamma").default
+    2.0
+    """
 
     name: str
     factory: Callable[..., nn.Module]
@@ -207,6 +233,29 @@ def register_loss(name: str, factory: Callable[..., nn.Module], options: Sequenc
         One line naming the loss (and its paper).
     replace : bool
         Allow replacing an existing entry (otherwise a second registration is an error).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import (LossContext, LossOption, build_loss, cross_entropy,
+    ...                                 loss_names, register_loss)
+    >>> class ScaledCE(torch.nn.Module):
+    ...     def __init__(self, scale, ignore_index=None):
+    ...         super().__init__()
+    ...         self.scale, self.ignore_index = scale, ignore_index
+    ...     def forward(self, logits, target):
+    ...         return self.scale * cross_entropy(logits, target, ignore_index=self.ignore_index)
+    >>> spec = register_loss(
+    ...     "scaled-ce",
+    ...     lambda ctx, scale: ScaledCE(scale, ignore_index=ctx.ignore_index),
+    ...     options=[LossOption("scale", float, 1.0, "multiplies the loss")],
+    ...     help="cross-entropy times a constant")
+    >>> "scaled-ce" in loss_names()
+    True
+    >>> build_loss("scaled-ce", LossContext(num_classes=3), scale=0.5).scale
+    0.5
+    >>> from pixelweight.losses import registry  # (leave the registry as it was)
+    >>> _ = registry._REGISTRY.pop("scaled-ce")
     """
     if not isinstance(name, str) or not name or not all(c.isalnum() or c == "-" for c in name) or name != name.lower():
         raise ValueError(f"a loss name must be lower-case letters, digits and '-', got {name!r}")
@@ -225,12 +274,29 @@ def register_loss(name: str, factory: Callable[..., nn.Module], options: Sequenc
 
 
 def loss_names() -> Tuple[str, ...]:
-    """Names of every registered loss, in registration order."""
+    """Names of every registered loss, in registration order.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import loss_names
+    >>> loss_names()
+    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp')
+    """
     return tuple(_REGISTRY)
 
 
 def loss_spec(name: str) -> LossSpec:
-    """The registry entry of ``name``."""
+    """The registry entry of ``name``.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import loss_spec
+    >>> spec = loss_spec("dice")
+    >>> spec.help
+    'soft Dice loss (Milletari et al., 3DV 2016)'
+    >>> [(o.name, o.default) for o in spec.options]
+    [('smooth', 1.0), ('per_image', True)]
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown loss {name!r}; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -238,7 +304,14 @@ def loss_spec(name: str) -> LossSpec:
 
 def parse_loss_options(name: str, items: Sequence[str]) -> Dict[str, Any]:
     """``["gamma=1", "p=2.5"]`` → ``{"gamma": 1.0, "p": 2.5}`` for the loss ``name``,
-    each value parsed by its :class:`LossOption`; an unknown or repeated option is an error."""
+    each value parsed by its :class:`LossOption`; an unknown or repeated option is an error.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import parse_loss_options
+    >>> parse_loss_options("lmp", ["p=2.5", "per_image=true"])
+    {'p': 2.5, 'per_image': True}
+    """
     spec = loss_spec(name)
     out: Dict[str, Any] = {}
     for item in items:
@@ -255,7 +328,14 @@ def parse_loss_options(name: str, items: Sequence[str]) -> Dict[str, Any]:
 def build_loss(name: str, context: LossContext, **options: Any) -> nn.Module:
     """Build the registered loss ``name`` for ``context`` with ``options`` (the others take
     their defaults). Unknown options and values of the wrong type raise; each loss's
-    constructor validates the values."""
+    constructor validates the values.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import LossContext, build_loss
+    >>> build_loss("recall", LossContext(num_classes=3, ignore_index=255), momentum=0.5)
+    RecallLoss(num_classes=3, momentum=0.5, gamma=0.0, ignore_index=255, reduction='mean')
+    """
     if not isinstance(context, LossContext):
         raise TypeError(f"context must be a LossContext, got {type(context).__name__}")
     spec = loss_spec(name)
