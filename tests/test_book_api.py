@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import importlib.util
 import inspect
-import json
 import re
 from collections import namedtuple
 from pathlib import Path
@@ -30,13 +29,11 @@ import torch
 
 import pixelweight.losses
 import pixelweight.metrics
-from helpers.build_book import load_build_book
+from helpers.build_book import complete_build_info, load_build_book
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
-BUILD_INFO = BUILD / "build_info.json"
-RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and executes no notebook)"
 TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
 TOC_NOTEBOOKS = [e for e in TOC_ENTRIES if e.startswith("notebooks/")]
 
@@ -110,15 +107,8 @@ def test_api_links_target(text, target):
 # ------------------------------------------------------------------ Part 2: the built book
 @pytest.fixture(scope="module")
 def book() -> dict:
-    if not BUILD_INFO.is_file():
-        pytest.fail(f"no built book: {BUILD_INFO.relative_to(ROOT)} is missing; {RUN_MAKE_BOOK}")
-    info = json.loads(BUILD_INFO.read_text(encoding="utf-8"))
-    if info["partial"]:
-        pytest.fail(f"the last build was partial (--only): {RUN_MAKE_BOOK} without --only")
-    if list(info["pages"]) != TOC_ENTRIES:
-        pytest.fail(f"the built book has the pages {list(info['pages'])}, _toc.yml lists {TOC_ENTRIES}: "
-                    f"{RUN_MAKE_BOOK}")
-    return info
+    """``_build/build_info.json`` of a complete, current build (else the test fails)."""
+    return complete_build_info()
 
 
 def _read(page: str) -> str:

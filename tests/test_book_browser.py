@@ -38,17 +38,14 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from helpers.build_book import load_build_book
-from helpers.environment import in_ci
+from helpers.build_book import complete_build_info, load_build_book
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
-BUILD_INFO = BUILD / "build_info.json"
 SCREENSHOTS = BUILD / "screenshots"
 MATHJAX_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/mathjax@3/")
 MATHJAX_LOCAL = "/__mathjax__/"
-RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and executes no notebook)"
 
 pytestmark = pytest.mark.browser
 
@@ -67,22 +64,7 @@ def _config() -> dict:
 @pytest.fixture(scope="module")
 def book() -> dict:
     """``_build/build_info.json`` of a complete, current build (else the test fails)."""
-    if not BUILD_INFO.is_file():
-        pytest.fail(f"no built book: {BUILD_INFO.relative_to(ROOT)} is missing; {RUN_MAKE_BOOK}")
-    info = json.loads(BUILD_INFO.read_text(encoding="utf-8"))
-    if info["partial"]:
-        pytest.fail(f"the last build was partial (--only): {RUN_MAKE_BOOK} without --only")
-    if in_ci():
-        import subprocess
-
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        if head and info["git_commit"] != head:
-            pytest.fail(f"the built book is stale: it was built at commit {info['git_commit'][:10]}, "
-                        f"HEAD is {head[:10]}; {RUN_MAKE_BOOK}")
-    if list(info["pages"]) != TOC_ENTRIES:
-        pytest.fail(f"the built book has the pages {list(info['pages'])}, _toc.yml lists {TOC_ENTRIES}: "
-                    f"{RUN_MAKE_BOOK}")
-    return info
+    return complete_build_info()
 
 
 def _mathjax_root() -> Path:
