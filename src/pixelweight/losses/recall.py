@@ -70,15 +70,31 @@ the current batch's (:math:`\alpha = 1`).
   instead of 0, and the mean ran over ignored pixels too; the counters lived on
   ``.cuda()`` (here: exact zeros, the mean over :math:`V`, any device).
 
-**Cost.** The counts are one ``torch.bincount`` over :math:`y_i + C\,[\hat y_i \ne y_i]`,
-not a loop over classes. The test :math:`\hat y_i \ne y_i` reuses the log-softmax of the
-loss: pixel :math:`i` is missed when :math:`\max_c \log p_{i,c} > \log p_{i,y_i}`, one
-``amax`` pass instead of an ``argmax`` (which PyTorch's CPU kernels run several times
-slower). The two agree except on exact ties: a tie between the label and another class
-counts as recalled (``argmax`` would pick the lower index), and a uniform prediction
-(all classes tied, e.g. a zero-initialised head) counts as missed, so training starts
-from plain CE instead of a zero loss. :mod:`pixelweight.benchmark` times the loss
-against CE.
+**Which pixels are missed (the tie rule)** [ours]. The reference code takes
+:math:`\hat y_i = \arg\max_c z_{i,c}`, and PyTorch's ``argmax`` resolves a tie towards the
+lowest class index. Here the decision is made on the **logits** by exact comparisons, the
+same in every dtype (no tolerance, no rounding of a log-softmax):
+
+* multiclass: pixel :math:`i` is a false negative of :math:`y_i` iff another class has a
+  strictly larger logit, :math:`z_{i,y_i} < \max_c z_{i,c}`, **or** all :math:`C` logits
+  are equal, :math:`\max_c z_{i,c} = \min_c z_{i,c}` (nothing is predicted);
+* binary: iff the logit has the wrong sign or is 0 (the two classes tie).
+
+It agrees with ``argmax != target`` except on exact ties of logits: a tie between the label
+and some (not all) other classes counts as recalled, for every tied class (``argmax``
+credits only the lowest index); a prediction with all classes tied, e.g. a zero-initialised
+head, counts as missed for every class, so training starts from plain CE instead of the
+reference's "class 0 recalled everywhere" (or a zero loss, had ties counted as recalled).
+In float32 such exact ties practically occur only for degenerate heads; in bfloat16, with 8
+significant bits, they are common, which is why no tolerance is used: a correctly
+classified bfloat16 pixel is never counted as missed.
+
+**Cost.** The counts are one pass over :math:`2 y_i + [\text{missed}_i]` into a fixed
+number of bins (no loop over classes, no host synchronisation), the misses a gather of the
+label's logit and one ``amax`` (the ``amin`` of the uniform test runs only where two
+logits are equal), and the loss itself is PyTorch's fused class-weighted
+``F.cross_entropy(weight=w, reduction="sum")`` divided by :math:`|V|`.
+:mod:`pixelweight.benchmark` times it against ``F.cross_entropy``.
 """
 
 from __future__ import annotations
@@ -202,8 +218,9 @@ def _batch_counts(p: _Prepared) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def _ratio(fn: torch.Tensor, n: torch.Tensor, dtype: torch.dtype, absent: float) -> torch.Tensor:
     """FN_c / N_c, ``absent`` where N_c = 0."""
-    w = fn.to(dtype) / n.clamp_min(1).to(dtype)  # w_c = FN_c / N_c
-    return torch.where(n > 0, w, torch.full_like(w, absent))
+    acc = accumulation_dtype(dtype)  # counts beyond 65,504 overflow float16
+    w = fn.to(acc) / n.clamp_min(1).to(acc)  # w_c = FN_c / N_c
+    return torch.where(n > 0, w, torch.full_like(w, absent)).to(dtype)
 
 
 def recall_counts(
@@ -216,8 +233,9 @@ def recall_counts(
     logits : torch.Tensor
         ``(N, C, H, W)`` multiclass logits or ``(N, 1, H, W)`` binary logits (classes
         background 0 and foreground 1). A pixel is a false negative of its class when
-        another class is strictly more probable (ties count as recalled; see the module
-        notes) or, for binary logits, when its logit has the wrong sign.
+        another class has a strictly larger logit or all classes tie (see the module
+        notes on the tie rule) or, for binary logits, when its logit has the wrong sign or
+        is 0.
     target : torch.Tensor
         ``(N, H, W)`` class indices (or ``(N, 1, H, W)`` for binary).
     ignore_index : int, optional
@@ -344,7 +362,7 @@ def recall_loss(
     Parameters
     ----------
     logits : torch.Tensor
-        ``(N, C, H, W)`` with ``C >= 2`` (softmax; prediction = argmax) or
+        ``(N, C, H, W)`` with ``C >= 2`` (softmax; prediction = argmax, ties as in the module notes) or
         ``(N, 1, H, W)`` (binary: sigmoid; prediction = ``logit > 0``).
     target : torch.Tensor
         ``(N, H, W)`` class indices (binary: ``(N, H, W)`` or ``(N, 1, H, W)`` in {0, 1}).
