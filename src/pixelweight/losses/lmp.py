@@ -92,7 +92,7 @@ from .._validation import (
     reduce_pixel_loss,
     require,
 )
-from ._common import pixel_ce, prepare
+from ._common import ce_total, pixel_ce, prepare
 
 __all__ = [
     "LossMaxPooling",
@@ -489,6 +489,8 @@ def loss_max_pooling(
     check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     pixel_loss = _check_pixel_loss(pixel_loss)
+    if pixel_loss is None and (ratio == 1.0 or math.isinf(p)):  # the uniform weighting: exactly CE
+        return ce_total(prepare(logits, target, ignore_index, kernel_checks_labels=True), reduction)
     losses, valid = _pixel_losses(logits, target, ignore_index, pixel_loss)
     if pixel_loss is not None:  # CE is >= 0 by construction (non-finite logits give a non-finite loss)
         _check_values(losses, valid)
