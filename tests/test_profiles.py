@@ -40,3 +40,20 @@ def test_unknown_profile_and_field():
         get_profile("ci", epochs=3)
     with pytest.raises(ValueError, match="name"):
         Profile(name="", seeds=(0,), steps=1, batch_size=1, train_samples=1, val_samples=1, test_samples=1)
+
+
+def test_benchmark_scales():
+    from pixelweight.profiles import BENCHMARK_SCALES, BenchmarkScale, benchmark_scale
+
+    assert set(BENCHMARK_SCALES) == {"ci", "full"}
+    ci = benchmark_scale("ci")
+    assert ci.shape == (4, 19, 256, 512) and ci.threads == (1, 2) and ci.ignore_rows == 8
+    assert benchmark_scale("full").shape[0] * benchmark_scale("full").shape[2] > ci.shape[0] * ci.shape[2]
+    with pytest.raises(ValueError, match="unknown profile"):
+        benchmark_scale("huge")
+    with pytest.raises(ValueError, match="C >= 2"):
+        BenchmarkScale(shape=(1, 1, 4, 4), repeats=1)
+    with pytest.raises(ValueError, match="threads"):
+        BenchmarkScale(shape=(1, 2, 4, 4), repeats=1, threads=())
+    with pytest.raises(ValueError, match="ignore_rows"):
+        BenchmarkScale(shape=(1, 2, 4, 4), repeats=1, ignore_rows=4)
