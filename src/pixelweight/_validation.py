@@ -11,8 +11,15 @@ stop a GPU's queue:
 * Shapes, dtypes, devices and Python arguments are checked on the host: free.
 * Label ranges are checked with one masked ``aminmax`` over the (N, H, W) labels, never
   with boolean-mask indexing (a ``nonzero``, a copy and a host sync); the mask of valid
-  pixels it needs is the one the loss uses anyway. On 4 x 19 x 256 x 512 logits that is
-  about 1 % of a cross-entropy forward and backward pass.
+  pixels it needs is the one the loss uses anyway. In a training step the labels are
+  read again and again after PyTorch's kernels have evicted them from the caches, so even
+  this costs 2-6 % of a cross-entropy forward and backward pass on a CPU. Hence a loss
+  that runs PyTorch's cross-entropy kernel over the labels anyway (CE, focal, recall, LMP)
+  leaves the check to that kernel on the CPU, where it raises for every label outside
+  ``[0, C)`` that is not its ``ignore_index``, and turns the kernel's error into the
+  library's ``ValueError`` (:class:`pixelweight.losses._common._Prepared`). Without an
+  ``ignore_index`` the masked ``aminmax`` still runs (PyTorch's default ``-100`` would be
+  ignored silently); on CUDA it always runs, as a device-side check (next point).
 * A value check ends in a 0-dim boolean tensor ``ok`` and :func:`require`. On the CPU,
   reading it costs nothing extra and a bad value raises :class:`ValueError` with the
   offending values. On CUDA, reading it would be a host-device synchronisation per call,
