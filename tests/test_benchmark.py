@@ -18,6 +18,7 @@ from pixelweight.benchmark import (
     keep_freed_memory,
     library_losses,
     main,
+    profile_losses,
     ratio_table,
     time_calls,
 )
@@ -181,3 +182,18 @@ def test_command_line_library_set(capsys):
     out = capsys.readouterr().out
     assert "ratio = time / F.cross_entropy" in out and "| soft_dice_loss |" in out
     assert "| loss | 1 thread | target |" in out and "<= 1.30" in out
+
+
+def test_profile_losses_structure(capfd):
+    frame = profile_losses(["F.cross_entropy", "loss_max_pooling"], (1, 4, 16, 8), ignore_rows=2, rounds=1, top=3,
+                           steady_memory=False)
+    every_op = profile_losses(["loss_max_pooling"], (1, 4, 16, 8), rounds=1, top=1000, steady_memory=False)
+    assert list(frame.columns) == ["loss", "op", "self_ms", "calls", "share"]
+    for name in ("F.cross_entropy", "loss_max_pooling"):
+        rows = frame[frame["loss"] == name]
+        assert len(rows) <= 4 and rows["op"].iloc[-1] == "(other)"
+        assert rows["share"].sum() == pytest.approx(1.0) and (rows["self_ms"] >= 0).all()
+    assert "aten::sort" in set(every_op["op"]) and every_op["share"].iloc[-1] == 0.0
+    assert "profiler_start" not in capfd.readouterr().err  # the C++ profiler's lines are silenced
+    with pytest.raises(ValueError, match="unknown losses"):
+        profile_losses(["nope"], (1, 4, 4, 4))

@@ -65,7 +65,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pixelweight import plotting
-from pixelweight.benchmark import REFERENCE, TARGETS, benchmark_library, ratio_table
+from pixelweight.benchmark import REFERENCE, TARGETS, benchmark_library, profile_losses, ratio_table
 from pixelweight.book import glue, markdown, table
 from pixelweight.profiles import benchmark_scale
 from pixelweight.train import resolve_device
@@ -168,15 +168,41 @@ glue("n_pixels", f"{S.shape[0] * S.shape[2] * S.shape[3]:,}")
 #   (the probabilities as one matrix product with the mask of valid pixels, the
 #   probability of the label and the label counts as scatter-adds); no one-hot tensor.
 # * **recall loss**: its weights need every pixel's prediction before the loss. The misses
-#   are decided exactly on the logits (one gather of the label's logit and one `amax`
-#   over the classes: two more reads of the whole logits tensor), counted in one pass, and
-#   the loss is then `F.cross_entropy(weight=w)`. On a CPU those two reads cost about a
-#   fifth of CE's time, which is why it sits above its target there; a GPU reads them at
-#   memory bandwidth.
-# * **loss max-pooling**: its closed form needs the pixel losses sorted. The sort (a radix
-#   sort of the losses' bit patterns on the CPU) of all {glue:text}`n_pixels` pixel losses
-#   alone costs about a quarter of CE's time on one CPU thread; a selection algorithm that
-#   sorts only the bin holding the threshold would remove most of it (not done yet).
+#   are decided exactly on the logits, with a gather of the label's logit and an `amax`
+#   over the classes, two more reads of the whole logits tensor; the counts take one pass
+#   over the labels, and the loss is then `F.cross_entropy(weight=w)`.
+# * **loss max-pooling**: its closed form needs the pixel losses sorted (a radix sort of
+#   their bit patterns on the CPU), then a few passes over the {glue:text}`n_pixels` pixel
+#   losses for the threshold and the weights.
+#
+# ## Where the time goes
+#
+# `torch.profiler` on one CPU thread, for `F.cross_entropy` and every loss that misses its
+# target in this run: each operator's own time per call (forward and backward), its share
+# of the loss's total, and the operators that `F.cross_entropy` does not run.
+
+# %%
+profiled = [REFERENCE] + missed
+prof = profile_losses(profiled, S.shape, device=bench_device, ignore_rows=S.ignore_rows, rounds=3, top=8)
+reference_ops = set(prof.loc[prof["loss"] == REFERENCE, "op"]) | {"aten::fill_", "(other)"}
+shown = prof.assign(extra=[("" if op in reference_ops else "not in F.cross_entropy") for op in prof["op"]])
+markdown(table(shown.rename(columns={"self_ms": "self time (ms)", "calls": "calls per loss call",
+                                     "share": "share of the loss's time", "extra": ""}), floatfmt=".2f"))
+ref_total = prof.loc[prof["loss"] == REFERENCE, "self_ms"].sum()
+
+
+def extra_ops(name):
+    rows = prof[(prof["loss"] == name) & ~prof["op"].isin(reference_ops)]
+    return ", ".join(f"`{r.op}` {r.self_ms / ref_total:.0%}" for r in rows.itertuples()) or "none among the top 8"
+
+
+glue("profile_text", "; ".join(f"`{n}`: {extra_ops(n)}" for n in missed) if missed
+     else "no loss misses its target in this run, so only `F.cross_entropy` is profiled")
+
+# %% [markdown]
+# The operators that only the missing losses run, as a share of `F.cross_entropy`'s own
+# total time: {glue:text}`profile_text`. The rest of their time is the same log-softmax,
+# gathers and fills as CE's.
 #
 # The ratios depend on the machine: with more threads `F.cross_entropy`'s kernels scale
 # better than the small reductions the other losses add, and on a busy machine the

@@ -33,8 +33,10 @@ comparison), e.g. on a GPU at the size of a Cityscapes batch::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from ._validation import check_float, check_ignore_index, check_int
 
 __all__ = ["TARGETS", "benchmark_library", "benchmark_losses", "default_losses", "keep_freed_memory",
-           "library_losses", "main", "ratio_table", "time_calls"]
+           "library_losses", "main", "profile_losses", "ratio_table", "time_calls"]
 
 DEFAULT_SHAPE = (8, 19, 512, 1024)  # Cityscapes-like: batch 8, 19 classes, 512 x 1024
 LIBRARY_SHAPE = (4, 19, 256, 512)  # the issue's measurement: 4 x 19 x 256 x 512, 8 ignored rows
@@ -152,6 +154,19 @@ def _check_shape(shape) -> tuple:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _random_batch(shape, device, dtype, seed, ignore_index, ignore_fraction, ignore_rows):
+    """Random logits (requiring grad) and uniform labels, some of them ``ignore_index``."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    logits = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    if ignore_fraction > 0:
+        target[torch.rand(n, h, w, generator=g) < ignore_fraction] = ignore_index
+    if ignore_rows > 0:
+        target[:, :ignore_rows] = ignore_index
+    return logits.requires_grad_(True), target.to(device)
 
 
 def time_calls(
@@ -312,16 +327,7 @@ def benchmark_losses(
     losses = {name: (fn.to(device) if isinstance(fn, torch.nn.Module) else fn) for name, fn in losses.items()}
     steady = steady_memory and device.type == "cpu" and keep_freed_memory()
 
-    g = torch.Generator().manual_seed(seed)
-    n, c, h, w = shape
-    base = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    target = torch.randint(0, c, (n, h, w), generator=g)
-    if ignore_fraction > 0:
-        target[torch.rand(n, h, w, generator=g) < ignore_fraction] = ignore_index
-    if ignore_rows > 0:
-        target[:, :ignore_rows] = ignore_index
-    target = target.to(device)
-    logits = base.requires_grad_(True)
+    logits, target = _random_batch(shape, device, dtype, seed, ignore_index, ignore_fraction, ignore_rows)
 
     def fwd_bwd(fn) -> Callable[[], None]:
         def call() -> None:
@@ -425,6 +431,99 @@ def ratio_table(frame) -> "object":
     if "target" in out.columns:  # the target last
         out = out[[c for c in out.columns if c != "target"] + ["target"]]
     return out
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ profiler's start/stop lines, written straight to file descriptor 2."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor (e.g. an embedded interpreter)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_losses(
+    names: Optional[Sequence[str]] = None,
+    shape: Sequence[int] = LIBRARY_SHAPE,
+    *,
+    device: str | torch.device = "cpu",
+    num_threads: Optional[int] = 1,
+    ignore_index: int = 255,
+    ignore_rows: int = 8,
+    rounds: int = 3,
+    top: int = 8,
+    seed: int = 0,
+    steady_memory: bool = True,
+):
+    """Where the time of each loss goes: ``torch.profiler``'s self time per operator, forward + backward.
+
+    ``names`` are keys of :func:`library_losses` (default: ``F.cross_entropy`` and the losses
+    with a target). Each runs once untimed, then ``rounds`` times under the profiler on the
+    batch of :func:`benchmark_library`. Returns a DataFrame with ``loss``, ``op`` (the
+    PyTorch operator), ``self_ms`` (its own time per call, without the operators it calls),
+    ``calls`` (per loss call) and ``share`` (of the loss's total self time); the ``top``
+    operators of each loss, the rest summed in an ``(other)`` row. The profiler adds its
+    own overhead: compare the shares, not the absolute times.
+    """
+    import pandas as pd
+    from torch.profiler import ProfilerActivity, profile
+
+    from .train import resolve_device
+
+    shape = _check_shape(shape)
+    rounds = check_int(rounds, "rounds", minimum=1)
+    top = check_int(top, "top", minimum=1)
+    device = resolve_device(device)
+    losses = library_losses(shape[1], ignore_index)
+    names = [REFERENCE, *TARGETS] if names is None else list(names)
+    unknown = [n for n in names if n not in losses]
+    if unknown:
+        raise ValueError(f"unknown losses {unknown}; choose from {list(losses)}")
+    if steady_memory and device.type == "cpu":
+        keep_freed_memory()
+    logits, target = _random_batch(shape, device, torch.float32, seed, ignore_index, 0.0, ignore_rows)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    saved_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_int(num_threads, "num_threads", minimum=1))
+    rows = []
+    try:
+        for name in names:
+            fn = losses[name]
+            fn = fn.to(device) if isinstance(fn, torch.nn.Module) else fn
+
+            def call() -> None:
+                logits.grad = None
+                fn(logits, target).backward()
+
+            call()
+            _sync(device)
+            with _quiet_stderr(), profile(activities=activities) as prof:
+                for _ in range(rounds):
+                    call()
+                _sync(device)
+            events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+            events.sort(key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events) or 1.0
+            for e in events[:top]:
+                rows.append({"loss": name, "op": e.key, "self_ms": e.self_cpu_time_total / rounds / 1e3,
+                             "calls": e.count / rounds, "share": e.self_cpu_time_total / total})
+            rest = sum(e.self_cpu_time_total for e in events[top:])
+            rows.append({"loss": name, "op": "(other)", "self_ms": rest / rounds / 1e3,
+                         "calls": float(sum(e.count for e in events[top:])) / rounds, "share": rest / total})
+    finally:
+        torch.set_num_threads(saved_threads)
+        logits.grad = None
+    return pd.DataFrame(rows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
