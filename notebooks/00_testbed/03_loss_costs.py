@@ -166,7 +166,8 @@ glue("n_pixels", f"{S.shape[0] * S.shape[2] * S.shape[3]:,}")
 #   backward instead of the ten autograd would record).
 # * **soft Dice**: a softmax instead of a log-softmax, and per image and class three sums
 #   (the probabilities as one matrix product with the mask of valid pixels, the
-#   probability of the label and the label counts as scatter-adds); no one-hot tensor.
+#   probability of the label and the label counts as scatter-adds), no one-hot tensor, and
+#   the gradient of the two sums written out as one outer product and one scatter.
 # * **recall loss**: its weights need every pixel's prediction before the loss. The misses
 #   are decided exactly on the logits, with a gather of the label's logit and an `amax`
 #   over the classes, two more reads of the whole logits tensor; the counts take one pass
