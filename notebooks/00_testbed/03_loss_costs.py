@@ -169,7 +169,7 @@ glue("n_pixels", f"{S.shape[0] * S.shape[2] * S.shape[3]:,}")
 #   probability of the label and the label counts as scatter-adds), no one-hot tensor, and
 #   the gradient of the two sums written out as one outer product and one scatter.
 # * **recall loss**: its weights need every pixel's prediction before the loss. The misses
-#   are decided exactly on the logits, with a gather of the label's logit and an `amax`
+#   are decided exactly on the logits, with one read of the label's logit and an `amax`
 #   over the classes, two more reads of the whole logits tensor; the counts take one pass
 #   over the labels, and the loss is then `F.cross_entropy(weight=w)`.
 # * **loss max-pooling**: its closed form needs the pixel losses sorted (a radix sort of

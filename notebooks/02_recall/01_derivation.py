@@ -370,7 +370,7 @@ markdown(table(pitfalls))
 # ## How much does it cost?
 #
 # The weights need the prediction of every pixel and a count per class. The library
-# decides "missed" on the logits with a gather of the label's logit and one `amax` over the
+# decides "missed" on the logits with one read of the label's logit and one `amax` over the
 # classes (a pixel is missed when another class has a strictly larger logit, or when all
 # classes tie, so the prediction is the argmax except on exact ties, in every dtype), counts
 # with one pass over $2 y_i + [\text{missed}_i]$ (no loop over classes) and then computes

@@ -90,7 +90,7 @@ significant bits, they are common, which is why no tolerance is used: a correctl
 classified bfloat16 pixel is never counted as missed.
 
 **Cost.** The counts are one pass over :math:`2 y_i + [\text{missed}_i]` into a fixed
-number of bins (no loop over classes, no host synchronisation), the misses a gather of the
+number of bins (no loop over classes, no host synchronisation), the misses one read of the
 label's logit and one ``amax`` (the ``amin`` of the uniform test runs only where two
 logits are equal), and the loss itself is PyTorch's fused class-weighted
 ``F.cross_entropy(weight=w, reduction="sum")`` divided by :math:`|V|`.
@@ -151,7 +151,8 @@ def _misses(p: _Prepared) -> torch.Tensor:
     recalled. Binary: missed when the logit has the wrong sign or is 0 (the two classes
     tie). Ignored pixels get an arbitrary value; the counts leave them out.
 
-    Cost: a gather of the label's logit and an ``amax``. The ``amin`` is needed only where
+    Cost: the label's logit (``F.nll_loss`` on the logits, whose kernel also checks the labels
+    on the CPU) and an ``amax``. The ``amin`` is needed only where
     all logits can be equal, which requires :math:`z_{i,0} = z_{i,1}`: on the CPU it runs
     only if some pixel has that tie (a zero-initialised head, not a trained float32 one);
     on other devices, where it is cheap and a data-dependent branch would synchronise,
@@ -160,8 +161,8 @@ def _misses(p: _Prepared) -> torch.Tensor:
     z = p.logits.detach()
     if p.binary:
         return torch.where(p.safe_target.bool(), z <= 0, z >= 0)  # sign(z_i) disagrees with y_i, or z_i = 0
-    index = p.target.clamp(0, p.num_classes - 1) if p.has_ignore else p.target  # any class at ignored pixels
-    label = z.gather(1, index.unsqueeze(1)).squeeze(1)  # z_{i, y_i}
+    with p._kernel_checks_labels():  # z_{i, y_i} (0 at ignored pixels); the kernel checks the labels on the CPU
+        label = F.nll_loss(z, p.target, ignore_index=p.torch_ignore_index, reduction="none").neg_()
     top = z.amax(dim=1)  # max_c z_{i,c}
     missed = torch.lt(label, top)  # another class is strictly more probable
     if z.device.type != "cpu" or torch.compiler.is_compiling() or bool(torch.eq(z[:, 0], z[:, 1]).any()):
