@@ -22,6 +22,13 @@ same tensors, at one or more CPU thread counts, and returns one row per loss and
 count with the median ratio, its quartiles over the rounds and the issue's target
 (:data:`TARGETS`); :func:`ratio_table` formats it. The default batch is the issue's:
 4 x 19 x 256 x 512 logits with the first 8 rows of every image ignored.
+:func:`profile_losses` shows where each loss's time goes (``torch.profiler``'s self time per
+operator).
+
+On a busy machine, measure with one thread (or ``timer="cpu"``): with two or more threads
+every parallel operator waits for a descheduled worker thread, which penalises the losses
+that run many small operators (loss max-pooling, the recall loss) far more than
+``F.cross_entropy``'s few large ones.
 
 From a shell (every loss, 1 and 2 CPU threads; ``--set recall`` gives the recall chapter's
 comparison), e.g. on a GPU at the size of a Cityscapes batch::
