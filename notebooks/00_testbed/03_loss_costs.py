@@ -61,6 +61,8 @@ device = "auto"
 results_dir = "_results"
 
 # %%
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -91,6 +93,8 @@ print(S, bench_device)
 # %%
 bench = benchmark_library(S.shape, threads=S.threads, device=bench_device, repeats=S.repeats, warmup=1,
                           ignore_index=255, ignore_rows=S.ignore_rows, steady_memory=True)
+load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+glue("load", f"{load:.1f} on {os.cpu_count()} cores")
 glue("shape", " x ".join(map(str, S.shape)))
 glue("ignore_rows", S.ignore_rows)
 glue("repeats", S.repeats)
@@ -205,7 +209,9 @@ glue("profile_text", "; ".join(f"`{n}`: {extra_ops(n)}" for n in missed) if miss
 # total time: {glue:text}`profile_text`. The rest of their time is the same log-softmax,
 # gathers and fills as CE's.
 #
-# The ratios depend on the machine: with more threads `F.cross_entropy`'s kernels scale
-# better than the small reductions the other losses add, and on a busy machine the
-# quartiles widen. The absolute times are not comparable across machines; the ratios, taken
+# The ratios depend on the machine. With two threads every parallel operator waits for the
+# second worker thread; on a busy machine (the load average during this measurement was
+# {glue:text}`load`) that wait can exceed the operator's own work, which penalises the
+# losses that run many small operators (loss max-pooling, the recall loss) far more than
+# `F.cross_entropy`'s few large ones: the one-thread column is the more reliable one there. The absolute times are not comparable across machines; the ratios, taken
 # within rounds, mostly are.
