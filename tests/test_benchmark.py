@@ -1,4 +1,5 @@
-"""The loss micro-benchmark: table layout, within-round ratios, custom losses, errors, CLI."""
+"""The loss micro-benchmark: table layout, within-round ratios, custom losses, errors, CLI, and every
+loss of the library against F.cross_entropy (structure and values on tiny shapes, no timed assertions)."""
 
 import platform
 import subprocess
@@ -9,7 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from pixelweight import benchmark
-from pixelweight.benchmark import benchmark_losses, default_losses, keep_freed_memory, main
+from pixelweight.benchmark import (
+    TARGETS,
+    benchmark_library,
+    benchmark_losses,
+    default_losses,
+    keep_freed_memory,
+    library_losses,
+    main,
+    profile_losses,
+    ratio_table,
+    time_calls,
+)
 
 
 def test_default_comparison_on_a_small_batch():
@@ -96,3 +108,92 @@ def test_command_line_steady_memory():
            "'--warmup', '0', '--device', 'cpu', '--steady-memory'])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "steady memory True" in out
+
+
+# ---------------------------------------------------------------------------------------
+# Every loss against F.cross_entropy (issue 10)
+# ---------------------------------------------------------------------------------------
+
+LIBRARY = ["F.cross_entropy", "cross_entropy", "cross_entropy(weight)", "focal_loss", "recall_loss",
+           "RecallLoss(momentum=0.5)", "loss_max_pooling", "loss_max_pooling(per_image)", "soft_dice_loss"]
+
+
+def test_library_losses_cover_every_loss_and_agree_with_torch():
+    losses = library_losses(4, 255)
+    assert list(losses) == LIBRARY and set(TARGETS) <= set(losses)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 4, 6, 6, generator=g), torch.randint(0, 4, (2, 6, 6), generator=g)
+    y[:, 0] = 255
+    ref = F.cross_entropy(x, y, ignore_index=255)
+    torch.testing.assert_close(losses["cross_entropy"](x, y), ref)
+    torch.testing.assert_close(losses["F.cross_entropy"](x, y), ref)
+    for name, fn in losses.items():
+        assert torch.isfinite(fn(x, y)), name
+
+
+def test_benchmark_library_table_on_a_tiny_batch():
+    frame = benchmark_library((1, 4, 12, 8), threads=(1, 2), repeats=3, warmup=0, ignore_rows=2,
+                              steady_memory=False)
+    assert frame["loss"].tolist() == LIBRARY * 2 and frame["threads"].tolist() == [1] * 9 + [2] * 9
+    ref = frame[frame["loss"] == "F.cross_entropy"]
+    assert (ref["ratio"] == 1.0).all() and (ref["ratio_q25"] == 1.0).all()
+    assert (frame["ratio_q25"] <= frame["ratio"]).all() and (frame["ratio"] <= frame["ratio_q75"]).all()
+    assert (frame["median_ms"] > 0).all() and set(frame["shape"]) == {"1x4x12x8"}
+    targets = frame.set_index(["threads", "loss"])["target"]
+    assert targets[(1, "recall_loss")] == 1.15 and targets[(2, "soft_dice_loss")] == 1.5
+    assert frame.loc[frame["loss"] == "RecallLoss(momentum=0.5)", "target"].isna().all()
+    for _, row in frame.iterrows():
+        assert row["meets"] is None if row["loss"] not in TARGETS else row["meets"] == (row["ratio"] <= row["target"])
+    table = ratio_table(frame)
+    assert list(table.columns) == ["loss", "1 thread", "2 threads", "target"] and table["loss"].tolist() == LIBRARY
+    row = frame[(frame["loss"] == "focal_loss") & (frame["threads"] == 2)].iloc[0]
+    cell = table.loc[table["loss"] == "focal_loss", "2 threads"].iloc[0]
+    assert cell == f"{row['ratio']:.2f} [{row['ratio_q25']:.2f}, {row['ratio_q75']:.2f}]"
+    assert table.loc[table["loss"] == "cross_entropy", "target"].iloc[0] == "<= 1.05"
+
+
+def test_ignore_rows_reach_the_losses():
+    seen = []
+
+    def spy(x, y):
+        seen.append(int((y == 255).sum()))
+        return F.cross_entropy(x, y, ignore_index=255)
+
+    benchmark_losses({"spy": spy}, (2, 3, 6, 5), repeats=1, warmup=0, ignore_index=255, ignore_rows=2)
+    assert seen == [2 * 2 * 5]
+    with pytest.raises(ValueError, match="needs an ignore_index"):
+        benchmark_losses({"spy": spy}, (2, 3, 6, 5), repeats=1, warmup=0, ignore_rows=2)
+
+
+def test_time_calls_rotates_and_counts():
+    order = []
+    times = time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2, warmup=1,
+                       timer="cpu")
+    assert order == ["a", "b", "b", "a", "a", "b"] and [len(v) for v in times.values()] == [2, 2]
+    with pytest.raises(ValueError, match="timer must be one of"):
+        time_calls({"a": lambda: None}, repeats=1, timer="gpu")
+    with pytest.raises(ValueError, match="threads must be"):
+        benchmark_library((1, 3, 4, 4), threads=1)
+
+
+def test_command_line_library_set(capsys):
+    assert main(["--shape", "1", "3", "12", "8", "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                 "--threads", "1", "--ignore-rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio = time / F.cross_entropy" in out and "| soft_dice_loss |" in out
+    assert "| loss | 1 thread | target |" in out and "<= 1.30" in out
+
+
+def test_profile_losses_structure(capfd):
+    frame = profile_losses(["F.cross_entropy", "loss_max_pooling"], (1, 4, 16, 8), ignore_rows=2, rounds=1, top=3,
+                           steady_memory=False)
+    every_op = profile_losses(["loss_max_pooling"], (1, 4, 16, 8), rounds=1, top=1000, steady_memory=False)
+    assert list(frame.columns) == ["loss", "op", "self_ms", "calls", "share"]
+    for name in ("F.cross_entropy", "loss_max_pooling"):
+        rows = frame[frame["loss"] == name]
+        assert len(rows) <= 4 and rows["op"].iloc[-1] == "(other)"
+        assert rows["share"].sum() == pytest.approx(1.0) and (rows["self_ms"] >= 0).all()
+    assert "aten::sort" in set(every_op["op"]) and every_op["share"].iloc[-1] == 0.0
+    assert "profiler_start" not in capfd.readouterr().err  # the C++ profiler's lines are silenced
+    with pytest.raises(ValueError, match="unknown losses"):
+        profile_losses(["nope"], (1, 4, 4, 4))

@@ -53,3 +53,20 @@ def test_describe_states_the_budget_and_what_it_means():
     assert one.describe().startswith("`full` profile (longer training): 4000 steps, 1 seed, ")
     custom = dataclasses.replace(ci, name="mine")
     assert custom.describe().startswith("`mine` profile: 340 steps")
+
+
+def test_benchmark_scales():
+    from pixelweight.profiles import BENCHMARK_SCALES, BenchmarkScale, benchmark_scale
+
+    assert set(BENCHMARK_SCALES) == {"ci", "full"}
+    ci = benchmark_scale("ci")
+    assert ci.shape == (4, 19, 256, 512) and ci.threads == (1, 2) and ci.ignore_rows == 8
+    assert benchmark_scale("full").shape[0] * benchmark_scale("full").shape[2] > ci.shape[0] * ci.shape[2]
+    with pytest.raises(ValueError, match="unknown profile"):
+        benchmark_scale("huge")
+    with pytest.raises(ValueError, match="C >= 2"):
+        BenchmarkScale(shape=(1, 1, 4, 4), repeats=1)
+    with pytest.raises(ValueError, match="threads"):
+        BenchmarkScale(shape=(1, 2, 4, 4), repeats=1, threads=())
+    with pytest.raises(ValueError, match="ignore_rows"):
+        BenchmarkScale(shape=(1, 2, 4, 4), repeats=1, ignore_rows=4)

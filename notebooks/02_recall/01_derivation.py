@@ -349,7 +349,7 @@ torch_weighted = F.cross_entropy(z, y, weight=w_rand, ignore_index=255).item()
 wsum = float(w_rand[y[valid]].sum())
 pitfalls = pd.DataFrame([
     {"pitfall in the public code": "ignored pixels mapped onto a real class, so they entered N_c and FN_c",
-     "here": "ignored pixels count nowhere (one bincount over valid pixels)",
+     "here": "ignored pixels count nowhere (their label is counted in bins of its own, never read)",
      "example": f"{int((~valid).sum())} ignored pixels, sum of N_c = {int(t.n.sum())} = valid pixels"},
     {"pitfall in the public code": "IndexError when a batch holds a single label",
      "here": "any batch works, including one label or all pixels ignored",
@@ -370,14 +370,16 @@ markdown(table(pitfalls))
 # ## How much does it cost?
 #
 # The weights need the prediction of every pixel and a count per class. The library
-# computes the log-softmax once, takes the loss from it, decides "missed" with one `amax`
-# over the classes (a pixel is missed when another class is strictly more probable, so the
-# prediction is the argmax except on exact ties) and counts with one `torch.bincount`
-# over $y_i + C\,[\text{missed}_i]$: no loop over classes. The target is at most 1.1 times
+# decides "missed" on the logits with one read of the label's logit and one `amax` over the
+# classes (a pixel is missed when another class has a strictly larger logit, or when all
+# classes tie, so the prediction is the argmax except on exact ties, in every dtype), counts
+# with one pass over $2 y_i + [\text{missed}_i]$ (no loop over classes) and then computes
+# the loss with PyTorch's fused class-weighted cross-entropy. The target is at most 1.1 times
 # the forward and backward time of CE at the paper's scale, 8 x 19 x 512 x 1024 logits (a
 # Cityscapes batch, {glue:text}`full_mb` MiB per float32 copy). That is what this cell times,
-# on the notebook's device (on a GPU, `python -m pixelweight.benchmark --device cuda` gives
-# the same table from a shell). A CPU call takes about a second, so the CPU gets fewer rounds,
+# on the notebook's device (on a GPU, `python -m pixelweight.benchmark --set recall --device
+# cuda` gives the same table from a shell; the testbed's "What each loss costs" compares
+# every loss with `F.cross_entropy`). A CPU call takes about a second, so the CPU gets fewer rounds,
 # and there the allocator is first told to keep freed memory (`steady_memory=True`, as a
 # GPU's caching allocator does), so that the times measure the losses and not the kernel
 # zeroing fresh pages for every 300 MiB tensor.

@@ -3,17 +3,102 @@
 Every public function validates its inputs and raises :class:`ValueError` (or
 :class:`TypeError` for a wrong Python type) that names the offending shape, dtype or
 value. These helpers keep the messages uniform across losses, metrics and data.
+
+**What validation costs, and where it syncs.** A loss is called once per training step,
+so its checks must neither cost a pass over the data that the loss does not need nor
+stop a GPU's queue:
+
+* Shapes, dtypes, devices and Python arguments are checked on the host: free.
+* Label ranges are checked with one masked ``aminmax`` over the (N, H, W) labels, never
+  with boolean-mask indexing (a ``nonzero``, a copy and a host sync); the mask of valid
+  pixels it needs is the one the loss uses anyway. In a training step the labels are
+  read again and again after PyTorch's kernels have evicted them from the caches, so even
+  this costs 2-6 % of a cross-entropy forward and backward pass on a CPU. Hence a loss
+  that runs PyTorch's cross-entropy kernel over the labels anyway (CE, focal, recall, LMP)
+  leaves the check to that kernel on the CPU, where it raises for every label outside
+  ``[0, C)`` that is not its ``ignore_index``, and turns the kernel's error into the
+  library's ``ValueError`` (:class:`pixelweight.losses._common._Prepared`). Without an
+  ``ignore_index`` the masked ``aminmax`` still runs (PyTorch's default ``-100`` would be
+  ignored silently); on CUDA it always runs, as a device-side check (next point).
+* A value check ends in a 0-dim boolean tensor ``ok`` and :func:`require`. On the CPU,
+  reading it costs nothing extra and a bad value raises :class:`ValueError` with the
+  offending values. On CUDA, reading it would be a host-device synchronisation per call,
+  so by default the check is a device-side assertion, :func:`torch._assert_async`: the
+  GPU keeps its queue, and a bad value stops the process at the next synchronisation
+  with a ``device-side assert`` naming the check (the same way PyTorch's own
+  ``F.cross_entropy`` fails on CUDA for a label out of range), after which the CUDA
+  context is unusable. That is the trade-off: full speed and no silent wrong result, but
+  the error is terse and fatal. To debug bad inputs on a GPU, turn on synchronous checks
+  (``PIXELWEIGHT_SYNC_CHECKS=1`` in the environment, :func:`set_sync_checks` or the
+  :func:`sync_checks` context manager): every check then reads its result on the host
+  and raises the same :class:`ValueError` as on the CPU, at one synchronisation per check.
+  Other accelerators (MPS, XPU) always use synchronous checks.
+* Non-finite logits are not an input error: they give a non-finite loss (NaN in, NaN out),
+  which a training loop detects on the value it reads anyway.
+
+The reductions accumulate in float32 at least (float64 for float64 inputs) and return
+the input's dtype: a float16 map of more than 65,504 pixels has a sum and a count that
+float16 cannot hold, but its mean is an ordinary float16 number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from numbers import Integral, Real
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 
 REDUCTIONS = ("none", "mean", "sum")
+
+_SYNC_CHECKS = [os.environ.get("PIXELWEIGHT_SYNC_CHECKS", "").strip().lower() not in ("", "0", "false", "no", "off")]
+
+
+def set_sync_checks(enabled: bool) -> bool:
+    """Read every value check's result on the host, also on CUDA (see the module notes).
+
+    ``True``: a bad value raises :class:`ValueError` on every device, at the cost of a
+    host-device synchronisation per check on a GPU. ``False`` (the default unless the
+    environment variable ``PIXELWEIGHT_SYNC_CHECKS`` is set): device-side assertions on
+    CUDA. Returns the previous setting.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__} ({enabled!r})")
+    previous, _SYNC_CHECKS[0] = _SYNC_CHECKS[0], enabled
+    return previous
+
+
+@contextlib.contextmanager
+def sync_checks(enabled: bool = True) -> Iterator[None]:
+    """Context manager form of :func:`set_sync_checks`, restoring the previous setting."""
+    previous = set_sync_checks(enabled)
+    try:
+        yield
+    finally:
+        set_sync_checks(previous)
+
+
+def _asynchronous(device: torch.device) -> bool:
+    """Whether checks on ``device`` are device-side assertions rather than host reads."""
+    return device.type == "cuda" and not _SYNC_CHECKS[0]
+
+
+def require(ok: torch.Tensor, message: Callable[[], str], device_message: str) -> None:
+    """Raise ``ValueError(message())`` unless the 0-dim boolean tensor ``ok`` is true.
+
+    On the CPU (and with synchronous checks) the result is read on the host; ``message``
+    is called only on failure, so it may look at the data to name the offending values.
+    On CUDA it is ``torch._assert_async(ok, device_message)``: no synchronisation, and a
+    failure is a device-side assertion (see the module notes). Under ``torch.compile`` it
+    is that assertion on every device, so that the check stays in the graph.
+    """
+    if _asynchronous(ok.device) or torch.compiler.is_compiling():
+        torch._assert_async(ok, device_message)
+        return
+    if not bool(ok):
+        raise ValueError(message())
 
 
 def check_choice(value, name: str, choices: Sequence[str]) -> str:
@@ -104,20 +189,67 @@ def check_int_range(value, name: str, minimum: int) -> Tuple[int, int]:
     return k, k
 
 
+def _masked_labels(labels: torch.Tensor, num_classes: int, ignore_index: Optional[int],
+                   valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """``labels`` with the ignored ones replaced by 0, or ``labels`` itself when no replacement
+    can change the range test (no ``ignore_index``, or one inside ``[0, num_classes)``)."""
+    if ignore_index is None or 0 <= ignore_index < num_classes:
+        return labels
+    if valid is None:
+        valid = labels != ignore_index
+    return torch.where(valid, labels, torch.zeros((), dtype=labels.dtype, device=labels.device))
+
+
+def _label_range_message(labels, name, num_classes, ignore_index) -> str:
+    lo, hi = (int(v) for v in _masked_labels(labels, num_classes, ignore_index, None).aminmax())
+    return (
+        f"{name} values must lie in [0, {num_classes - 1}]"
+        + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+        + f", found values in [{lo}, {hi}]"
+    )
+
+
+def _range_ok(masked: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if masked.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=masked.device)
+    lo, hi = masked.aminmax()
+    return (lo >= 0) & (hi < num_classes)
+
+
+def label_range_ok(
+    labels: torch.Tensor, num_classes: int, ignore_index: Optional[int] = None,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """0-dim boolean tensor: every label that is not ``ignore_index`` lies in ``[0, num_classes)``.
+
+    One masked ``aminmax`` pass over the labels (plus a ``where`` when ``ignore_index`` lies
+    outside the class range); ``valid`` (``labels != ignore_index``), when the caller has it,
+    is reused. No boolean indexing, no host synchronisation.
+    """
+    return _range_ok(_masked_labels(labels, num_classes, ignore_index, valid), num_classes)
+
+
 def check_label_range(
-    labels: torch.Tensor, name: str, num_classes: int, ignore_index: Optional[int] = None
+    labels: torch.Tensor, name: str, num_classes: int, ignore_index: Optional[int] = None,
+    valid: Optional[torch.Tensor] = None, *, asynchronous: bool = False,
 ) -> None:
-    """Every label that is not ``ignore_index`` lies in ``[0, num_classes)``."""
-    valid = labels if ignore_index is None else labels[labels != ignore_index]
-    if valid.numel() == 0:
-        return
-    lo, hi = int(valid.min()), int(valid.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"{name} values must lie in [0, {num_classes - 1}]"
-            + (f" or equal ignore_index={ignore_index}" if ignore_index is not None else "")
-            + f", found values in [{lo}, {hi}]"
-        )
+    """Every label that is not ``ignore_index`` lies in ``[0, num_classes)``, else ``ValueError``.
+
+    The test is :func:`label_range_ok`. By default the result is read on the host (a sync
+    on a GPU); ``asynchronous=True`` makes it a :func:`require` check, a device-side
+    assertion on CUDA (what the losses use once per call).
+    """
+    _check_masked_range(labels, _masked_labels(labels, num_classes, ignore_index, valid), name, num_classes,
+                        ignore_index, asynchronous)
+
+
+def _check_masked_range(labels, masked, name, num_classes, ignore_index, asynchronous) -> None:
+    ok = _range_ok(masked, num_classes)
+    message = lambda: _label_range_message(labels, name, num_classes, ignore_index)  # noqa: E731
+    if asynchronous:
+        require(ok, message, f"pixelweight: {name} values must lie in [0, {num_classes - 1}] or equal ignore_index")
+    elif not bool(ok):
+        raise ValueError(message())
 
 
 def check_ignore_index(ignore_index) -> Optional[int]:
@@ -133,15 +265,14 @@ def check_ignore_index(ignore_index) -> Optional[int]:
     return value
 
 
-def check_multiclass_inputs(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Validate multiclass segmentation inputs.
-
-    ``logits``: floating (N, C, H, W) with C >= 2. ``target``: integer (N, H, W) with
-    values in ``[0, C)`` or equal to ``ignore_index``. Returns ``(logits, target)`` with
-    ``target`` as ``torch.long`` on the logits' device.
-    """
+def checked_multiclass(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None, check_range: bool = True
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """:func:`check_multiclass_inputs` that also returns what it computed on the way: the
+    mask ``target != ignore_index`` (``None`` without ``ignore_index``: every pixel counts)
+    and the labels with ignored pixels set to class 0 (``None`` if it did not need them).
+    The label range is a :func:`require` check (a device-side assertion on CUDA);
+    ``check_range=False`` leaves it to the caller (and returns ``None, None``)."""
     check_tensor(logits, "logits")
     check_tensor(target, "target")
     ignore_index = check_ignore_index(ignore_index)
@@ -164,19 +295,35 @@ def check_multiclass_inputs(
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
     target = target.long()
-    check_label_range(target, "target", logits.shape[1], ignore_index)
+    if not check_range:
+        return logits, target, None, None
+    num_classes = logits.shape[1]
+    valid = None if ignore_index is None else target != ignore_index
+    masked = _masked_labels(target, num_classes, ignore_index, valid)
+    _check_masked_range(target, masked, "target", num_classes, ignore_index, True)
+    safe = target if valid is None else masked if masked is not target else None
+    return logits, target, valid, safe
+
+
+def check_multiclass_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate multiclass segmentation inputs.
+
+    ``logits``: floating (N, C, H, W) with C >= 2. ``target``: integer (N, H, W) with
+    values in ``[0, C)`` or equal to ``ignore_index``. Returns ``(logits, target)`` with
+    ``target`` as ``torch.long`` on the logits' device. One masked ``aminmax`` over the
+    labels; on CUDA the range test is a device-side assertion (see the module notes).
+    """
+    logits, target, _, _ = checked_multiclass(logits, target, ignore_index)
     return logits, target
 
 
-def check_binary_inputs(
+def checked_binary(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Validate binary segmentation inputs.
-
-    ``logits``: floating (N, 1, H, W). ``target``: (N, H, W) or (N, 1, H, W), integer,
-    bool or float with values in {0, 1} (or ``ignore_index``). Returns
-    ``(logits, target)`` with ``target`` as a long (N, 1, H, W) tensor.
-    """
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """:func:`check_binary_inputs` that also returns the mask and the safe labels (see
+    :func:`checked_multiclass`)."""
     check_tensor(logits, "logits")
     check_tensor(target, "target")
     ignore_index = check_ignore_index(ignore_index)
@@ -194,16 +341,36 @@ def check_binary_inputs(
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
     if target.is_floating_point():
-        if not torch.all((target == 0) | (target == 1) | ((target == ignore_index) if ignore_index is not None else False)):
-            raise ValueError("a floating binary target must hold only 0.0 and 1.0 (or ignore_index)")
+        binary = (target == 0) | (target == 1)
+        if ignore_index is not None:
+            binary |= target == ignore_index
+        require(binary.all(), lambda: "a floating binary target must hold only 0.0 and 1.0 (or ignore_index)",
+                "pixelweight: a floating binary target must hold only 0.0 and 1.0 (or ignore_index)")
     target = target.long()
-    valid = target if ignore_index is None else target[target != ignore_index]
-    if valid.numel() > 0 and (int(valid.min()) < 0 or int(valid.max()) > 1):
-        raise ValueError(
-            "binary target values must be 0 or 1"
-            + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
-            + f", found values in [{int(valid.min())}, {int(valid.max())}]"
-        )
+    valid = None if ignore_index is None else target != ignore_index
+
+    def message() -> str:
+        lo, hi = (int(v) for v in _masked_labels(target, 2, ignore_index, None).aminmax())
+        return ("binary target values must be 0 or 1"
+                + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
+                + f", found values in [{lo}, {hi}]")
+
+    masked = _masked_labels(target, 2, ignore_index, valid)
+    require(_range_ok(masked, 2), message, "pixelweight: binary target values must be 0 or 1 or equal ignore_index")
+    safe = target if valid is None else masked if masked is not target else None
+    return logits, target, valid, safe
+
+
+def check_binary_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate binary segmentation inputs.
+
+    ``logits``: floating (N, 1, H, W). ``target``: (N, H, W) or (N, 1, H, W), integer,
+    bool or float with values in {0, 1} (or ``ignore_index``). Returns
+    ``(logits, target)`` with ``target`` as a long (N, 1, H, W) tensor.
+    """
+    logits, target, _, _ = checked_binary(logits, target, ignore_index)
     return logits, target
 
 
@@ -214,19 +381,45 @@ def valid_mask(target: torch.Tensor, ignore_index: Optional[int]) -> torch.Tenso
     return target != ignore_index
 
 
-def reduce_pixel_loss(loss: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Tensor:
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a sum over pixels runs in: float64 for float64, float32 for everything else."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+Count = Union[int, torch.Tensor]
+
+
+def reduce_masked(loss: torch.Tensor, count: Count, reduction: str) -> torch.Tensor:
+    r"""Reduce a per-pixel loss map whose ignored pixels already hold 0.
+
+    ``count`` is the number of valid pixels :math:`|V|` (an int or a 0-dim tensor).
+    ``"sum"`` and ``"mean"`` accumulate in :func:`accumulation_dtype` and return the
+    map's dtype; ``"mean"`` is :math:`\sum_i \ell_i / \max(|V|, 1)`, a zero that keeps the
+    graph (never NaN) when no pixel is valid.
+    """
+    if reduction == "none":
+        return loss
+    acc = accumulation_dtype(loss.dtype)
+    total = loss.sum(dtype=acc)
+    if reduction == "mean":
+        if isinstance(count, torch.Tensor):
+            total = total / count.clamp_min(1).to(acc)
+        else:
+            total = total / max(int(count), 1)
+    return total.to(loss.dtype)
+
+
+def reduce_pixel_loss(loss: torch.Tensor, valid: Optional[torch.Tensor], reduction: str) -> torch.Tensor:
     """Reduce a per-pixel loss map over the valid pixels.
 
     ``"none"`` returns the map with ignored pixels set to 0; ``"sum"`` sums the valid
     pixels; ``"mean"`` divides that sum by the number of valid pixels and returns a
-    zero that keeps the graph (no NaN) when no pixel is valid.
+    zero that keeps the graph (no NaN) when no pixel is valid. ``valid=None`` means every
+    pixel counts. Sums and counts run in float32 at least (:func:`reduce_masked`) and the
+    result has the loss's dtype.
     """
     check_reduction(reduction)
+    if valid is None:
+        return reduce_masked(loss, loss.numel(), reduction)
     loss = torch.where(valid, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    count = valid.sum()
-    return total / count.clamp_min(1).to(loss.dtype)
+    return reduce_masked(loss, torch.count_nonzero(valid), reduction)

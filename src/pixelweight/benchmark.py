@@ -16,16 +16,34 @@ pages the kernel zeroes on first touch, and the timings then measure page faults
 time) as much as the loss: on 2 cores at 8 x 19 x 512 x 1024 it halved CE's time and cut
 the spread of the ratios several-fold. PyTorch's CUDA caching allocator does the same on a GPU.
 
-From a shell, e.g. on a GPU at the size of a Cityscapes batch::
+**Every loss against PyTorch's cross-entropy.** :func:`benchmark_library` times every loss
+of the library (:func:`library_losses`) against ``torch.nn.functional.cross_entropy`` on the
+same tensors, at one or more CPU thread counts, and returns one row per loss and thread
+count with the median ratio, its quartiles over the rounds and the issue's target
+(:data:`TARGETS`); :func:`ratio_table` formats it. The default batch is the issue's:
+4 x 19 x 256 x 512 logits with the first 8 rows of every image ignored.
+:func:`profile_losses` shows where each loss's time goes (``torch.profiler``'s self time per
+operator).
 
+On a busy machine, measure with one thread (or ``timer="cpu"``): with two or more threads
+every parallel operator waits for a descheduled worker thread, which penalises the losses
+that run many small operators (loss max-pooling, the recall loss) far more than
+``F.cross_entropy``'s few large ones.
+
+From a shell (every loss, 1 and 2 CPU threads; ``--set recall`` gives the recall chapter's
+comparison), e.g. on a GPU at the size of a Cityscapes batch::
+
+    python -m pixelweight.benchmark --threads 1 2 --steady-memory
     python -m pixelweight.benchmark --device cuda --shape 8 19 512 1024 --repeats 20
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
+import os
 import sys
 import time
 from typing import Callable, Dict, Mapping, Optional, Sequence
@@ -36,9 +54,22 @@ import torch.nn.functional as F
 
 from ._validation import check_float, check_ignore_index, check_int
 
-__all__ = ["default_losses", "benchmark_losses", "keep_freed_memory", "main"]
+__all__ = ["TARGETS", "benchmark_library", "benchmark_losses", "default_losses", "keep_freed_memory",
+           "library_losses", "main", "profile_losses", "ratio_table", "time_calls"]
 
 DEFAULT_SHAPE = (8, 19, 512, 1024)  # Cityscapes-like: batch 8, 19 classes, 512 x 1024
+LIBRARY_SHAPE = (4, 19, 256, 512)  # the issue's measurement: 4 x 19 x 256 x 512, 8 ignored rows
+REFERENCE = "F.cross_entropy"
+
+#: The issue's targets: forward+backward time of each loss over ``F.cross_entropy``'s.
+TARGETS = {
+    "cross_entropy": 1.05,
+    "recall_loss": 1.15,
+    "focal_loss": 1.2,
+    "loss_max_pooling": 1.3,
+    "soft_dice_loss": 1.5,
+}
+TIMERS = ("wall", "cpu")
 
 
 def default_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict[str, Callable]:
@@ -60,6 +91,37 @@ def default_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict
         "F.cross_entropy": lambda x, y: F.cross_entropy(x, y, ignore_index=torch_ignore),
         "recall_loss": lambda x, y: recall_loss(x, y, ignore_index=ignore_index),
         "RecallLoss(momentum=0.5)": module,
+    }
+
+
+def library_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict[str, Callable]:
+    r"""Every loss of :mod:`pixelweight.losses` with its defaults, PyTorch's cross-entropy first.
+
+    ``F.cross_entropy`` (the reference users compare with), the library's
+    ``cross_entropy``, class-weighted CE (inverse-frequency-like weights), ``focal_loss``
+    (:math:`\gamma = 2`), ``recall_loss``, :class:`~pixelweight.losses.RecallLoss` with a
+    moving average, ``loss_max_pooling`` (over the batch and per image) and
+    ``soft_dice_loss``. The names of the first loss of each kind are the keys of
+    :data:`TARGETS`.
+    """
+    from .losses import RecallLoss, cross_entropy, focal_loss, loss_max_pooling, recall_loss, soft_dice_loss
+
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    ignore_index = check_ignore_index(ignore_index)
+    torch_ignore = -100 if ignore_index is None else ignore_index
+    weight = torch.linspace(0.5, 2.0, num_classes)
+    module = RecallLoss(num_classes, momentum=0.5, ignore_index=ignore_index)
+    ii = ignore_index
+    return {
+        REFERENCE: lambda x, y: F.cross_entropy(x, y, ignore_index=torch_ignore),
+        "cross_entropy": lambda x, y: cross_entropy(x, y, ignore_index=ii),
+        "cross_entropy(weight)": lambda x, y: cross_entropy(x, y, weight=weight.to(x.device), ignore_index=ii),
+        "focal_loss": lambda x, y: focal_loss(x, y, ignore_index=ii),
+        "recall_loss": lambda x, y: recall_loss(x, y, ignore_index=ii),
+        "RecallLoss(momentum=0.5)": module,
+        "loss_max_pooling": lambda x, y: loss_max_pooling(x, y, ignore_index=ii),
+        "loss_max_pooling(per_image)": lambda x, y: loss_max_pooling(x, y, per_image=True, ignore_index=ii),
+        "soft_dice_loss": lambda x, y: soft_dice_loss(x, y, ignore_index=ii),
     }
 
 
@@ -101,6 +163,79 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _random_batch(shape, device, dtype, seed, ignore_index, ignore_fraction, ignore_rows):
+    """Random logits (requiring grad) and uniform labels, some of them ``ignore_index``."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    logits = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    if ignore_fraction > 0:
+        target[torch.rand(n, h, w, generator=g) < ignore_fraction] = ignore_index
+    if ignore_rows > 0:
+        target[:, :ignore_rows] = ignore_index
+    return logits.requires_grad_(True), target.to(device)
+
+
+def time_calls(
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+    timer: str = "wall",
+) -> Dict[str, list]:
+    """Seconds of each of ``calls`` (no arguments) per timed round; the timing loop of this module.
+
+    The calls take turns within each round and the order rotates from round to round, so
+    that a slow spell of a shared machine hits all of them alike; ``warmup`` untimed rounds
+    come first. CUDA work is synchronised before and after each call. ``timer="wall"``
+    measures elapsed time (``time.perf_counter``); ``"cpu"`` the process's CPU time
+    (``time.process_time``, all threads), which a busy machine disturbs less but which
+    counts the spinning of idle worker threads (and not GPU time).
+    """
+    from .train import resolve_device
+
+    repeats = check_int(repeats, "repeats", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=0)
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    device = resolve_device(device)
+    clock = time.perf_counter if timer == "wall" else time.process_time
+    names = list(calls)
+    times: Dict[str, list] = {name: [] for name in names}
+    for r in range(warmup + repeats):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
+        for name in order:
+            _sync(device)
+            start = clock()
+            calls[name]()
+            _sync(device)
+            elapsed = clock() - start
+            if r >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def _ratio_rows(times: Mapping[str, Sequence[float]]) -> list:
+    """Per name: median and quartiles of the times (ms) and of the within-round ratio to the first name."""
+    names = list(times)
+    ref = np.asarray(times[names[0]])
+    rows = []
+    for name in names:
+        t = np.asarray(times[name])
+        ratio = t / ref  # within-round ratios
+        rows.append({
+            "loss": name,
+            "median_ms": 1e3 * float(np.median(t)),
+            "q25_ms": 1e3 * float(np.quantile(t, 0.25)),
+            "q75_ms": 1e3 * float(np.quantile(t, 0.75)),
+            "ratio": float(np.median(ratio)),
+            "ratio_q25": float(np.quantile(ratio, 0.25)),
+            "ratio_q75": float(np.quantile(ratio, 0.75)),
+        })
+    return rows
+
+
 def benchmark_losses(
     losses: Optional[Mapping[str, Callable]] = None,
     shape: Sequence[int] = DEFAULT_SHAPE,
@@ -114,6 +249,8 @@ def benchmark_losses(
     seed: int = 0,
     num_threads: Optional[int] = None,
     steady_memory: bool = False,
+    ignore_rows: int = 0,
+    timer: str = "wall",
 ):
     r"""Time ``loss(logits, target).backward()`` for each loss on the same random batch.
 
@@ -137,6 +274,9 @@ def benchmark_losses(
         ``ignore_fraction > 0`` to matter) and passed to the default losses.
     ignore_fraction : float
         Share of pixels set to ``ignore_index``, in [0, 1).
+    ignore_rows : int
+        The first ``ignore_rows`` rows of every image are set to ``ignore_index`` too (the
+        issue's measurement ignores 8 rows, like the border of a padded crop).
     seed : int
         Seed of the random logits and labels.
     num_threads : int, optional
@@ -147,6 +287,8 @@ def benchmark_losses(
         On the CPU, call :func:`keep_freed_memory` first, so that the times measure the
         losses rather than the kernel's page faults (for the rest of the process; see the
         module's notes). No effect on other devices.
+    timer : {"wall", "cpu"}
+        What is timed, see :func:`time_calls`.
 
     Returns
     -------
@@ -155,7 +297,7 @@ def benchmark_losses(
         times), ``ratio`` (median over rounds of the time over the reference's time in the
         same round), ``ratio_q25``, ``ratio_q75``, and ``shape``, ``device``, ``dtype``,
         ``repeats``, ``threads`` (CPU threads torch used), ``steady_memory`` (whether it
-        was in effect).
+        was in effect), ``timer``.
     """
     import pandas as pd
 
@@ -174,6 +316,11 @@ def benchmark_losses(
                                   max_inclusive=False)
     if ignore_fraction > 0 and ignore_index is None:
         raise ValueError(f"ignore_fraction={ignore_fraction} needs an ignore_index")
+    ignore_rows = check_int(ignore_rows, "ignore_rows", minimum=0)
+    if ignore_rows > 0 and ignore_index is None:
+        raise ValueError(f"ignore_rows={ignore_rows} needs an ignore_index")
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     device = resolve_device(device)
@@ -187,95 +334,266 @@ def benchmark_losses(
     losses = {name: (fn.to(device) if isinstance(fn, torch.nn.Module) else fn) for name, fn in losses.items()}
     steady = steady_memory and device.type == "cpu" and keep_freed_memory()
 
-    g = torch.Generator().manual_seed(seed)
-    n, c, h, w = shape
-    base = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    target = torch.randint(0, c, (n, h, w), generator=g)
-    if ignore_fraction > 0:
-        target[torch.rand(n, h, w, generator=g) < ignore_fraction] = ignore_index
-    target = target.to(device)
-    logits = base.requires_grad_(True)
+    logits, target = _random_batch(shape, device, dtype, seed, ignore_index, ignore_fraction, ignore_rows)
 
-    def timed(fn) -> float:
-        logits.grad = None
-        _sync(device)
-        start = time.perf_counter()
-        loss = fn(logits, target)
-        loss.backward()
-        _sync(device)
-        return time.perf_counter() - start
+    def fwd_bwd(fn) -> Callable[[], None]:
+        def call() -> None:
+            logits.grad = None
+            fn(logits, target).backward()
+        return call
 
-    names = list(losses)
-    times = {name: [] for name in names}
     saved_threads = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
         threads = torch.get_num_threads()
-        for r in range(warmup + repeats):
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
-            for name in order:
-                t = timed(losses[name])
-                if r >= warmup:
-                    times[name].append(t)
+        times = time_calls({name: fwd_bwd(fn) for name, fn in losses.items()}, repeats=repeats, warmup=warmup,
+                           device=device, timer=timer)
     finally:
         torch.set_num_threads(saved_threads)
-    ref = np.asarray(times[names[0]])
-    rows = []
-    for name in names:
-        t = np.asarray(times[name])
-        ratio = t / ref  # within-round ratios
-        rows.append({
-            "loss": name,
-            "median_ms": 1e3 * float(np.median(t)),
-            "q25_ms": 1e3 * float(np.quantile(t, 0.25)),
-            "q75_ms": 1e3 * float(np.quantile(t, 0.75)),
-            "ratio": float(np.median(ratio)),
-            "ratio_q25": float(np.quantile(ratio, 0.25)),
-            "ratio_q75": float(np.quantile(ratio, 0.75)),
+    rows = _ratio_rows(times)
+    for row in rows:
+        row.update({
             "shape": "x".join(map(str, shape)),
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "repeats": repeats,
             "threads": threads,
             "steady_memory": steady,
+            "timer": timer,
         })
     logits.grad = None
     return pd.DataFrame(rows)
 
 
+def benchmark_library(
+    shape: Sequence[int] = LIBRARY_SHAPE,
+    *,
+    threads: Sequence[int] = (1, 2),
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 7,
+    warmup: int = 1,
+    ignore_index: Optional[int] = 255,
+    ignore_rows: int = 8,
+    seed: int = 0,
+    steady_memory: bool = True,
+    timer: str = "wall",
+    losses: Optional[Mapping[str, Callable]] = None,
+):
+    """Every loss of the library against ``F.cross_entropy``, forward + backward, per thread count.
+
+    Runs :func:`benchmark_losses` with :func:`library_losses` (reference
+    ``F.cross_entropy``) once per entry of ``threads`` (on a GPU the thread count only
+    affects host code). Defaults: the issue's batch, 4 x 19 x 256 x 512 float32 logits with
+    the first ``ignore_rows`` rows of every image labelled ``ignore_index``, and
+    ``steady_memory=True`` on the CPU.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`benchmark_losses` for every loss and thread count, plus
+        ``target`` (the issue's bound on ``ratio`` from :data:`TARGETS`, NaN where there is
+        none) and ``meets`` (``ratio <= target``; ``None`` without a target). Format it with
+        :func:`ratio_table`.
+    """
+    import pandas as pd
+
+    if isinstance(threads, int) or not isinstance(threads, (tuple, list)) or not threads:
+        raise ValueError(f"threads must be a non-empty sequence of thread counts, got {threads!r}")
+    threads = [check_int(t, "threads", minimum=1) for t in threads]
+    shape = _check_shape(shape)
+    if losses is None:
+        losses = library_losses(shape[1], ignore_index)
+    frames = [
+        benchmark_losses(losses, shape, device=device, dtype=dtype, repeats=repeats, warmup=warmup,
+                         ignore_index=ignore_index, ignore_rows=ignore_rows, seed=seed, num_threads=t,
+                         steady_memory=steady_memory, timer=timer)
+        for t in threads
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["target"] = [TARGETS.get(name, float("nan")) for name in frame["loss"]]
+    frame["meets"] = [None if name not in TARGETS else bool(r <= TARGETS[name])
+                      for name, r in zip(frame["loss"], frame["ratio"])]
+    return frame
+
+
+def ratio_table(frame) -> "object":
+    """One row per loss, one column per thread count: ``median [q25, q75]`` of the ratio, and the target.
+
+    ``frame`` is the output of :func:`benchmark_library` (or of :func:`benchmark_losses`).
+    Returns a DataFrame of strings, ready for :func:`pixelweight.book.table`.
+    """
+    import pandas as pd
+
+    rows = {}
+    for _, row in frame.iterrows():
+        entry = rows.setdefault(row["loss"], {"loss": row["loss"]})
+        entry[f"{row['threads']} thread{'s' if row['threads'] != 1 else ''}"] = (
+            f"{row['ratio']:.2f} [{row['ratio_q25']:.2f}, {row['ratio_q75']:.2f}]")
+        if "target" in frame.columns:
+            target = row["target"]
+            entry["target"] = "" if target != target else f"<= {target:.2f}"
+    out = pd.DataFrame(list(rows.values()))
+    if "target" in out.columns:  # the target last
+        out = out[[c for c in out.columns if c != "target"] + ["target"]]
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ profiler's start/stop lines, written straight to file descriptor 2."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor (e.g. an embedded interpreter)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_losses(
+    names: Optional[Sequence[str]] = None,
+    shape: Sequence[int] = LIBRARY_SHAPE,
+    *,
+    device: str | torch.device = "cpu",
+    num_threads: Optional[int] = 1,
+    ignore_index: int = 255,
+    ignore_rows: int = 8,
+    rounds: int = 3,
+    top: int = 8,
+    seed: int = 0,
+    steady_memory: bool = True,
+):
+    """Where the time of each loss goes: ``torch.profiler``'s self time per operator, forward + backward.
+
+    ``names`` are keys of :func:`library_losses` (default: ``F.cross_entropy`` and the losses
+    with a target). Each runs once untimed, then ``rounds`` times under the profiler on the
+    batch of :func:`benchmark_library`. Returns a DataFrame with ``loss``, ``op`` (the
+    PyTorch operator), ``self_ms`` (its own time per call, without the operators it calls),
+    ``calls`` (per loss call) and ``share`` (of the loss's total self time); the ``top``
+    operators of each loss, the rest summed in an ``(other)`` row. The profiler adds its
+    own overhead: compare the shares, not the absolute times.
+    """
+    import pandas as pd
+    from torch.profiler import ProfilerActivity, profile
+
+    from .train import resolve_device
+
+    shape = _check_shape(shape)
+    rounds = check_int(rounds, "rounds", minimum=1)
+    top = check_int(top, "top", minimum=1)
+    device = resolve_device(device)
+    losses = library_losses(shape[1], ignore_index)
+    names = [REFERENCE, *TARGETS] if names is None else list(names)
+    unknown = [n for n in names if n not in losses]
+    if unknown:
+        raise ValueError(f"unknown losses {unknown}; choose from {list(losses)}")
+    if steady_memory and device.type == "cpu":
+        keep_freed_memory()
+    logits, target = _random_batch(shape, device, torch.float32, seed, ignore_index, 0.0, ignore_rows)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    saved_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_int(num_threads, "num_threads", minimum=1))
+    rows = []
+    try:
+        for name in names:
+            fn = losses[name]
+            fn = fn.to(device) if isinstance(fn, torch.nn.Module) else fn
+
+            def call() -> None:
+                logits.grad = None
+                fn(logits, target).backward()
+
+            call()
+            _sync(device)
+            with _quiet_stderr(), profile(activities=activities) as prof:
+                for _ in range(rounds):
+                    call()
+                _sync(device)
+            events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+            events.sort(key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events) or 1.0
+            for e in events[:top]:
+                rows.append({"loss": name, "op": e.key, "self_ms": e.self_cpu_time_total / rounds / 1e3,
+                             "calls": e.count / rounds, "share": e.self_cpu_time_total / total})
+            rest = sum(e.self_cpu_time_total for e in events[top:])
+            rows.append({"loss": name, "op": "(other)", "self_ms": rest / rounds / 1e3,
+                         "calls": float(sum(e.count for e in events[top:])) / rounds, "share": rest / total})
+    finally:
+        torch.set_num_threads(saved_threads)
+        logits.grad = None
+    return pd.DataFrame(rows)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: print the table of :func:`benchmark_losses` (Markdown)."""
+    """Command line: time the losses against ``F.cross_entropy`` and print the ratio table (Markdown)."""
     parser = argparse.ArgumentParser(
         prog="python -m pixelweight.benchmark",
-        description="Forward+backward time of the recall loss relative to cross-entropy.",
+        description="Forward+backward time of every loss of pixelweight relative to torch.nn.functional."
+                    "cross_entropy, as the median ratio over rounds with its quartiles.",
     )
-    parser.add_argument("--shape", type=int, nargs=4, default=list(DEFAULT_SHAPE), metavar=("N", "C", "H", "W"))
+    parser.add_argument("--set", choices=["library", "recall"], default="library",
+                        help="library: every loss against F.cross_entropy (default); recall: the recall "
+                             "chapter's comparison against the library's CE")
+    parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("N", "C", "H", "W"),
+                        help=f"logits shape (default {' '.join(map(str, LIBRARY_SHAPE))} for the library set, "
+                             f"{' '.join(map(str, DEFAULT_SHAPE))} for the recall set)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--ignore-index", type=int, default=None)
+    parser.add_argument("--ignore-index", type=int, default=None,
+                        help="label of ignored pixels (library set: default 255)")
     parser.add_argument("--ignore-fraction", type=float, default=0.0)
+    parser.add_argument("--ignore-rows", type=int, default=None,
+                        help="ignored rows at the top of every image (library set: default 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="CPU thread counts, one table each (library set: default 1 2; recall set: torch's)")
+    parser.add_argument("--timer", choices=list(TIMERS), default="wall")
     parser.add_argument("--steady-memory", action="store_true",
                         help="CPU: keep freed memory in the process (glibc), so that page faults do not "
                              "dominate the times")
     args = parser.parse_args(argv)
-    frame = benchmark_losses(
-        shape=args.shape, device=args.device, dtype=getattr(torch, args.dtype), repeats=args.repeats,
-        warmup=args.warmup, ignore_index=args.ignore_index, ignore_fraction=args.ignore_fraction,
-        seed=args.seed, num_threads=args.threads, steady_memory=args.steady_memory,
-    )
+    library = args.set == "library"
+    shape = args.shape or list(LIBRARY_SHAPE if library else DEFAULT_SHAPE)
+    ignore_index = args.ignore_index if args.ignore_index is not None or not library else 255
+    ignore_rows = args.ignore_rows if args.ignore_rows is not None else (8 if library else 0)
+    threads = args.threads or ([1, 2] if library else [None])
+    losses = library_losses(shape[1], ignore_index) if library else default_losses(shape[1], ignore_index)
     from .book import table
 
-    columns = ["loss", "median_ms", "q25_ms", "q75_ms", "ratio", "ratio_q25", "ratio_q75"]
-    first = frame.iloc[0]
-    print(f"shape {first['shape']}, device {first['device']}, dtype {first['dtype']}, "
-          f"{first['repeats']} rounds, {first['threads']} CPU threads, steady memory {first['steady_memory']}; "
-          f"ratio = time / {first['loss']}")
-    print(table(frame[columns], floatfmt=".3f"))
+    frames = []
+    for t in threads:
+        frame = benchmark_losses(
+            losses, shape=shape, device=args.device, dtype=getattr(torch, args.dtype), repeats=args.repeats,
+            warmup=args.warmup, ignore_index=ignore_index, ignore_fraction=args.ignore_fraction,
+            ignore_rows=ignore_rows, seed=args.seed, num_threads=t, steady_memory=args.steady_memory,
+            timer=args.timer,
+        )
+        frames.append(frame)
+        columns = ["loss", "median_ms", "q25_ms", "q75_ms", "ratio", "ratio_q25", "ratio_q75"]
+        first = frame.iloc[0]
+        print(f"shape {first['shape']}, device {first['device']}, dtype {first['dtype']}, "
+              f"{first['repeats']} rounds, {first['threads']} CPU threads, steady memory {first['steady_memory']}, "
+              f"{first['timer']} time; ratio = time / {first['loss']}")
+        print(table(frame[columns], floatfmt=".3f"))
+        print()
+    if library:
+        import pandas as pd
+
+        both = pd.concat(frames, ignore_index=True)
+        both["target"] = [TARGETS.get(name, float("nan")) for name in both["loss"]]
+        print("ratio to F.cross_entropy: median [25 %, 75 %] over the rounds")
+        print(table(ratio_table(both)))
     return 0
 
 

@@ -521,14 +521,13 @@ def lmp_benchmark(
     quartiles: the spread a reader should expect on a rerun), ``shape``, ``device``,
     ``threads``, ``steady_memory``.
     """
-    import time
 
     import numpy as np
     import pandas as pd
     import torch
 
     from ._validation import check_int
-    from .benchmark import benchmark_losses
+    from .benchmark import benchmark_losses, time_calls
     from .losses import cross_entropy, lmp_weights, loss_max_pooling
     from .train import resolve_device
 
@@ -561,18 +560,8 @@ def lmp_benchmark(
         f"lmp_weights(p={p:g}, ratio={ratio:g}) on those {n}x{h}x{w} losses": lambda: lmp_weights(ce_map, p, ratio),
     }
     names = list(calls)
-    times = {k: [] for k in names}
     with torch.no_grad():
-        for r in range(warmup + repeats):
-            for name in names[r % 2:] + names[: r % 2]:
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                start = time.perf_counter()
-                calls[name]()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if r >= warmup:
-                    times[name].append(time.perf_counter() - start)
+        times = time_calls(calls, repeats=repeats, warmup=warmup, device=dev)  # the benchmark's timing loop
     ref = np.asarray(times[names[0]])
     fwd = pd.DataFrame([{"pass": "forward", "what": k, "median_ms": 1e3 * float(np.median(times[k])),
                          **dict(zip(("ratio_q25", "ratio", "ratio_q75"),

@@ -109,3 +109,51 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile fields {sorted(unknown)}")
     return dataclasses.replace(PROFILES[name], **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkScale:
+    """The size of the book's loss-cost benchmark (:func:`pixelweight.benchmark.benchmark_library`).
+
+    Attributes
+    ----------
+    shape: ``(N, C, H, W)`` of the random logits.
+    repeats: timed rounds per thread count (each loss runs once per round).
+    threads: CPU thread counts, one measurement each.
+    ignore_rows: rows at the top of every image labelled ``ignore_index``.
+    """
+
+    shape: Tuple[int, int, int, int]
+    repeats: int
+    threads: Tuple[int, ...] = (1, 2)
+    ignore_rows: int = 8
+
+    def __post_init__(self):
+        shape = tuple(self.shape)
+        if len(shape) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape) \
+                or shape[1] < 2:
+            raise ValueError(f"shape must be (N, C, H, W) of positive ints with C >= 2, got {self.shape!r}")
+        threads = tuple(self.threads)
+        if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
+            raise ValueError(f"threads must be a non-empty tuple of positive ints, got {self.threads!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be a positive int, got {self.repeats!r}")
+        if isinstance(self.ignore_rows, bool) or not isinstance(self.ignore_rows, int) or not 0 <= self.ignore_rows < shape[2]:
+            raise ValueError(f"ignore_rows must be an int in [0, H), got {self.ignore_rows!r}")
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "threads", threads)
+
+
+BENCHMARK_SCALES: Dict[str, BenchmarkScale] = {
+    # The issue's measurement: 4 x 19 x 256 x 512 logits, 8 ignored rows; about 15 s on 2 cores.
+    "ci": BenchmarkScale(shape=(4, 19, 256, 512), repeats=7),
+    # A Cityscapes batch, more rounds.
+    "full": BenchmarkScale(shape=(8, 19, 512, 1024), repeats=15),
+}
+
+
+def benchmark_scale(name: str) -> BenchmarkScale:
+    """The loss-cost benchmark's size for the profile ``name``."""
+    if name not in BENCHMARK_SCALES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(BENCHMARK_SCALES)}")
+    return BENCHMARK_SCALES[name]

@@ -326,6 +326,9 @@ COMPILE_SPECS = FAMILY_SPECS + [s for s in SPECS if s.state and s not in FAMILY_
 # Dynamo itself reads `.grad` of the intermediate (non-leaf) tensors it wraps when it resumes after
 # a graph break (validation's host reads, bincount); PyTorch warns about that read, nobody else.
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+# Dynamo (torch 2.13) warns when it traces any custom autograd.Function, even one called as
+# `Function.apply` (focal's and Dice's hand-written backward passes): PyTorch's own warning.
+@pytest.mark.filterwarnings("ignore:<class 'torch.autograd.function.Function'> should not be instantiated:DeprecationWarning")
 @pytest.mark.parametrize("spec", cases("compile", COMPILE_SPECS))
 def test_torch_compile_smoke(spec):
     """One call through ``torch.compile(backend="eager")`` (graph capture only: fast on CPU) gives

@@ -31,8 +31,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_ignore_index, check_reduction, reduce_pixel_loss
-from ._common import WeightLike, check_class_weight, class_weight_for, pixel_weight, prepare, target_log_prob
+from .._validation import accumulation_dtype, check_choice, check_ignore_index, check_reduction
+from ._common import WeightLike, ce_total, check_class_weight, class_weight_for, pixel_ce, pixel_weight, prepare
 
 NORMALIZATIONS = ("pixels", "weights")
 
@@ -112,24 +112,34 @@ def cross_entropy(
     _check_normalize(normalize)
     ignore_index = check_ignore_index(ignore_index)
     w = check_class_weight(weight, "weight")
-    p = prepare(logits, target, ignore_index)
+    p = prepare(logits, target, ignore_index, kernel_checks_labels=True)
     w = class_weight_for(w, p, "weight")
     return _weighted_ce(p, w, reduction, normalize)
 
 
 def _weighted_ce(p, w: Optional[torch.Tensor], reduction: str, normalize: str) -> torch.Tensor:
-    """The loss once inputs are validated; shared with subclasses of the CE idea (e.g. recall loss)."""
-    ce = -target_log_prob(p)  # CE_i = -log p_{i, y_i}
+    r"""The loss once inputs are validated; shared with subclasses of the CE idea (e.g. recall loss).
+
+    Unweighted multiclass, the common case, is PyTorch's fused kernel alone:
+    ``F.cross_entropy(reduction="none", ignore_index=...)`` writes :math:`\mathrm{CE}_i`
+    and 0 at ignored pixels, and the sum runs in float32 at least. Sum and count in the
+    logits' own dtype would overflow in float16 beyond 65,504 pixels (PyTorch's own
+    ``reduction="mean"`` returns NaN there).
+    """
     if w is None:
-        return reduce_pixel_loss(ce, p.valid, reduction)
-    wi = pixel_weight(w, p)  # w_{y_i}
+        return ce_total(p, reduction)  # sum_V CE_i, CE_i = -log p_{i, y_i}; or / |V|
+    if p.binary:
+        wce = pixel_weight(w, p) * pixel_ce(p)  # w_{y_i} CE_i
+    else:  # the fused kernel weighs by w_{y_i} itself and keeps 0 at ignored pixels
+        wce = p.cross_entropy("none", weight=w)  # (the kernel's label error becomes the library's ValueError)
     if reduction != "mean" or normalize == "pixels":
-        return reduce_pixel_loss(wi * ce, p.valid, reduction)  # sum_V w_{y_i} CE_i, or that / |V|
-    total = reduce_pixel_loss(wi * ce, p.valid, "sum")  # sum_V w_{y_i} CE_i
-    wsum = torch.where(p.valid, wi, torch.zeros((), dtype=wi.dtype, device=wi.device)).sum()  # sum_V w_{y_i}
+        return p.reduce(p.zero_ignored(wce), reduction)  # sum_V w_{y_i} CE_i, or that / |V|
+    acc = accumulation_dtype(wce.dtype)
+    total = p.zero_ignored(wce).sum(dtype=acc)  # sum_V w_{y_i} CE_i
+    wsum = p.zero_ignored(pixel_weight(w, p)).sum(dtype=acc)  # sum_V w_{y_i}
     # An all-ignored batch or all-zero weights: the numerator is 0 too; divide by 1 to
     # return a zero that keeps the graph instead of PyTorch's NaN.
-    return total / torch.where(wsum > 0, wsum, torch.ones_like(wsum))
+    return (total / torch.where(wsum > 0, wsum, torch.ones_like(wsum))).to(wce.dtype)
 
 
 class CrossEntropyLoss(nn.Module):

@@ -42,10 +42,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_float, check_ignore_index, check_reduction
+from .._validation import accumulation_dtype, check_float, check_ignore_index, check_reduction
 from ._common import prepare
 
 
@@ -115,38 +114,113 @@ def soft_dice_loss(
     _check_bool(per_image, "per_image")
     ignore_index = check_ignore_index(ignore_index)
     p = prepare(logits, target, ignore_index)
-
+    acc = accumulation_dtype(p.logits.dtype)
     if p.binary:
-        probs = torch.sigmoid(p.logits)  # p_i = sigma(z_i), (N, 1, H, W)
-        onehot = p.safe_target.to(probs.dtype)  # g_i = y_i
-        valid = p.valid  # (N, 1, H, W)
+        intersection, prob_sum, label_sum, has_valid = _binary_sums(p, acc)
     else:
-        probs = torch.softmax(p.logits, dim=1)  # p_{i,c}, (N, C, H, W)
-        onehot = F.one_hot(p.safe_target, p.num_classes).permute(0, 3, 1, 2).to(probs.dtype)  # g_{i,c}
-        valid = p.valid.unsqueeze(1)  # (N, 1, H, W)
-    m = valid.to(probs.dtype)
-    probs, onehot = probs * m, onehot * m  # ignored pixels leave every sum
+        intersection, prob_sum, label_sum, has_valid = _multiclass_sums(p, acc)
+    if not per_image:
+        intersection, prob_sum, label_sum = intersection.sum(0), prob_sum.sum(0), label_sum.sum(0)
 
-    dims = (2, 3) if per_image else (0, 2, 3)
-    intersection = (probs * onehot).sum(dims)  # sum_i p_{i,c} g_{i,c}
-    denominator = probs.sum(dims) + onehot.sum(dims) + smooth  # sum_i p + sum_i g + s
+    denominator = prob_sum + label_sum + smooth  # sum_i p + sum_i g + s
     numerator = 2.0 * intersection + smooth  # 2 sum_i p g + s
-    defined = denominator > 0
-    # D = numerator / denominator, and D = 1 for 0/0 (nothing present, nothing predicted).
+    # D = numerator / denominator, and D = 1 for an exact 0/0 (nothing present, nothing
+    # predicted). A NaN denominator (NaN or inf logits) stays NaN: never a "perfect" Dice.
+    undefined = denominator == 0
     one = torch.ones_like(denominator)
-    dice = torch.where(defined, numerator / torch.where(defined, denominator, one), one)
-    loss = 1.0 - dice  # (N, K) or (K,)
+    dice = torch.where(undefined, one, numerator / torch.where(undefined, one, denominator))
+    loss = 1.0 - dice  # (N, K) or (K,), in the accumulation dtype
 
     if reduction == "none":
-        return loss
+        return loss.to(p.logits.dtype)
     if reduction == "sum":
-        return loss.sum()
+        return loss.sum().to(p.logits.dtype)
     if not per_image:
-        return loss.mean()
+        return loss.mean().to(p.logits.dtype)
     # mean over classes and over the images with at least one valid pixel
-    has_valid = valid.flatten(1).any(dim=1)  # (N,)
     count = has_valid.sum() * loss.shape[1]
-    return (loss * has_valid.unsqueeze(1).to(loss.dtype)).sum() / count.clamp_min(1).to(loss.dtype)
+    mean = (loss * has_valid.unsqueeze(1).to(loss.dtype)).sum() / count.clamp_min(1).to(loss.dtype)
+    return mean.to(p.logits.dtype)
+
+
+def _multiclass_sums(p, acc: torch.dtype):
+    r"""Per image and class, :math:`\sum_{i\in V_n} p_{i,c} g_{i,c}`, :math:`\sum_{i\in V_n} p_{i,c}`,
+    :math:`\sum_{i\in V_n} g_{i,c}` (each ``(N, C)`` in ``acc``) and whether image ``n`` has a
+    valid pixel (``(N,)`` bool).
+
+    No one-hot: :math:`\sum_i p_{i,c} g_{i,c}` adds each pixel's :math:`p_{i,y_i}` to its
+    class (a gather and a ``scatter_add`` over the ``N H W`` labels), :math:`\sum_i g_{i,c}`
+    counts labels the same way, and :math:`\sum_{i\in V_n} p_{i,c}` is a matrix product with the
+    mask of valid pixels. The probabilities are computed in ``acc`` (float32 for float16 and
+    bfloat16 logits), so that no sum runs in 16 bits.
+    """
+    n, c = p.logits.shape[:2]
+    probs = torch.softmax(p.logits, dim=1, dtype=acc)  # p_{i,c}, (N, C, H, W)
+    safe = p.safe_target.reshape(n, -1)  # y_i, class 0 at ignored pixels
+    valid = p.valid_or_none
+    if valid is None:
+        bins, weights = safe, None
+    else:
+        valid = valid.reshape(n, -1)
+        bins = torch.where(valid, safe, torch.full((), c, dtype=safe.dtype, device=safe.device))  # C: ignored
+        weights = valid.to(acc).unsqueeze(2)  # (N, HW, 1)
+    intersection, prob_sum = _ClassSums.apply(probs.reshape(n, c, -1), safe, bins, weights)
+    ones = torch.ones((), dtype=acc, device=probs.device).expand(bins.shape)
+    label_sum = torch.zeros(n, c + 1, dtype=acc, device=probs.device).scatter_add_(1, bins, ones)[:, :c]  # sum g
+    has_valid = label_sum.sum(1) > 0  # every valid pixel has one label
+    return intersection, prob_sum, label_sum, has_valid
+
+
+class _ClassSums(torch.autograd.Function):
+    r"""Per image and class, :math:`I_{n,c} = \sum_{i\in V_n} p_{i,c}\,[y_i = c]` and
+    :math:`P_{n,c} = \sum_{i\in V_n} p_{i,c}` of probabilities ``(N, C, HW)``.
+
+    Both are linear in :math:`p`, so the backward is written out:
+    :math:`\partial L/\partial p_{i,c} = [i\in V]\,(\partial L/\partial P_{n,c} + [y_i = c]\,
+    \partial L/\partial I_{n,c})`, one outer product written once and a scatter of one value per
+    pixel into it, instead of autograd's zero-filled gather gradient, outer product and sum of
+    the two (three more passes over a tensor the size of the logits). The backward does not
+    depend on :math:`p`, so higher derivatives are exact too.
+    """
+
+    @staticmethod
+    def forward(ctx, probs, safe, bins, weights):
+        n, c, _ = probs.shape
+        p_label = probs.gather(1, safe.unsqueeze(1)).squeeze(1)  # p_{i, y_i}
+        inter = torch.zeros(n, c + 1, dtype=probs.dtype, device=probs.device).scatter_add_(1, bins, p_label)[:, :c]
+        prob_sum = probs.sum(2) if weights is None else torch.bmm(probs, weights).squeeze(2)  # sum over V_n
+        ctx.save_for_backward(safe, bins, weights)
+        ctx.classes = c
+        return inter, prob_sum
+
+    @staticmethod
+    def backward(ctx, grad_inter, grad_sum):
+        safe, bins, weights = ctx.saved_tensors
+        n, c = grad_sum.shape
+        hw = safe.shape[1]
+        if weights is None:
+            grad = grad_sum.unsqueeze(2).expand(n, c, hw).contiguous()  # dL/dP_{n,c} at every pixel
+        else:
+            grad = torch.bmm(grad_sum.unsqueeze(2), weights.transpose(1, 2))  # dL/dP_{n,c} [i in V]
+        # + dL/dI_{n,y_i} at (y_i, i) for valid pixels (the extra column C holds 0 for ignored ones)
+        extended = torch.cat([grad_inter, torch.zeros_like(grad_inter[:, :1])], dim=1)
+        grad = grad.scatter_add_(1, safe.unsqueeze(1), extended.gather(1, bins).unsqueeze(1))  # in place: fresh
+        return grad, None, None, None
+
+
+def _binary_sums(p, acc: torch.dtype):
+    """The three sums of the foreground (each ``(N, 1)`` in ``acc``) and the images with a valid pixel."""
+    n = p.logits.shape[0]
+    probs = torch.sigmoid(p.logits.to(acc)).reshape(n, -1)  # p_i = sigma(z_i)
+    labels = p.safe_target.reshape(n, -1).to(acc)  # g_i = y_i
+    if p.has_ignore:
+        valid = p.valid_or_none.reshape(n, -1)
+        probs, labels = p.zero_ignored(probs.reshape(p.target.shape)).reshape(n, -1), labels * valid.to(acc)
+        has_valid = valid.any(1)
+    else:
+        has_valid = torch.ones(n, dtype=torch.bool, device=probs.device)
+    intersection = (probs * labels).sum(1, keepdim=True)
+    return intersection, probs.sum(1, keepdim=True), labels.sum(1, keepdim=True), has_valid
 
 
 class SoftDiceLoss(nn.Module):

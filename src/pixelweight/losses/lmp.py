@@ -90,8 +90,9 @@ from .._validation import (
     check_reduction,
     check_tensor,
     reduce_pixel_loss,
+    require,
 )
-from ._common import prepare, target_log_prob
+from ._common import ce_total, pixel_ce, prepare
 
 __all__ = [
     "LossMaxPooling",
@@ -148,16 +149,18 @@ def _check_losses(losses, valid, per_image: bool) -> Tuple[torch.Tensor, torch.T
 
 
 def _check_values(losses: torch.Tensor, valid: torch.Tensor) -> None:
-    """The closed form needs finite, non-negative losses at the valid pixels (one device sync)."""
+    """The closed form needs finite, non-negative losses at the valid pixels: one masked
+    ``aminmax``, a :func:`~pixelweight._validation.require` check (no sync on CUDA)."""
     lo, hi = torch.where(valid, losses.detach(), torch.zeros((), dtype=losses.dtype, device=losses.device)).aminmax()
-    lo, hi = torch.stack([lo, hi]).tolist()
-    if not (lo >= 0 and hi < math.inf):  # NaN fails both tests
+
+    def message() -> str:
         bad = valid & ~(torch.isfinite(losses) & (losses >= 0))
         values = losses.detach()[bad][:5].tolist()
-        raise ValueError(
-            f"loss max-pooling needs finite, non-negative pixel losses; found {int(bad.sum())} "
-            f"valid pixel(s) that are not, e.g. {values}"
-        )
+        return (f"loss max-pooling needs finite, non-negative pixel losses; found {int(bad.sum())} "
+                f"valid pixel(s) that are not, e.g. {values}")
+
+    require((lo >= 0) & (hi < math.inf), message,  # NaN fails both tests
+            "pixelweight: loss max-pooling needs finite, non-negative pixel losses")
 
 
 # --------------------------------------------------------------------------------------
@@ -215,6 +218,24 @@ def _sort_ascending(x: torch.Tensor) -> torch.Tensor:
     return x.sort(dim=1).values  # float64 rows: 63 value bits leave no room for a row prefix
 
 
+def _log_cumsum_exp(log_v: torch.Tensor) -> torch.Tensor:
+    r"""``torch.logcumsumexp(log_v, dim=1)`` of rows in increasing order.
+
+    On the CPU, first as a cumulative sum in float64 of :math:`e^{v - \max v}` (several times
+    faster than ``logcumsumexp``'s kernel there); it is kept unless a positive term underflowed
+    to 0 in float64 (only for :math:`p` close to 1 and losses spanning hundreds of orders of
+    magnitude), in which case the exact log-domain scan runs instead. Other devices always
+    use the log-domain scan (fast there, and the check would synchronise).
+    """
+    if log_v.device.type == "cpu" and not torch.compiler.is_compiling() and log_v.shape[1] > 0:
+        top = log_v[:, -1:].to(torch.float64)  # each row's largest value (increasing order)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        terms = (log_v.to(torch.float64) - top).exp_()
+        if not bool(((terms == 0) & (log_v > -math.inf)).any()):
+            return (terms.cumsum_(dim=1).log_() + top).to(log_v.dtype)
+    return torch.logcumsumexp(log_v, dim=1)
+
+
 def _top_m(x, valid, s, n, m) -> torch.Tensor:
     r"""p = 1: the mean of the m largest losses, as relative weights :math:`n w`.
 
@@ -269,7 +290,7 @@ def _relative_weights(x: torch.Tensor, valid: torch.Tensor, p: float, ratio: flo
         log_tail = torch.full((rows, 1), -math.inf, dtype=dtype, device=x.device)
     # log S at each head loss: log sum of l^q over that loss and all smaller ones (cumulative
     # log-sum-exp in increasing order, plus the tail). Head index h has rank j = M - 1 - h.
-    log_s = torch.logaddexp(torch.logcumsumexp(log_v, dim=1), log_tail)
+    log_s = torch.logaddexp(_log_cumsum_exp(log_v), log_tail)
     room = (m - torch.arange(big_m - 1, -1, -1, device=x.device, dtype=torch.float64)).to(dtype)  # m - j
     # The loss of rank j + 1 is capped while l_(j+1)^q (m - j) > S_j, i.e. S_j / l_(j+1)^q < m - j;
     # the condition holds for the j below k and never at j = ceil(m) - 1.
@@ -466,9 +487,9 @@ def _check_pixel_loss(pixel_loss) -> Optional[PixelLoss]:
 
 def _pixel_losses(logits, target, ignore_index, pixel_loss):
     """Per-pixel losses and the valid mask, in the target's layout."""
-    prepared = prepare(logits, target, ignore_index)
+    prepared = prepare(logits, target, ignore_index, kernel_checks_labels=pixel_loss is None)
     if pixel_loss is None:
-        return -target_log_prob(prepared), prepared.valid  # CE_i = -log p_{i, y_i}
+        return pixel_ce(prepared), prepared.valid  # CE_i = -log p_{i, y_i}, 0 at ignored pixels
     losses = pixel_loss(logits, target, ignore_index=ignore_index, reduction="none")
     if not isinstance(losses, torch.Tensor) or losses.shape != prepared.valid.shape:
         got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
@@ -549,6 +570,8 @@ def loss_max_pooling(
     check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     pixel_loss = _check_pixel_loss(pixel_loss)
+    if pixel_loss is None and (ratio == 1.0 or math.isinf(p)):  # the uniform weighting: exactly CE
+        return ce_total(prepare(logits, target, ignore_index, kernel_checks_labels=True), reduction)
     losses, valid = _pixel_losses(logits, target, ignore_index, pixel_loss)
     if pixel_loss is not None:  # CE is >= 0 by construction (non-finite logits give a non-finite loss)
         _check_values(losses, valid)

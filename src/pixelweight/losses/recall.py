@@ -70,15 +70,31 @@ the current batch's (:math:`\alpha = 1`).
   instead of 0, and the mean ran over ignored pixels too; the counters lived on
   ``.cuda()`` (here: exact zeros, the mean over :math:`V`, any device).
 
-**Cost.** The counts are one ``torch.bincount`` over :math:`y_i + C\,[\hat y_i \ne y_i]`,
-not a loop over classes. The test :math:`\hat y_i \ne y_i` reuses the log-softmax of the
-loss: pixel :math:`i` is missed when :math:`\max_c \log p_{i,c} > \log p_{i,y_i}`, one
-``amax`` pass instead of an ``argmax`` (which PyTorch's CPU kernels run several times
-slower). The two agree except on exact ties: a tie between the label and another class
-counts as recalled (``argmax`` would pick the lower index), and a uniform prediction
-(all classes tied, e.g. a zero-initialised head) counts as missed, so training starts
-from plain CE instead of a zero loss. :mod:`pixelweight.benchmark` times the loss
-against CE.
+**Which pixels are missed (the tie rule)** [ours]. The reference code takes
+:math:`\hat y_i = \arg\max_c z_{i,c}`, and PyTorch's ``argmax`` resolves a tie towards the
+lowest class index. Here the decision is made on the **logits** by exact comparisons, the
+same in every dtype (no tolerance, no rounding of a log-softmax):
+
+* multiclass: pixel :math:`i` is a false negative of :math:`y_i` iff another class has a
+  strictly larger logit, :math:`z_{i,y_i} < \max_c z_{i,c}`, **or** all :math:`C` logits
+  are equal, :math:`\max_c z_{i,c} = \min_c z_{i,c}` (nothing is predicted);
+* binary: iff the logit has the wrong sign or is 0 (the two classes tie).
+
+It agrees with ``argmax != target`` except on exact ties of logits: a tie between the label
+and some (not all) other classes counts as recalled, for every tied class (``argmax``
+credits only the lowest index); a prediction with all classes tied, e.g. a zero-initialised
+head, counts as missed for every class, so training starts from plain CE instead of the
+reference's "class 0 recalled everywhere" (or a zero loss, had ties counted as recalled).
+In float32 such exact ties practically occur only for degenerate heads; in bfloat16, with 8
+significant bits, they are common, which is why no tolerance is used: a correctly
+classified bfloat16 pixel is never counted as missed.
+
+**Cost.** The counts are one pass over :math:`2 y_i + [\text{missed}_i]` into a fixed
+number of bins (no loop over classes, no host synchronisation), the misses one read of the
+label's logit and one ``amax`` (the ``amin`` of the uniform test runs only where two
+logits are equal), and the loss itself is PyTorch's fused class-weighted
+``F.cross_entropy(weight=w, reduction="sum")`` divided by :math:`|V|`.
+:mod:`pixelweight.benchmark` times it against ``F.cross_entropy``.
 """
 
 from __future__ import annotations
@@ -91,13 +107,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import (
+    accumulation_dtype,
     check_float,
     check_ignore_index,
     check_int,
     check_reduction,
-    reduce_pixel_loss,
+    reduce_masked,
 )
-from ._common import _Prepared, class_weight_for, pixel_weight, prepare, target_log_prob
+from ._common import _Prepared, class_weight_for, pixel_ce, pixel_weight, prepare
 from .focal import focal_loss
 
 __all__ = ["RecallLoss", "RecallTerms", "recall_counts", "recall_loss", "recall_terms", "recall_weights"]
@@ -139,56 +156,89 @@ class RecallTerms(NamedTuple):
         return torch.where(self.n > 0, self.ce_sum / n.clamp_min(1), torch.full_like(n, float("nan")))
 
 
-def _ce_and_misses(p: _Prepared) -> Tuple[torch.Tensor, torch.Tensor]:
-    r"""Per-pixel :math:`\mathrm{CE}_i = -\log p_{i,y_i}` (with its graph) and the missed pixels (bool, no graph).
+@torch.no_grad()
+def _misses(p: _Prepared) -> torch.Tensor:
+    r"""The false negatives of the batch: a bool map in the target's layout (no graph).
 
-    Pixel :math:`i` is missed (a false negative of its class) when another class is
-    strictly more probable, :math:`\max_c \log p_{i,c} > \log p_{i,y_i}` (the argmax is
-    not the label), or when the prediction is uniform, :math:`p_{i,y_i} \le 1/C` up to
-    rounding (every class tied: nothing is recalled). Multiclass: the log-softmax is computed
-    once and serves both the loss (the two kernels of ``F.cross_entropy``) and the test, so
-    the only extra pass over the logits is one ``amax``. Binary: missed when the logit has
-    the wrong sign or is 0.
+    Decided on the **logits** by exact comparisons, so the rule is the same in every dtype
+    (no tolerance, no rounding of a log-softmax). Multiclass: pixel :math:`i` is missed when
+    another class has a strictly larger logit, :math:`z_{i,y_i} < \max_c z_{i,c}`, or when
+    all :math:`C` logits are equal, :math:`\max_c z_{i,c} = \min_c z_{i,c}` (nothing is
+    predicted). A tie between the label and some, not all, other classes counts as
+    recalled. Binary: missed when the logit has the wrong sign or is 0 (the two classes
+    tie). Ignored pixels get an arbitrary value; the counts leave them out.
+
+    Cost: the label's logit (``F.nll_loss`` on the logits, whose kernel also checks the labels
+    on the CPU) and an ``amax``. The ``amin`` is needed only where
+    all logits can be equal, which requires :math:`z_{i,0} = z_{i,1}`: on the CPU it runs
+    only if some pixel has that tie (a zero-initialised head, not a trained float32 one);
+    on other devices, where it is cheap and a data-dependent branch would synchronise,
+    always.
     """
+    z = p.logits.detach()
     if p.binary:
-        ce = -target_log_prob(p)  # -log sigma(+-z_i)
-        z = p.logits.detach()
-        missed = torch.where(p.safe_target.bool(), z <= 0, z >= 0)  # sign(z_i) disagrees with y_i
-        return ce, missed
-    logp = F.log_softmax(p.logits, dim=1)  # log p_{i,c}
-    ce = F.nll_loss(logp, p.safe_target, reduction="none")  # CE_i = -log p_{i,y_i}
-    with torch.no_grad():
-        top = logp.amax(dim=1).add_(ce)  # max_c log p_{i,c} - log p_{i,y_i} >= 0
-        # p_{i,y_i} <= 1/C while being the largest means all C probabilities are equal
-        tol = max(1e-4, 16 * torch.finfo(ce.dtype).eps)
-        missed = (top > 0).logical_or_(ce >= math.log(p.num_classes) - tol)
-    return ce, missed
+        return torch.where(p.safe_target.bool(), z <= 0, z >= 0)  # sign(z_i) disagrees with y_i, or z_i = 0
+    with p._kernel_checks_labels():  # z_{i, y_i} (0 at ignored pixels); the kernel checks the labels on the CPU
+        label = F.nll_loss(z, p.target, ignore_index=p.torch_ignore_index, reduction="none").neg_()
+    top = z.amax(dim=1)  # max_c z_{i,c}
+    missed = torch.lt(label, top)  # another class is strictly more probable
+    if z.device.type != "cpu" or torch.compiler.is_compiling() or bool(torch.eq(z[:, 0], z[:, 1]).any()):
+        missed.logical_or_(top == z.amin(dim=1))  # all C logits equal: nothing is predicted
+    return missed
+
+
+def _bin_counts(index: torch.Tensor, bins: int) -> torch.Tensor:
+    """``torch.bincount(index, minlength=bins)`` for indices in ``[0, bins)``: one pass into a
+    fixed number of bins, and no host synchronisation on CUDA (``bincount`` reads the
+    maximum there to size its output)."""
+    index = index.flatten()
+    ones = torch.ones((), dtype=torch.long, device=index.device).expand(index.numel())
+    return torch.zeros(bins, dtype=torch.long, device=index.device).index_add_(0, index, ones)
+
+
+#: Above this span of label values (classes and ``ignore_index``) the counts mask the
+#: ignored pixels instead of giving ``ignore_index`` a bin of its own.
+_MAX_SPAN = 1 << 16
 
 
 @torch.no_grad()
-def _counts(p: _Prepared, missed: torch.Tensor, has_ignore: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    r""":math:`(\mathrm{FN}_c, N_c)` of the validated batch ``p``, with one bincount."""
+def _counts(p: _Prepared, missed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`(\mathrm{FN}_c, N_c)` of the validated batch ``p``, with one pass of counts over
+    :math:`2 (y_i - b) + [\text{missed}_i]`, :math:`b = \min(0, \text{ignore\_index})`: the
+    ignored label gets bins of its own, which are left out, so no mask is needed."""
     c = p.num_classes
-    idx = p.safe_target.add(missed, alpha=c)  # y_i + C [pixel i missed]  in [0, 2C)
-    if has_ignore:
-        idx = idx.masked_fill(~p.valid, 2 * c)  # ignored pixels land in an extra bin, never counted
-    bins = torch.bincount(idx.flatten(), minlength=2 * c + 1)
-    fn = bins[c : 2 * c]  # FN_c: label c, missed
-    n = bins[:c] + fn  # N_c = TP_c + FN_c
+    ignore = p.ignore_index
+    lo = 0 if ignore is None else min(0, ignore)
+    hi = c - 1 if ignore is None else max(c - 1, ignore)
+    if hi - lo < _MAX_SPAN:
+        idx = torch.add(missed, p.target, alpha=2)  # 2 y_i + [missed]
+        if lo:
+            idx = idx.sub_(2 * lo)
+        with p._kernel_checks_labels():  # a label outside [lo, hi] is out of the bins' range
+            bins = _bin_counts(idx, 2 * (hi - lo + 1))
+        per_class = bins[-2 * lo: -2 * lo + 2 * c].view(c, 2)  # (TP_c, FN_c)
+        if ignore is not None and 0 <= ignore < c:  # every pixel labelled ignore_index is ignored
+            per_class[ignore] = 0
+    else:
+        idx = torch.where(p.valid, torch.add(missed, p.safe_target, alpha=2),
+                          torch.full((), 2 * c, dtype=torch.long, device=missed.device))
+        per_class = _bin_counts(idx, 2 * c + 1)[: 2 * c].view(c, 2)
+    fn = per_class[:, 1]  # FN_c: label c, missed
+    n = per_class.sum(1)  # N_c = TP_c + FN_c
     return fn, n
 
 
-def _batch_counts(p: _Prepared, has_ignore: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The counts alone (no graph kept)."""
-    with torch.no_grad():
-        _, missed = _ce_and_misses(p)
-    return _counts(p, missed, has_ignore)
+def _batch_counts(p: _Prepared) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The counts alone (no graph kept); the labels are checked here (no kernel does it later)."""
+    p.check_range()
+    return _counts(p, _misses(p))
 
 
 def _ratio(fn: torch.Tensor, n: torch.Tensor, dtype: torch.dtype, absent: float) -> torch.Tensor:
     """FN_c / N_c, ``absent`` where N_c = 0."""
-    w = fn.to(dtype) / n.clamp_min(1).to(dtype)  # w_c = FN_c / N_c
-    return torch.where(n > 0, w, torch.full_like(w, absent))
+    acc = accumulation_dtype(dtype)  # counts beyond 65,504 overflow float16
+    w = fn.to(acc) / n.clamp_min(1).to(acc)  # w_c = FN_c / N_c
+    return torch.where(n > 0, w, torch.full_like(w, absent)).to(dtype)
 
 
 def recall_counts(
@@ -201,8 +251,9 @@ def recall_counts(
     logits : torch.Tensor
         ``(N, C, H, W)`` multiclass logits or ``(N, 1, H, W)`` binary logits (classes
         background 0 and foreground 1). A pixel is a false negative of its class when
-        another class is strictly more probable (ties count as recalled; see the module
-        notes) or, for binary logits, when its logit has the wrong sign.
+        another class has a strictly larger logit or all classes tie (see the module
+        notes on the tie rule) or, for binary logits, when its logit has the wrong sign or
+        is 0.
     target : torch.Tensor
         ``(N, H, W)`` class indices (or ``(N, 1, H, W)`` for binary).
     ignore_index : int, optional
@@ -230,8 +281,8 @@ def recall_counts(
     (tensor([ 6, 11,  8]), tensor([ 8, 14, 10]))
     """
     ignore_index = check_ignore_index(ignore_index)
-    p = prepare(logits, target, ignore_index)
-    return _batch_counts(p, ignore_index is not None)
+    p = prepare(logits, target, ignore_index, kernel_checks_labels=True)
+    return _batch_counts(p)
 
 
 def recall_weights(
@@ -272,8 +323,8 @@ def recall_weights(
     """
     absent = _check_absent(absent)
     ignore_index = check_ignore_index(ignore_index)
-    p = prepare(logits, target, ignore_index)
-    fn, n = _batch_counts(p, ignore_index is not None)
+    p = prepare(logits, target, ignore_index, kernel_checks_labels=True)
+    fn, n = _batch_counts(p)
     return _ratio(fn, n, p.logits.dtype, absent)
 
 
@@ -313,11 +364,11 @@ def recall_terms(
     ignore_index = check_ignore_index(ignore_index)
     p = prepare(logits, target, ignore_index)
     with torch.no_grad():
-        ce, missed = _ce_and_misses(p)  # CE_i
-        fn, n = _counts(p, missed, ignore_index is not None)
-        ce = torch.where(p.valid, ce, torch.zeros((), dtype=ce.dtype, device=ce.device))
-        ce_sum = torch.zeros(p.num_classes, dtype=ce.dtype, device=ce.device)
-        ce_sum.index_add_(0, p.safe_target.flatten(), ce.flatten())  # sum_{i: y_i = c} CE_i
+        fn, n = _batch_counts(p)
+        ce = pixel_ce(p)  # CE_i, 0 at ignored pixels
+        ce_sum = torch.zeros(p.num_classes, dtype=accumulation_dtype(ce.dtype), device=ce.device)
+        ce_sum.index_add_(0, p.safe_target.flatten(), ce.flatten().to(ce_sum.dtype))  # sum_{i: y_i = c} CE_i
+        ce_sum = ce_sum.to(ce.dtype)
     return RecallTerms(fn, n, ce_sum)
 
 
@@ -332,18 +383,37 @@ def _check_momentum(momentum) -> Optional[float]:
 
 
 def _recall_loss(p: _Prepared, logits, target, gamma: float, ignore_index, reduction: str,
-                 weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                 weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 commit: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     r"""The loss once the inputs are validated; ``weights(FN, N)`` turns the batch's counts
-    into the class weights :math:`w` (the batch's own, or a moving average)."""
-    has_ignore = ignore_index is not None
-    if gamma == 0.0:
-        ce, missed = _ce_and_misses(p)  # one log-softmax for the loss and the counts
-        w = weights(*_counts(p, missed, has_ignore))
-        w = class_weight_for(w.detach(), p, "weight")  # constants: no gradient through w
-        # (1/|V|) sum_V w_{y_i} CE_i: cross_entropy(weight=w, normalize="pixels"), not / sum w
-        return reduce_pixel_loss(pixel_weight(w, p) * ce, p.valid, reduction)
-    w = class_weight_for(weights(*_batch_counts(p, has_ignore)).detach(), p, "weight")
-    return focal_loss(logits, target, gamma, w, ignore_index, reduction)  # -w_{y_i} (1-p_t)^gamma log p_t
+    into the class weights :math:`w` (the batch's own, or a moving average), and
+    ``commit(w)``, if given, stores them once the loss has been computed (so that a batch
+    whose labels fail the check changes no state).
+
+    The weights depend on the logits only through the (non-differentiable) misses, so they
+    are known before the loss: the loss is then PyTorch's fused class-weighted
+    cross-entropy, :math:`\sum_{i\in V} w_{y_i}\mathrm{CE}_i` from
+    ``F.cross_entropy(weight=w, reduction="sum")``, divided by :math:`|V| = \sum_c N_c`
+    (not by :math:`\sum_i w_{y_i}` as ``reduction="mean"`` would). Float16 and bfloat16
+    sum the per-pixel map in float32 instead.
+    """
+    fn, n = _counts(p, _misses(p))  # on the CPU the labels are checked by the loss's kernel below
+    w = weights(fn, n).detach()  # constants: no gradient through w
+    wl = class_weight_for(w, p, "weight")
+    count = n.sum()  # |V|
+    if gamma != 0.0:
+        loss = focal_loss(logits, target, gamma, wl, ignore_index, reduction)  # -w_{y_i} (1-p_t)^gamma log p_t
+    elif p.binary:
+        loss = reduce_masked(pixel_weight(wl, p) * pixel_ce(p), count, reduction)
+    elif reduction == "none" or p.logits.dtype not in (torch.float32, torch.float64):
+        loss = reduce_masked(p.cross_entropy("none", weight=wl), count, reduction)  # w_{y_i} CE_i, 0 if ignored
+    else:
+        loss = p.cross_entropy("sum", weight=wl)  # sum_V w_{y_i} CE_i
+        if reduction == "mean":
+            loss = loss / count.clamp_min(1).to(loss.dtype)
+    if commit is not None:
+        commit(w)
+    return loss
 
 
 def recall_loss(
@@ -358,7 +428,7 @@ def recall_loss(
     Parameters
     ----------
     logits : torch.Tensor
-        ``(N, C, H, W)`` with ``C >= 2`` (softmax; prediction = argmax) or
+        ``(N, C, H, W)`` with ``C >= 2`` (softmax; prediction = argmax, ties as in the module notes) or
         ``(N, 1, H, W)`` (binary: sigmoid; prediction = ``logit > 0``).
     target : torch.Tensor
         ``(N, H, W)`` class indices (binary: ``(N, H, W)`` or ``(N, 1, H, W)`` in {0, 1}).
@@ -405,7 +475,7 @@ def recall_loss(
     gamma = _check_gamma(gamma)
     check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    p = prepare(logits, target, ignore_index)
+    p = prepare(logits, target, ignore_index, kernel_checks_labels=True)
 
     def batch_weights(fn, n):  # w_c = FN_c / N_c; an absent class has no pixel: any value will do
         return _ratio(fn, n, p.logits.dtype, 0.0)
@@ -490,7 +560,7 @@ class RecallLoss(nn.Module):
             self.weights.fill_(1.0)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        p = prepare(logits, target, self.ignore_index)
+        p = prepare(logits, target, self.ignore_index, kernel_checks_labels=True)
         if p.num_classes != self.num_classes:
             raise ValueError(
                 f"RecallLoss was built for num_classes={self.num_classes} but the logits of shape "
@@ -507,12 +577,15 @@ class RecallLoss(nn.Module):
         def moving_weights(fn, n):
             batch = _ratio(fn, n, self.weights.dtype, 0.0)  # FN_c / N_c
             # w_c <- alpha FN_c / N_c + (1 - alpha) w_c on present classes; absent ones keep w_c
-            w = torch.where(n > 0, alpha * batch + (1.0 - alpha) * self.weights, self.weights)
+            return torch.where(n > 0, alpha * batch + (1.0 - alpha) * self.weights, self.weights)
+
+        @torch.no_grad()
+        def commit(w):
             if self.training:
                 self.weights.copy_(w)
-            return w
 
-        return _recall_loss(p, logits, target, self.gamma, self.ignore_index, self.reduction, moving_weights)
+        return _recall_loss(p, logits, target, self.gamma, self.ignore_index, self.reduction, moving_weights,
+                            commit)
 
     def extra_repr(self) -> str:
         return (
