@@ -60,7 +60,7 @@ profile = "ci"
 device = "auto"
 results_dir = "_results"
 
-# %%
+# %% tags=["hide-input"]
 import os
 
 import matplotlib.pyplot as plt
@@ -111,7 +111,7 @@ markdown(table(ratio_table(bench).rename(columns={"loss": "loss (forward + backw
 # the targets are the library's, set against `F.cross_entropy` for the plain form of each
 # loss.
 
-# %%
+# %% tags=["hide-input"]
 order = list(dict.fromkeys(bench["loss"]))
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 0.45 * plotting.PAGE_WIDTH))
 offsets = np.linspace(-0.2, 0.2, len(S.threads))
@@ -186,7 +186,7 @@ glue("n_pixels", f"{S.shape[0] * S.shape[2] * S.shape[3]:,}")
 # target in this run: each operator's own time per call (forward and backward), its share
 # of the loss's total, and the operators that `F.cross_entropy` does not run.
 
-# %%
+# %% tags=["hide-input"]
 profiled = [REFERENCE] + missed
 prof = profile_losses(profiled, S.shape, device=bench_device, ignore_rows=S.ignore_rows, rounds=3, top=8)
 reference_ops = set(prof.loc[prof["loss"] == REFERENCE, "op"]) | {"aten::fill_", "(other)"}
