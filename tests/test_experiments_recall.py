@@ -87,7 +87,7 @@ def test_frequency_exponent_known_values():
 
 def test_recall_chapter_scales():
     ci = recall_profile("ci")
-    assert (ci.steps, ci.image_size, ci.width) == (340, 32, 16) and len(ci.seeds) >= 3
+    assert (ci.steps, ci.image_size, ci.width) == (270, 32, 16) and len(ci.seeds) >= 3
     assert recall_scenes("ci") == {"num_digits": (1, 3), "digit_size": (10, 20)}
     full = recall_profile("full")
     assert full == get_profile("full") and len(full.seeds) >= 5 and recall_scenes("full") == {}

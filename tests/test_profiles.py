@@ -48,11 +48,12 @@ def test_describe_states_the_budget_and_what_it_means():
     from pixelweight.profiles import get_profile
 
     ci = get_profile("ci", steps=340, image_size=32, width=8)
-    assert ci.describe() == "`ci` profile (early training): 340 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
+    assert ci.budget() == "`ci` (early training): 340 steps, 3 seeds"
+    assert ci.describe() == "`ci` (early training): 340 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
     one = get_profile("full", seeds=(0,))
-    assert one.describe().startswith("`full` profile (longer training): 4000 steps, 1 seed, ")
+    assert one.budget() == "`full` (longer training): 4000 steps, 1 seed"
     custom = dataclasses.replace(ci, name="mine")
-    assert custom.describe().startswith("`mine` profile: 340 steps")
+    assert custom.budget() == "`mine`: 340 steps, 3 seeds"
 
 
 def test_benchmark_scales():

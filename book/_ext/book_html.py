@@ -5,9 +5,14 @@ after the HTML builder has started, and with Sphinx 7 the script then reaches ev
 twice: the second copy throws "Identifier 'THEBE_JS_URL' has already been declared", a page
 error that tests/test_book_browser.py catches. This extension keeps only the first copy of
 any script that a page would load twice (same file or same inline body, same attributes).
+It also adds the book's stylesheet, ``static/book.css`` (compact generated tables).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).parent / "static"
 
 
 def _script_key(script) -> tuple:
@@ -30,6 +35,14 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = kept
 
 
+def add_static(app, config) -> None:
+    """``config-inited``: serve ``static/`` (the book's stylesheet ``book.css``)."""
+    if str(STATIC) not in [str(p) for p in config.html_static_path]:
+        config.html_static_path.append(str(STATIC))
+
+
 def setup(app):
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("config-inited", add_static)
+    app.add_css_file("book.css")
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

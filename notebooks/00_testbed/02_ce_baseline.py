@@ -190,7 +190,7 @@ glue("recall_frequent", f"{per_seed[frequent].mean(axis=1).mean():.2f}")
 glue("recall_rare", f"{per_seed[rare].mean(axis=1).mean():.2f}")
 glue("recall_gap", diff.format(2))
 gap_verdict = verdict(diff, direction=+1)
-claims = ClaimsTable("00_testbed", budget=P.describe(), claims=[
+claims = ClaimsTable("00_testbed", budget=P.budget(), scope=P.describe(), claims=[
     Claim("CE under-recalls the rare classes of a long tail", source="ours",
           ran="U-Net + CE; mean recall of the 5 most frequent digits minus that of the 5 rarest (test), paired by seed",
           effect=diff, digits=2, verdict=gap_verdict),

@@ -442,7 +442,7 @@ v_e_parts = [verdict(d_vs_inv_prec, direction=+1), verdict(d_vs_inv_miou, direct
 v_e = (v_e_parts[0] if v_e_parts[0] == v_e_parts[1]
        else "not reproduced" if "not reproduced" in v_e_parts else "partly reproduced")
 
-claims = ClaimsTable("02_recall", budget=P.describe(), claims=[
+claims = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
     Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)",
           ran="recall (batch) vs CE, mean accuracy (test)", effect=d_acc,
           detail=f"{relative_gain:+.0f}% relative; moving average Δ = {d_acc_ma.format(3)}", verdict=v_a),

@@ -186,7 +186,7 @@ gain_high = np.asarray(per_seed(EXPONENTS[-1], "recall", "test_mean_accuracy")) 
     per_seed(EXPONENTS[-1], "CE", "test_mean_accuracy"))
 growth = paired_difference_ci(gain_high, gain_low)  # same training seeds at both ends of the sweep
 v_growth = verdict(growth, direction=+1)
-claims = ClaimsTable("02_recall", budget=P.describe(), claims=[
+claims = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
     *[Claim(f"recall loss raises mean accuracy over CE, at s = {s:g}", source="abstract", label="(a)",
             ran=f"recall (batch) vs CE, mean accuracy (test), Zipf exponent s = {s:g}",
             effect=gains[s, "mean accuracy"], verdict=verdict(gains[s, "mean accuracy"], direction=+1),

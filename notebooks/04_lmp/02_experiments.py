@@ -287,7 +287,7 @@ else:
 # ## Claims
 
 # %%
-claims = ClaimsTable("04_lmp", budget=P.describe(), claims=[
+claims = ClaimsTable("04_lmp", budget=P.budget(), scope=P.describe(), claims=[
     Claim("LMP improves mIoU over CE", source="abstract",
           ran=f"CE vs LMP (p = {P_LMP}, ρ = {RATIO_LMP}), {len(P.seeds)} paired seeds, mIoU (test)",
           effect=diffs["miou"], verdict=verdict_miou),

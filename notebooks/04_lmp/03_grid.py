@@ -281,7 +281,7 @@ for key, value in {"d_default": d_default, "d_best": d_best, "d_topk": d_topk[RA
     glue(key, value.format(3))
 glue("equiv_tol", f"{EQUIV_TOL:g}")
 
-claims = ClaimsTable("04_lmp", budget=P.describe(), section="claims-at-this-scale", claims=[
+claims = ClaimsTable("04_lmp", budget=P.budget(), scope=P.describe(), section="claims-at-this-scale", claims=[
     Claim("LMP (public default) improves mIoU over CE, grid scale", source="abstract",
           ran=f"public default {default} vs CE, mIoU (test)", effect=d_default, verdict=v_default),
     Claim("the best (p, ratio) chosen on validation improves mIoU over CE, grid scale", source="ours",

@@ -57,11 +57,14 @@ from ._validation import check_float, check_ignore_index, check_int
 __all__ = ["TARGETS", "benchmark_library", "benchmark_losses", "default_losses", "keep_freed_memory",
            "library_losses", "main", "profile_losses", "ratio_table", "time_calls"]
 
-DEFAULT_SHAPE = (8, 19, 512, 1024)  # Cityscapes-like: batch 8, 19 classes, 512 x 1024
-LIBRARY_SHAPE = (4, 19, 256, 512)  # the issue's measurement: 4 x 19 x 256 x 512, 8 ignored rows
+#: Logits shape of :func:`benchmark_losses`: Cityscapes-like, batch 8, 19 classes, 512 x 1024.
+DEFAULT_SHAPE = (8, 19, 512, 1024)
+#: Logits shape of :func:`benchmark_library`: 4 x 19 x 256 x 512 (with 8 ignored rows per image).
+LIBRARY_SHAPE = (4, 19, 256, 512)
+#: The name of the reference every ratio divides by: PyTorch's ``F.cross_entropy``.
 REFERENCE = "F.cross_entropy"
 
-#: The issue's targets: forward+backward time of each loss over ``F.cross_entropy``'s.
+#: The library's targets: forward+backward time of each loss over ``F.cross_entropy``'s.
 TARGETS = {
     "cross_entropy": 1.05,
     "recall_loss": 1.15,

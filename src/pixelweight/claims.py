@@ -14,7 +14,7 @@ once, as :class:`Claim` objects in a :class:`ClaimsTable`, and the same object
 
 Example, in a notebook::
 
-    table = ClaimsTable("02_recall", budget=f"`{P.name}` profile: {P.steps} steps, 3 seeds", claims=[
+    table = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
         Claim("recall loss raises mean accuracy over CE", source="abstract",
               ran="recall (batch) vs CE, mean accuracy", effect=d_acc,
               verdict=verdict(d_acc, direction=+1), label="(a)"),
@@ -169,8 +169,13 @@ class ClaimsTable:
     claims : sequence of Claim
         The rows, in the order of the chapter's prose.
     budget : str
-        The budget the claims were tested at, one line (e.g. "`ci` profile: 340 steps,
-        3 seeds, 32x32 scenes"); the scorecard prints it beside each claim.
+        The budget the claims were tested at, a few words (e.g. "`ci` (early training):
+        340 steps, 3 seeds", :meth:`pixelweight.profiles.Profile.budget`); the scorecard
+        prints it beside each claim.
+    scope : str, optional
+        The budget with the scale of the experiment, one line (e.g. with "32x32 scenes,
+        width-16 U-Net", :meth:`pixelweight.profiles.Profile.describe`); the chapter's table
+        states it above its rows (the budget alone when it is empty).
     section : str
         The anchor of the page section that shows the table (the slug of its heading, e.g.
         ``"claims"`` for ``## Claims``); the scorecard links there.
@@ -179,6 +184,7 @@ class ClaimsTable:
     chapter: str
     claims: Sequence[Claim]
     budget: str
+    scope: str = ""
     section: str = "claims"
 
     def __post_init__(self):
@@ -196,13 +202,14 @@ class ClaimsTable:
             raise ValueError(f"a claim is listed twice: {duplicated[0]!r}")
         object.__setattr__(self, "claims", claims)
         _one_line(self.budget, "budget")
+        _one_line(self.scope, "scope", empty=True)
         if not isinstance(self.section, str) or not _SECTION_RE.match(self.section):
             raise ValueError(f"section must be a heading anchor such as 'claims', got {self.section!r}")
 
     def markdown(self) -> str:
         """The claims table as MyST Markdown (verdict labels are sphinx-design badges)."""
         lines = [
-            f"Tested at: {_cell(self.budget)}.",
+            f"Tested at: {_cell(self.scope or self.budget)}.",
             "",
             "| Claim | Source | What we ran | Effect [95% CI] | Verdict |",
             "|---|---|---|---|---|",

@@ -254,11 +254,11 @@ LMP_SCALES: Dict[str, Dict[str, Dict[str, Dict[str, Any]]]] = {
         "full": {"profile": dict(seeds=(0,)), "scenes": dict(imbalance=1.0)},
     },
     "headline": {
-        "ci": {"profile": dict(steps=300, lr=4e-3, eval_every=0), "scenes": dict(imbalance=1.0)},
+        "ci": {"profile": dict(steps=240, lr=4e-3, eval_every=0), "scenes": dict(imbalance=1.0)},
         "full": {"profile": {}, "scenes": dict(imbalance=1.0)},
     },
     "grid": {
-        "ci": {"profile": dict(image_size=32, width=8, steps=250, lr=6e-3, eval_every=0),
+        "ci": {"profile": dict(image_size=32, width=8, steps=190, lr=6e-3, eval_every=0),
                "scenes": dict(imbalance=1.0, num_digits=(1, 3), digit_size=(12, 24))},
         "full": {"profile": {}, "scenes": dict(imbalance=1.0)},
     },
@@ -590,7 +590,7 @@ __all__ += ["LMP_SCALES", "lmp_profile", "lmp_scenes", "boundary_mask", "weight_
 #: book's CPU build; ``full`` is the library's GPU profile on chapter 0's 64 x 64 scenes.
 RECALL_SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
     "ci": {
-        "profile": dict(steps=340, image_size=32, train_samples=1000, val_samples=100, test_samples=300,
+        "profile": dict(steps=270, image_size=32, train_samples=1000, val_samples=100, test_samples=300,
                         eval_every=0),
         "scenes": dict(num_digits=(1, 3), digit_size=(10, 20)),
     },

@@ -65,13 +65,17 @@ class Profile:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
 
-    def describe(self) -> str:
-        """The budget in one line, for claims tables and the scorecard, e.g.
-        "`ci` profile (early training): 340 steps, 3 seeds, 32x32 scenes, width-16 U-Net"."""
+    def budget(self) -> str:
+        """The training budget in a few words, for the scorecard, e.g.
+        "`ci` (early training): 340 steps, 3 seeds"."""
         meaning = f" ({BUDGET_MEANING[self.name]})" if self.name in BUDGET_MEANING else ""
         seeds = len(self.seeds)
-        return (f"`{self.name}` profile{meaning}: {self.steps} steps, {seeds} seed{'s' if seeds != 1 else ''}, "
-                f"{self.image_size}x{self.image_size} scenes, width-{self.width} U-Net")
+        return f"`{self.name}`{meaning}: {self.steps} steps, {seeds} seed{'s' if seeds != 1 else ''}"
+
+    def describe(self) -> str:
+        """The budget and the scale of the experiment in one line, for a chapter's claims
+        table, e.g. "`ci` (early training): 340 steps, 3 seeds, 32x32 scenes, width-16 U-Net"."""
+        return f"{self.budget()}, {self.image_size}x{self.image_size} scenes, width-{self.width} U-Net"
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -86,11 +90,11 @@ BUDGET_MEANING: Dict[str, str] = {
 }
 
 PROFILES: Dict[str, Profile] = {
-    # CPU, 2 cores: each chapter notebook must finish within 5 minutes.
+    # CPU, 2 cores: each chapter notebook must finish within 4 minutes (each notebook about 3.5 min on a slow host).
     "ci": Profile(
-        name="ci", seeds=(0, 1, 2), steps=600, batch_size=16,
+        name="ci", seeds=(0, 1, 2), steps=450, batch_size=16,
         train_samples=1200, val_samples=200, test_samples=400,
-        width=16, depth=3, eval_every=200,
+        width=16, depth=3, eval_every=150,
     ),
     # One GPU (Colab or better): more seeds, longer training, more data.
     "full": Profile(
