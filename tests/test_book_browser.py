@@ -231,6 +231,7 @@ def _local_file(url: str) -> Path:
 
 
 SCREENSHOT_PART_HEIGHT = 4000  # px: a part a file viewer shows whole
+SCREENSHOT_OVERLAP = 100  # px shown twice, at the foot of a part and under the header of the next
 
 
 def _screenshot_stem(entry: str) -> str:
@@ -238,10 +239,14 @@ def _screenshot_stem(entry: str) -> str:
 
 
 def _save_full_page(driver, entry: str) -> list[Path]:
-    """Screenshots of the whole page (not only the first screen), in parts of at most
-    :data:`SCREENSHOT_PART_HEIGHT` pixels: ``<page>.part1of3.png``, ... Earlier parts of
-    the page are removed first."""
-    import base64
+    """Screenshots of the whole page, as a reader scrolls through it, in parts of at most
+    :data:`SCREENSHOT_PART_HEIGHT` pixels: ``<page>.part1of3.png``, ...
+
+    The window is made one part tall and the page scrolled part by part (a single capture
+    beyond the viewport leaves long pages blank past Chromium's texture size). Successive parts
+    overlap by :data:`SCREENSHOT_OVERLAP` pixels, so that nothing hides under the sticky header.
+    Earlier screenshots of the page are removed first.
+    """
     import io
 
     from PIL import Image
@@ -250,19 +255,32 @@ def _save_full_page(driver, entry: str) -> list[Path]:
     stem = _screenshot_stem(entry)
     for old in SCREENSHOTS.glob(f"{stem}.*png"):
         old.unlink()
-    width, height = driver.execute_script(
-        "const d = document.documentElement, b = document.body;"
-        "return [d.clientWidth, Math.max(d.scrollHeight, b.scrollHeight)];")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
-    image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
-    parts = max(1, -(-image.height // SCREENSHOT_PART_HEIGHT))
+    size = driver.get_window_size()
+    try:
+        driver.set_window_size(size["width"], SCREENSHOT_PART_HEIGHT)
+        view, total = driver.execute_script(
+            "const d = document.documentElement, b = document.body;"
+            "return [window.innerHeight, Math.max(d.scrollHeight, b.scrollHeight)];")
+        step = view - SCREENSHOT_OVERLAP
+        tops = list(range(0, max(1, total - view + 1), step))
+        if tops[-1] + view < total:
+            tops.append(total - view)
+        images = []
+        for top in tops:
+            driver.execute_script("window.scrollTo(0, arguments[0]);", top)
+            time.sleep(0.3)  # images that load on scrolling, the theme's scroll handlers
+            images.append(Image.open(io.BytesIO(driver.get_screenshot_as_png())))
+    finally:
+        driver.execute_script("window.scrollTo(0, 0);")
+        driver.set_window_size(size["width"], size["height"])
+    if len(images) > 1 and tops[-1] - tops[-2] < step:  # the last part repeats what the one before showed
+        keep = (tops[-2] + step) - tops[-1]
+        scale = images[-1].height / view
+        images[-1] = images[-1].crop((0, int(keep * scale), images[-1].width, images[-1].height))
     saved = []
-    for k in range(parts):
-        box = (0, k * SCREENSHOT_PART_HEIGHT, image.width, min(image.height, (k + 1) * SCREENSHOT_PART_HEIGHT))
-        path = SCREENSHOTS / f"{stem}.part{k + 1}of{parts}.png"
-        image.crop(box).save(path)
+    for k, image in enumerate(images, 1):
+        path = SCREENSHOTS / f"{stem}.part{k}of{len(images)}.png"
+        image.save(path)
         saved.append(path)
     return saved
 
@@ -394,7 +412,10 @@ def test_page_in_the_browser(page, book, server, browser):
     if page in TOC_ENTRIES:
         _save_full_page(browser, page)
     if seen["background"]:
-        print(f"{path}: Chromium's own traffic, not the page's (not an error): {seen['background']}")
+        failed = sum("(request" in b for b in seen["background"])
+        documents = sorted({b.split("(document ")[-1].rstrip(")") for b in seen["background"] if "(document " in b})
+        print(f"{path}: Chromium's own traffic, not the page's (not an error): {len(seen['background']) - failed} "
+              f"request(s) of {', '.join(documents) or 'no document'}, {failed} failed request(s) not made by the page")
     assert not problems, f"{path}:\n  " + "\n  ".join(problems)
 
 
