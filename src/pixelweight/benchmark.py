@@ -54,8 +54,9 @@ import torch.nn.functional as F
 
 from ._validation import check_float, check_ignore_index, check_int
 
-__all__ = ["TARGETS", "benchmark_library", "benchmark_losses", "default_losses", "keep_freed_memory",
-           "library_losses", "main", "profile_losses", "ratio_table", "time_calls"]
+__all__ = ["DEFAULT_SHAPE", "LIBRARY_SHAPE", "REFERENCE", "TARGETS", "benchmark_library", "benchmark_losses",
+           "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
+           "time_calls"]
 
 #: Logits shape of :func:`benchmark_losses`: Cityscapes-like, batch 8, 19 classes, 512 x 1024.
 DEFAULT_SHAPE = (8, 19, 512, 1024)
