@@ -82,6 +82,7 @@ def install_browser(say) -> str | None:
     return None
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own -m / -k selection: only the tests that will run
 def pytest_collection_modifyitems(session, config, items):
     browser = [item for item in items if item.get_closest_marker("browser")]
     if not browser:

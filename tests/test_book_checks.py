@@ -39,6 +39,7 @@ def _png(path: Path, blank: bool) -> None:
     ("<p>| a | b |\n|---|---|\n| 1 | 2 |</p>", "raw Markdown table"),
     ("<p>the weight $w_c = 1 - r_c$ of a class</p>", "raw TeX"),
     ("<p>the weight \\(w_c\\)</p>", "raw TeX"),
+    ("<p>a class $c$ of the scene</p>", "raw TeX"),
     ("<li>weight \\mathrm{recall}</li>", "raw TeX"),
     ("<p>gain {glue:text}<code>gain_s0</code> at s = 0</p>", "raw MyST role"),
     ("<p>see {cite:p}<code>tian2022recall</code></p>", "raw MyST role"),
@@ -53,7 +54,7 @@ def test_page_problems_finds_raw_markup(tmp_path, body, what):
     "<pre>| a | b |\n|---|---|</pre><p>code: <code>$x$ \\mathrm{y} {glue:text}</code></p>",
     '<p>typeset: <span class="math notranslate nohighlight">\\(w_c = 1 - \\mathrm{recall}_c\\)</span></p>',
     '<div class="math notranslate nohighlight">\\[ N_c = \\#\\{i\\} \\]</div>',
-    "<p>costs 5 dollars, a | b, and a dash — here</p>",
+    "<p>costs $5 and $10, a | b, and a dash — here</p>",
 ])
 def test_page_problems_accepts_rendered_pages(tmp_path, body):
     assert bb.page_problems(_page(tmp_path, body), tmp_path) == []
@@ -107,21 +108,24 @@ def test_scorecard_table_lists_every_recorded_claim():
 _PROBE = '''
 import pytest
 
+from helpers.build_book import complete_build_info
+
 @pytest.mark.browser
 def test_opens_the_book():
-    pass
+    complete_build_info()  # what the browser tests' `book` fixture does
 
 def test_unit():
     pass
 '''
 
 
-def _run_probe(tmp_path: Path, env_extra: dict) -> subprocess.CompletedProcess:
+def _run_probe(tmp_path: Path, env_extra: dict, *args: str) -> subprocess.CompletedProcess:
     """pytest with this repository's tests/conftest.py in a repository with no built book."""
     tests = tmp_path / "tests"
     (tests / "helpers").mkdir(parents=True)
     shutil.copy(ROOT / "tests" / "conftest.py", tests / "conftest.py")
-    shutil.copy(ROOT / "tests" / "helpers" / "environment.py", tests / "helpers" / "environment.py")
+    for helper in ("environment.py", "build_book.py"):
+        shutil.copy(ROOT / "tests" / "helpers" / helper, tests / "helpers" / helper)
     (tests / "helpers" / "__init__.py").write_text("", encoding="utf-8")
     (tests / "test_probe.py").write_text(textwrap.dedent(_PROBE), encoding="utf-8")
     (tmp_path / "pytest.ini").write_text(
@@ -129,7 +133,7 @@ def _run_probe(tmp_path: Path, env_extra: dict) -> subprocess.CompletedProcess:
         "markers =\n    browser: opens the built book\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -142,12 +146,21 @@ def test_no_built_book_leaves_the_browser_tests_out_in_one_line(tmp_path):
                      "again to check its pages)"]
 
 
-def test_under_ci_a_missing_book_is_not_left_out(tmp_path):
+def test_under_ci_a_missing_book_fails(tmp_path):
     if None in __import__("conftest").browser_executables().values():
-        pytest.skip("Chromium is not installed here: under CI the conftest would install it")
+        pytest.skip("Chromium is not installed here: under CI the conftest would install it first")
     result = _run_probe(tmp_path, {"CI": "true"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed, 1 passed" in result.stdout and "left out" not in result.stdout
+    assert "no built book: _build/build_info.json is missing; run `make book` first" in result.stdout
+
+
+def test_browser_tests_left_out_on_purpose_say_nothing(tmp_path):
+    """`-m 'not browser'` is the documented opt-out: no note, no Chromium install, exit 0."""
+    result = _run_probe(tmp_path, {}, "-m", "not browser")  # no book: the rule would print its note
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout and "left out" not in result.stdout
+    assert "1 passed, 1 deselected" in result.stdout
+    assert "browser tests" not in result.stdout and "installing" not in result.stdout
 
 
 def test_chromium_that_cannot_be_installed_is_one_clear_line(monkeypatch):

@@ -38,6 +38,7 @@ def test_effect_text():
     assert _claim().effect_text() == "+0.111 [0.028, 0.194]"
     assert _claim(effect=_interval(-0.09, -0.187, 0.007)).effect_text() == "-0.090 [-0.187, 0.007]"
     assert _claim(effect=_interval(0.0, -0.01, 0.01)).effect_text() == "0.000 [-0.010, 0.010]"
+    assert _claim(effect=_interval(0.0004, -0.01, 0.01)).effect_text() == "0.000 [-0.010, 0.010]"  # not +0.000
     assert _claim(effect=_interval(), digits=2, detail="+33% relative").effect_text() == "+0.11 [0.03, 0.19] (+33% relative)"
     assert _claim(effect="max relative gap 1.2e-05").effect_text() == "max relative gap 1.2e-05"
     assert _claim(effect=None).effect_text() == "—"
@@ -121,6 +122,8 @@ def test_record_verdicts_checks_details(tmp_path):
         record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"colour": "green"}})
     with pytest.raises(ValueError, match="details for a claim without a verdict"):
         record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"d": {"source": "ours"}})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": "ours"})
     with pytest.raises(ValueError, match="source must be one line"):
         record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"source": 3}})
     (tmp_path / VERDICTS_FILE).write_text(json.dumps(

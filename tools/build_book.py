@@ -1278,8 +1278,9 @@ def fill_generated(text: str, context: dict) -> str:
 #: an em dash. A generated table that Sphinx did not parse shows one of these.
 RAW_TABLE_RE = re.compile(r"\|\s*(?::?-{3,}:?|—|–)\s*\|")
 #: TeX that MathJax will never see: a command (``\mathrm``), a ``\(``/``\[`` delimiter, or
-#: ``$...$`` that the Markdown parser did not turn into math.
-RAW_TEX_RE = re.compile(r"\\(?:[()\[\]]|[A-Za-z]{2,})|\$[^$\s][^$]*\$")
+#: ``$...$`` that the Markdown parser did not turn into math (as MyST's dollarmath reads it: no
+#: space inside the dollars, no digit after the closing one, so "$5 and $10" is prose).
+RAW_TEX_RE = re.compile(r"\\(?:[()\[\]]|[A-Za-z]{2,})|\$[^$\s][^$]*[^$\s]\$(?!\d)|\$[^$\s\d]\$")
 #: A MyST role printed as text (``{glue:text}`x```, ``{cite:p}``...): a glue key that did not
 #: resolve, or Markdown parsed without MyST.
 RAW_ROLE_RE = re.compile(r"\{(?:glue|cite|doc|ref|eq|math|numref|download|bdg)(?::[a-z-]+)?\}")

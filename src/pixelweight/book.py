@@ -169,6 +169,8 @@ def record_verdicts(results_dir, chapter: str, verdicts, details=None) -> Path:
     if stray:
         raise ValueError(f"details for a claim without a verdict: {stray[0]!r}")
     for claim, fields in details.items():
+        if not hasattr(fields, "items"):
+            raise TypeError(f"details of claim {claim!r} must be a mapping of field -> text, got {type(fields).__name__}")
         unknown = sorted(set(fields) - set(DETAIL_FIELDS))
         if unknown:
             raise ValueError(f"details of claim {claim!r}: unknown fields {unknown} (known: {', '.join(DETAIL_FIELDS)})")

@@ -147,7 +147,7 @@ class Claim:
             text = "—"
         elif isinstance(self.effect, Interval):
             text = self.effect.format(self.digits)
-            if not text.startswith("-") and self.effect.mean > 0:
+            if not text.startswith("-") and float(text.split()[0]) > 0:  # not "+0.000" for a mean that rounds to 0
                 text = "+" + text
         else:
             text = self.effect
@@ -170,7 +170,7 @@ class ClaimsTable:
         The rows, in the order of the chapter's prose.
     budget : str
         The budget the claims were tested at, a few words (e.g. "`ci` (early training):
-        340 steps, 3 seeds", :meth:`pixelweight.profiles.Profile.budget`); the scorecard
+        450 steps, 3 seeds", :meth:`pixelweight.profiles.Profile.budget`); the scorecard
         prints it beside each claim.
     scope : str, optional
         The budget with the scale of the experiment, one line (e.g. with "32x32 scenes,

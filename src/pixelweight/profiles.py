@@ -67,14 +67,14 @@ class Profile:
 
     def budget(self) -> str:
         """The training budget in a few words, for the scorecard, e.g.
-        "`ci` (early training): 340 steps, 3 seeds"."""
+        "`ci` (early training): 450 steps, 3 seeds"."""
         meaning = f" ({BUDGET_MEANING[self.name]})" if self.name in BUDGET_MEANING else ""
         seeds = len(self.seeds)
         return f"`{self.name}`{meaning}: {self.steps} steps, {seeds} seed{'s' if seeds != 1 else ''}"
 
     def describe(self) -> str:
         """The budget and the scale of the experiment in one line, for a chapter's claims
-        table, e.g. "`ci` (early training): 340 steps, 3 seeds, 32x32 scenes, width-16 U-Net"."""
+        table, e.g. "`ci` (early training): 450 steps, 3 seeds, 64x64 scenes, width-16 U-Net"."""
         return f"{self.budget()}, {self.image_size}x{self.image_size} scenes, width-{self.width} U-Net"
 
     def to_dict(self) -> Dict[str, Any]:

@@ -30,7 +30,9 @@ def complete_build_info() -> dict:
     """``_build/build_info.json`` of a complete, current build, for the tests that read the
     built book; fails the calling test (with what to do) when there is none, when it is
     partial (``--only``), when its pages are not those of ``_toc.yml``, or, under CI, when it
-    was built at another commit than HEAD (a stale book)."""
+    was built at another commit than HEAD (a stale book). A book built at HEAD from a working
+    tree with uncommitted changes is accepted: CI builds a clean clone, and locally the changes
+    are the ones under test."""
     import json
     import subprocess
 
