@@ -16,9 +16,13 @@ Example, in a notebook::
 
     table = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
         Claim("recall loss raises mean accuracy over CE", source="abstract",
-              ran="recall (batch) vs CE, mean accuracy", effect=d_acc,
-              verdict=verdict(d_acc, direction=+1), label="(a)"),
+              ran="recall (batch) vs CE, mean accuracy", label="(a)",
+              evidence=Evidence("Δ mean acc.", d_acc, direction=+1)),
     ])
+
+In the book the claim texts live in the chapter modules (:mod:`pixelweight.chapters`), which
+build the table from the effects a notebook measured; ``setup.claims_table(claims)`` labels
+it with the budget and scale.
     table.show()
     table.record(results_dir)
 
@@ -33,9 +37,9 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .stats import VERDICTS, Interval
+from .stats import VERDICTS, Interval, combine_verdicts, equivalence_verdict, verdict as direction_verdict
 
-__all__ = ["SOURCES", "VERDICT_LABELS", "Claim", "ClaimsTable", "verdict_badge"]
+__all__ = ["SOURCES", "VERDICT_LABELS", "Evidence", "Claim", "ClaimsTable", "verdict_badge"]
 
 #: Where a claim comes from. ``abstract``: stated in the paper's abstract; ``code``: checked
 #: in a public implementation; ``paper, unverified``: from the paper's body, not confirmed;
@@ -78,6 +82,56 @@ def verdict_badge(verdict: str) -> str:
     return f"{{bdg-{colour}}}`{symbol} {verdict}`"
 
 
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """One measured difference and how it is judged: the part of a claim the data decide.
+
+    Parameters
+    ----------
+    what : str
+        The quantity, a few words (e.g. "Δ mean acc.").
+    effect : Interval
+        The measured (paired) difference with its interval.
+    direction : {+1, -1}
+        The sign the claim predicts (:func:`pixelweight.stats.verdict`).
+    margin : float
+        How far past zero the effect must be, in the claimed direction.
+    tolerance : float, optional
+        Given, the claim is one of non-inferiority ("no worse than by more than
+        ``tolerance``", :func:`pixelweight.stats.equivalence_verdict`); ``direction`` and
+        ``margin`` are then not used.
+    """
+
+    what: str
+    effect: Interval
+    direction: int = +1
+    margin: float = 0.0
+    tolerance: Optional[float] = None
+
+    def __post_init__(self):
+        _one_line(self.what, "what")
+        if not isinstance(self.effect, Interval):
+            raise TypeError(f"effect must be an Interval, got {type(self.effect).__name__}")
+        if isinstance(self.direction, bool) or self.direction not in (1, -1):
+            raise ValueError(f"direction must be +1 or -1, got {self.direction!r}")
+
+    def verdict(self) -> str:
+        if self.tolerance is not None:
+            return equivalence_verdict(self.effect, self.tolerance)
+        return direction_verdict(self.effect, self.direction, self.margin)
+
+    def text(self, digits: int = 3) -> str:
+        """E.g. "Δ mean acc. = +0.111 [0.028, 0.194] (reproduced)"."""
+        return f"{self.what} = {_signed(self.effect, digits)} ({self.verdict()})"
+
+
+def _signed(effect: Interval, digits: int) -> str:
+    text = effect.format(digits)
+    if not text.startswith("-") and float(text.split()[0]) > 0:  # not "+0.000" for a mean that rounds to 0
+        text = "+" + text
+    return text
+
+
 def _cell(text: str) -> str:
     """Text for a Markdown table cell: ``|`` escaped, so a value cannot split the row."""
     return text.replace("|", "\\|")
@@ -96,8 +150,13 @@ class Claim:
         Where it comes from, one of :data:`SOURCES`.
     ran : str
         What was run to test it (the comparison, the metric, the scope).
-    verdict : str
-        The computed verdict, one of :data:`pixelweight.stats.VERDICTS`.
+    verdict : str, optional
+        The verdict, one of :data:`pixelweight.stats.VERDICTS`; computed from
+        ``evidence`` when that is given (then leave it out).
+    evidence : Evidence or sequence of Evidence, optional
+        What decides the claim. One: its effect is the claim's effect and its verdict the
+        claim's. Several (a composite claim): each is printed with its own verdict and the
+        claim's verdict combines them by :func:`pixelweight.stats.combine_verdicts`.
     effect : Interval or str, optional
         The measured effect: an :class:`~pixelweight.stats.Interval` (printed ``mean [low,
         high]`` with ``digits`` decimals) or a text for effects that are not one interval.
@@ -116,14 +175,28 @@ class Claim:
     text: str
     source: str
     ran: str
-    verdict: str
+    verdict: Optional[str] = None
     effect: Union[Interval, str, None] = None
     detail: str = ""
     label: str = ""
     digits: int = 3
     record: bool = True
+    evidence: Union[Evidence, Sequence[Evidence], None] = None
 
     def __post_init__(self):
+        if self.evidence is not None:
+            parts = (self.evidence,) if isinstance(self.evidence, Evidence) else tuple(self.evidence)
+            if not parts or not all(isinstance(e, Evidence) for e in parts):
+                raise TypeError("evidence must be an Evidence or a non-empty sequence of Evidence")
+            if self.verdict is not None:
+                raise ValueError("give a claim its evidence or its verdict, not both")
+            object.__setattr__(self, "evidence", parts)
+            object.__setattr__(self, "verdict", combine_verdicts([e.verdict() for e in parts]))
+            if self.effect is None:
+                effect = parts[0].effect if len(parts) == 1 else "; ".join(e.text(self.digits) for e in parts)
+                object.__setattr__(self, "effect", effect)
+        elif self.verdict is None:
+            raise ValueError("a claim needs its evidence or its verdict")
         _one_line(self.text, "text")
         _one_line(self.ran, "ran")
         _one_line(self.detail, "detail", empty=True)
@@ -146,9 +219,7 @@ class Claim:
         if self.effect is None:
             text = "—"
         elif isinstance(self.effect, Interval):
-            text = self.effect.format(self.digits)
-            if not text.startswith("-") and float(text.split()[0]) > 0:  # not "+0.000" for a mean that rounds to 0
-                text = "+" + text
+            text = _signed(self.effect, self.digits)
         else:
             text = self.effect
         return f"{text} ({self.detail})" if self.detail else text

@@ -1,10 +1,12 @@
-"""Run profiles: how big a chapter's experiments are, as data rather than if-branches.
+"""Run profiles: the training budget shared by every chapter, as data rather than if-branches.
 
 Every notebook has a papermill parameter ``profile``: ``"ci"`` (CPU, minutes: what CI and
 the published book run) or ``"full"`` (GPU scale: more seeds, steps and samples). A
-notebook asks :func:`get_profile` for the numbers and never branches on the name.
-Chapters that need other numbers override fields, e.g.
-``get_profile(profile, steps=600)``; the overrides are part of the record's config.
+:class:`Profile` holds what every chapter's budget has — seeds, steps, batch size,
+learning rate, samples per split, validation cadence; the size of the images and of the
+model belong to a chapter's stage (:class:`pixelweight.chapters.Scale`), which takes a
+profile with any fields overridden, e.g. ``get_profile("ci", steps=270)``. A notebook never
+branches on the name; the overrides are part of the record's config.
 """
 
 from __future__ import annotations
@@ -24,9 +26,6 @@ class Profile:
     steps: optimiser steps per training run.
     batch_size: global batch size (split across DDP ranks).
     train_samples, val_samples, test_samples: generated images per split.
-    image_size: side of the generated canvases, in pixels.
-    width: channels of the U-Net's first level.
-    depth: number of U-Net downsamplings.
     eval_every: validation every this many steps (0: only at the end).
     lr: learning rate (Adam).
     """
@@ -38,9 +37,6 @@ class Profile:
     train_samples: int
     val_samples: int
     test_samples: int
-    image_size: int = 64
-    width: int = 16
-    depth: int = 3
     eval_every: int = 0
     lr: float = 2e-3
 
@@ -53,15 +49,12 @@ class Profile:
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         object.__setattr__(self, "seeds", seeds)
-        for field in ("steps", "batch_size", "train_samples", "val_samples", "test_samples",
-                      "image_size", "width"):
+        for field in ("steps", "batch_size", "train_samples", "val_samples", "test_samples"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field} must be a positive int, got {value!r}")
-        for field in ("depth", "eval_every"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{field} must be a non-negative int, got {value!r}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be a non-negative int, got {self.eval_every!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
 
@@ -71,11 +64,6 @@ class Profile:
         meaning = f" ({BUDGET_MEANING[self.name]})" if self.name in BUDGET_MEANING else ""
         seeds = len(self.seeds)
         return f"`{self.name}`{meaning}: {self.steps} steps, {seeds} seed{'s' if seeds != 1 else ''}"
-
-    def describe(self) -> str:
-        """The budget and the scale of the experiment in one line, for a chapter's claims
-        table, e.g. "`ci` (early training): 450 steps, 3 seeds, 64x64 scenes, width-16 U-Net"."""
-        return f"{self.budget()}, {self.image_size}x{self.image_size} scenes, width-{self.width} U-Net"
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -93,14 +81,12 @@ PROFILES: Dict[str, Profile] = {
     # CPU, 2 cores: each chapter notebook must finish within 4 minutes (each notebook about 3.5 min on a slow host).
     "ci": Profile(
         name="ci", seeds=(0, 1, 2), steps=450, batch_size=16,
-        train_samples=1200, val_samples=200, test_samples=400,
-        width=16, depth=3, eval_every=150,
+        train_samples=1200, val_samples=200, test_samples=400, eval_every=150,
     ),
     # One GPU (Colab or better): more seeds, longer training, more data.
     "full": Profile(
         name="full", seeds=(0, 1, 2, 3, 4), steps=4000, batch_size=32,
-        train_samples=12000, val_samples=1000, test_samples=2000,
-        width=32, depth=3, eval_every=500,
+        train_samples=12000, val_samples=1000, test_samples=2000, eval_every=500,
     ),
 }
 

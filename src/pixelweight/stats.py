@@ -111,3 +111,21 @@ def equivalence_verdict(difference: Interval, tolerance: float) -> str:
     if difference.mean > -tolerance:
         return "partly reproduced"
     return "not reproduced"
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+    """The verdict of a composite claim from the verdicts of its parts (the one rule every
+    chapter uses): all parts agree → that verdict; any part "not testable at this scale" →
+    not testable; any part "not reproduced" → not reproduced; otherwise partly reproduced."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("a composite claim needs at least one part")
+    for v in verdicts:
+        if v not in VERDICTS:
+            raise ValueError(f"verdict {v!r} is not one of {', '.join(VERDICTS)}")
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    for decisive in ("not testable at this scale", "not reproduced"):
+        if decisive in verdicts:
+            return decisive
+    return "partly reproduced"

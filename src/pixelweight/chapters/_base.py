@@ -1,0 +1,667 @@
+r"""What every chapter shares: typed specs of its data, model and losses, its stages and
+budgets, and the drivers that train a stage over its seeds and tabulate the results.
+
+A chapter module (:mod:`pixelweight.chapters.recall`, ...) declares its stages as data::
+
+    STAGES = {
+        "headline": Stage(
+            "headline", "CE against recall loss on a Zipf long tail",
+            scales={"ci": Scale(get_profile("ci", steps=270), DataSpec(size=32, options={...}),
+                                ModelSpec(width=16)),
+                    "full": Scale(get_profile("full"), DataSpec(), ModelSpec(width=32))},
+            arms=(Arm("CE", "ce"), Arm("recall (batch)", "recall"))),
+    }
+
+and a notebook asks for one of them at its profile::
+
+    setup = recall.setup("headline", profile, device=device, results_dir=results_dir,
+                         chapter=chapter)
+    runs = setup.run()            # {arm label: [TrainResult per seed]}
+
+The :class:`Setup` builds the splits (fixed data seeds, :data:`DATA_SEEDS`), the model and
+metric factories, each arm's loss (through :mod:`pixelweight.losses.registry`, so a record
+names the loss and its options) and the record config, which the specs write themselves:
+a record holds what is needed to rebuild its run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torch import nn
+
+from ..profiles import Profile
+from ..train import TrainConfig, TrainResult, seed_everything, train
+
+__all__ = [
+    "DATA_SEEDS",
+    "Splits",
+    "DataSpec",
+    "ModelSpec",
+    "Arm",
+    "Scale",
+    "Stage",
+    "Setup",
+    "train_config",
+    "run_seeds",
+    "metric_frame",
+    "per_class_frame",
+    "group_metric_frame",
+]
+
+#: Data seeds, fixed and separate from the training seeds: every training seed of every arm
+#: sees the same images, so paired comparisons across losses are fair.
+DATA_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
+
+_RESERVED_DATA = ("split", "num_samples", "seed", "size")
+
+
+def _frozen(mapping: Optional[Mapping[str, Any]], name: str) -> Mapping[str, Any]:
+    if mapping is None:
+        return types.MappingProxyType({})
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {type(mapping).__name__}")
+    for key in mapping:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be strings, got {key!r}")
+    return types.MappingProxyType(dict(mapping))
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy (tuples become lists), as records store configs."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train/validation/test datasets and the configuration that made them."""
+
+    train: Any
+    val: Any
+    test: Any
+    config: Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """A data set of :mod:`pixelweight.data` and its arguments, without the split.
+
+    Parameters
+    ----------
+    dataset : str
+        A class of :mod:`pixelweight.data` taking ``split``, ``num_samples``, ``size`` and
+        ``seed`` (``"DigitScenes"``, ``"SalientDigits"``, ``"ClutteredDigits"``).
+    size : int
+        Side of the square canvases, in pixels.
+    options : mapping
+        The class's other keyword arguments (e.g. ``imbalance``, ``num_digits``).
+    """
+
+    dataset: str = "DigitScenes"
+    size: int = 64
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        from .. import data
+
+        if not isinstance(self.dataset, str) or not isinstance(getattr(data, self.dataset, None), type):
+            raise ValueError(f"dataset must name a class of pixelweight.data, got {self.dataset!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be a positive int, got {self.size!r}")
+        options = _frozen(self.options, "options")
+        reserved = sorted(set(options) & set(_RESERVED_DATA))
+        if reserved:
+            raise ValueError(f"options {reserved} are set by the spec and the budget; do not pass them")
+        object.__setattr__(self, "options", options)
+
+    @property
+    def dataset_class(self) -> type:
+        from .. import data
+
+        return getattr(data, self.dataset)
+
+    def replace(self, **options: Any) -> "DataSpec":
+        """The same spec with some ``options`` replaced (e.g. ``imbalance=2.0``)."""
+        return dataclasses.replace(self, options={**self.options, **options})
+
+    def build(self, split: str, num_samples: int, seed: Optional[int] = None):
+        """One split: ``seed`` defaults to the split's :data:`DATA_SEEDS` entry."""
+        if split not in DATA_SEEDS:
+            raise ValueError(f"split must be one of {sorted(DATA_SEEDS)}, got {split!r}")
+        seed = DATA_SEEDS[split] if seed is None else seed
+        return self.dataset_class(split=split, num_samples=num_samples, size=self.size, seed=seed,
+                                  **self.options)
+
+    def splits(self, profile: Profile) -> Splits:
+        """The train/val/test splits at the profile's sample counts. They draw from disjoint
+        source digits and use the fixed data seeds (:data:`DATA_SEEDS`)."""
+        if not isinstance(profile, Profile):
+            raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
+        sizes = {"train": profile.train_samples, "val": profile.val_samples, "test": profile.test_samples}
+        sets = {split: self.build(split, n) for split, n in sizes.items()}
+        config = {"dataset": self.dataset, **{f"{k}_config": v.config for k, v in sets.items()}}
+        return Splits(config=config, **sets)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"dataset": self.dataset, "size": self.size, "options": _plain(self.options)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model of :mod:`pixelweight.models` (a :class:`~pixelweight.models.UNet` by default).
+
+    ``build(num_classes)`` is called after the seed is set, so initialisation is seeded.
+    """
+
+    name: str = "UNet"
+    in_channels: int = 1
+    width: int = 16
+    depth: int = 3
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        from .. import models
+
+        if not isinstance(self.name, str) or not isinstance(getattr(models, self.name, None), type):
+            raise ValueError(f"name must be a model class of pixelweight.models, got {self.name!r}")
+        for field in ("in_channels", "width"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be a positive int, got {value!r}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0:
+            raise ValueError(f"depth must be a non-negative int, got {self.depth!r}")
+        object.__setattr__(self, "options", _frozen(self.options, "options"))
+
+    def build(self, num_classes: int) -> nn.Module:
+        from .. import models
+
+        return getattr(models, self.name)(in_channels=self.in_channels, num_classes=num_classes,
+                                          width=self.width, depth=self.depth, **self.options)
+
+    def describe(self) -> str:
+        """E.g. "width-16 U-Net"."""
+        name = "U-Net" if self.name == "UNet" else self.name
+        return f"width-{self.width} {name}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "in_channels": self.in_channels, "width": self.width,
+                "depth": self.depth, **_plain(dict(self.options))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of an experiment: a label for the book, a run name for its records and a loss
+    of :mod:`pixelweight.losses.registry` with its options.
+
+    Parameters
+    ----------
+    label : str
+        How the book names the arm (e.g. "recall (moving average)").
+    loss : str
+        A registered loss name (:func:`pixelweight.losses.loss_names`).
+    options : mapping
+        The loss's options (checked against the registry).
+    run : str, optional
+        The run name's suffix in records (default: ``loss``); the record is named
+        ``<stage prefix>-<run>``.
+    """
+
+    label: str
+    loss: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    run: str = ""
+
+    def __post_init__(self):
+        from ..losses.registry import loss_spec
+
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise ValueError(f"label must be a non-empty string, got {self.label!r}")
+        spec = loss_spec(self.loss)  # raises on an unknown loss
+        options = _frozen(self.options, "options")
+        for key, value in options.items():
+            spec.option(key).check(value)
+        object.__setattr__(self, "options", options)
+        if not self.run:
+            object.__setattr__(self, "run", self.loss)
+
+    def build_loss(self, num_classes: int, class_counts: Optional[Callable] = None,
+                   ignore_index: Optional[int] = None) -> nn.Module:
+        from ..losses.registry import LossContext, build_loss
+
+        context = LossContext(num_classes=num_classes, ignore_index=ignore_index, class_counts=class_counts)
+        return build_loss(self.loss, context, **self.options)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"label": self.label, "name": self.loss, "options": _plain(dict(self.options))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A stage at one profile: the budget (a :class:`~pixelweight.profiles.Profile`), the data
+    and the model, and any :class:`~pixelweight.train.TrainConfig` overrides."""
+
+    profile: Profile
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.profile, Profile):
+            raise TypeError(f"profile must be a Profile, got {type(self.profile).__name__}")
+        if not isinstance(self.data, DataSpec):
+            raise TypeError(f"data must be a DataSpec, got {type(self.data).__name__}")
+        if not isinstance(self.model, ModelSpec):
+            raise TypeError(f"model must be a ModelSpec, got {type(self.model).__name__}")
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        train_opts = _frozen(self.train, "train")
+        unknown = sorted(set(train_opts) - train_fields)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        owned = sorted(set(train_opts) & {"seed", "device", "steps", "batch_size", "lr"})
+        if owned:
+            raise ValueError(f"train overrides {owned} belong to the profile or the run")
+        object.__setattr__(self, "train", train_opts)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"profile": self.profile.to_dict(), "data": self.data.to_dict(), "model": self.model.to_dict(),
+                "train": _plain(dict(self.train))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One experiment of a chapter: its scale at each profile and its arms.
+
+    Parameters
+    ----------
+    name : str
+        The stage's key in its chapter (e.g. ``"headline"``).
+    description : str
+        One line: what the stage compares.
+    scales : mapping
+        ``{"ci": Scale, "full": Scale}``: the budget, data and model at each profile.
+    arms : sequence of Arm
+        What it compares (may be empty for a stage whose notebook builds its runs).
+    prefix : str
+        Records are named ``<prefix>-<arm.run>`` (e.g. ``"ch2"`` → ``ch2-recall``).
+    num_classes : int
+        Output channels of the model (11 for ``DigitScenes``).
+    """
+
+    name: str
+    description: str
+    scales: Mapping[str, Scale]
+    arms: Sequence[Arm] = ()
+    prefix: str = ""
+    num_classes: int = 11
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"a stage name is an identifier, got {self.name!r}")
+        scales = _frozen(self.scales, "scales")
+        if not scales:
+            raise ValueError(f"stage {self.name!r} needs at least one scale")
+        for key, scale in scales.items():
+            if not isinstance(scale, Scale):
+                raise TypeError(f"scale {key!r} of stage {self.name!r} must be a Scale")
+            if scale.profile.name != key:
+                raise ValueError(f"scale {key!r} of stage {self.name!r} holds profile {scale.profile.name!r}")
+        object.__setattr__(self, "scales", scales)
+        arms = tuple(self.arms)
+        for arm in arms:
+            if not isinstance(arm, Arm):
+                raise TypeError(f"arms must be Arm objects, got {type(arm).__name__}")
+        for what in ("label", "run"):
+            values = [getattr(a, what) for a in arms]
+            if len(set(values)) != len(values):
+                raise ValueError(f"stage {self.name!r} lists an arm {what} twice: {values}")
+        object.__setattr__(self, "arms", arms)
+
+    def scale(self, profile: str) -> Scale:
+        if profile not in self.scales:
+            raise ValueError(f"stage {self.name!r} has no profile {profile!r}; it has {sorted(self.scales)}")
+        return self.scales[profile]
+
+
+def train_config(profile: Profile, seed: int, device: str = "auto", **overrides: Any) -> TrainConfig:
+    """The :class:`~pixelweight.train.TrainConfig` a profile implies for one seed (fields overridable)."""
+    base = dict(steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr,
+                eval_every=profile.eval_every, seed=seed, device=device)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def run_seeds(
+    name: str,
+    build_model: Callable[[], nn.Module],
+    build_loss: Callable[[], Callable],
+    splits: Splits,
+    profile: Profile,
+    metrics_factory: Callable[[], Any],
+    *,
+    device: str = "auto",
+    results_dir: Optional[str] = None,
+    record_config: Optional[Mapping[str, Any]] = None,
+    on_log: Optional[Callable] = None,
+    train_overrides: Optional[Mapping[str, Any]] = None,
+) -> List[TrainResult]:
+    """Train ``build_model()`` with ``build_loss()`` once per seed of ``profile``.
+
+    Each seed is set (:func:`~pixelweight.train.seed_everything`) before the model and the
+    loss are built, so initialisation is seeded too. Validation and test metrics come from
+    ``metrics_factory``. With ``results_dir`` each run writes its record there; the record's
+    config holds the profile, the data configuration and ``record_config``.
+    """
+    if not callable(build_model) or not callable(build_loss):
+        raise TypeError("build_model and build_loss must be callables returning a model / a loss")
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
+    results = []
+    for seed in profile.seeds:
+        seed_everything(seed)
+        model = build_model()
+        loss = build_loss()
+        config = train_config(profile, seed, device, **dict(train_overrides or {}))
+        extra = {"profile": profile.to_dict(), "data": splits.config, **dict(record_config or {})}
+        results.append(
+            train(model, loss, splits.train, config, metrics_factory=metrics_factory,
+                  val_set=splits.val, test_set=splits.test,
+                  name=name if results_dir is not None else None, results_dir=results_dir,
+                  record_config=extra, on_log=on_log)
+        )
+    return results
+
+
+class Setup:
+    """A chapter's stage at one profile, ready to run: what a notebook gets from
+    ``chapter.setup(stage, profile)``.
+
+    Attributes
+    ----------
+    chapter : str
+        The chapter's folder under ``notebooks/`` (e.g. ``"02_recall"``).
+    stage : Stage
+    scale : Scale
+        The stage's scale at this profile; ``profile``, ``data`` and ``model`` are its parts.
+    device, results_dir
+        Where to train and where records go (``None``: no records).
+    """
+
+    def __init__(self, chapter: str, stage: Stage, profile: str, *, device: str = "auto",
+                 results_dir: Optional[str] = None, data: Optional[DataSpec] = None):
+        if not isinstance(stage, Stage):
+            raise TypeError(f"stage must be a Stage, got {type(stage).__name__}")
+        self.chapter = chapter
+        self.stage = stage
+        self.scale = stage.scale(profile)
+        self.data = data if data is not None else self.scale.data
+        if not isinstance(self.data, DataSpec):
+            raise TypeError(f"data must be a DataSpec, got {type(self.data).__name__}")
+        self.device = device
+        self.results_dir = results_dir
+        self._splits: Optional[Splits] = None
+
+    # -- what the notebook reads ----------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        return self.scale.profile
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.scale.model
+
+    @property
+    def arms(self) -> Tuple[Arm, ...]:
+        return tuple(self.stage.arms)
+
+    @property
+    def class_names(self) -> List[str]:
+        names = getattr(self.data.dataset_class, "class_names", None)
+        return list(names) if names is not None else [str(c) for c in range(self.stage.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        return self.stage.num_classes
+
+    @property
+    def splits(self) -> Splits:
+        """The train/val/test splits (built on first use, then kept)."""
+        if self._splits is None:
+            self._splits = self.data.splits(self.profile)
+        return self._splits
+
+    def with_data(self, **options: Any) -> "Setup":
+        """The same stage on data with some options replaced (e.g. another ``imbalance``)."""
+        return Setup(self.chapter, self.stage, self.profile.name, device=self.device,
+                     results_dir=self.results_dir, data=self.data.replace(**options))
+
+    def budget(self) -> str:
+        """The training budget in a few words (:meth:`pixelweight.profiles.Profile.budget`)."""
+        return self.profile.budget()
+
+    def describe(self) -> str:
+        """The budget and the scale in one line, for a claims table, e.g.
+        "`ci` (early training): 450 steps, 3 seeds, 64x64 scenes, width-16 U-Net"."""
+        return f"{self.budget()}, {self.data.size}x{self.data.size} scenes, {self.model.describe()}"
+
+    # -- factories ---------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """A fresh model (call it after seeding)."""
+        return self.model.build(self.num_classes)
+
+    def metrics(self):
+        """A fresh evaluation accumulator (:class:`~pixelweight.metrics.SegmentationMetrics`)."""
+        from ..metrics import SegmentationMetrics
+
+        return SegmentationMetrics(self.num_classes, class_names=self.class_names)
+
+    def class_counts(self):
+        """The training split's pixel count per class (never validation data)."""
+        import torch
+
+        counts = getattr(self.splits.train, "pixel_counts", None)
+        if counts is None:
+            raise ValueError(f"the training split {type(self.splits.train).__name__} has no pixel_counts")
+        return torch.as_tensor(counts).sum(dim=0)
+
+    def arm(self, label: str) -> Arm:
+        for arm in self.arms:
+            if arm.label == label:
+                return arm
+        raise KeyError(f"stage {self.stage.name!r} has no arm {label!r}; it has {[a.label for a in self.arms]}")
+
+    def build_loss(self, arm: Arm) -> nn.Module:
+        return arm.build_loss(self.num_classes, class_counts=self.class_counts)
+
+    def run_name(self, arm: Arm) -> str:
+        return f"{self.stage.prefix}-{arm.run}" if self.stage.prefix else arm.run
+
+    def claims_table(self, claims, section: str = "claims"):
+        """A :class:`~pixelweight.claims.ClaimsTable` of this chapter, labelled with this budget and scale."""
+        from ..claims import ClaimsTable
+
+        return ClaimsTable(self.chapter, claims, budget=self.budget(), scope=self.describe(), section=section)
+
+    def record_config(self, **extra: Any) -> Dict[str, Any]:
+        """What a record of this setup holds beside the profile and the splits' configs."""
+        return {"chapter": self.chapter, "stage": self.stage.name,
+                "data_spec": self.data.to_dict(), "model": self.model.to_dict(),
+                "train_overrides": _plain(dict(self.scale.train)), **extra}
+
+    # -- running -------------------------------------------------------------------------
+    def run_arm(self, arm: Arm, *, name: Optional[str] = None, on_log: Optional[Callable] = None,
+                **train_overrides: Any) -> List[TrainResult]:
+        """Train one arm over the profile's seeds; its records go to ``results_dir``."""
+        if not isinstance(arm, Arm):
+            raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
+        return run_seeds(
+            name or self.run_name(arm), self.build_model, lambda: self.build_loss(arm), self.splits,
+            self.profile, self.metrics, device=self.device, results_dir=self.results_dir,
+            record_config=self.record_config(loss=arm.to_dict()), on_log=on_log,
+            train_overrides={**self.scale.train, **train_overrides},
+        )
+
+    def run(self, arms: Optional[Sequence[Arm]] = None, *, on_log: Optional[Callable] = None,
+            **train_overrides: Any) -> Dict[str, List[TrainResult]]:
+        """Train every arm of the stage (or ``arms``), in order: ``{label: [result per seed]}``."""
+        chosen = self.arms if arms is None else tuple(arms)
+        if not chosen:
+            raise ValueError(f"stage {self.stage.name!r} has no arm to run")
+        return {arm.label: self.run_arm(arm, on_log=on_log, **train_overrides) for arm in chosen}
+
+    def run_names(self, arms: Optional[Sequence[Arm]] = None) -> List[str]:
+        return [self.run_name(a) for a in (self.arms if arms is None else arms)]
+
+    # -- committed records -----------------------------------------------------------------
+    def committed(self, names: Optional[Sequence[str]] = None,
+                  columns: Sequence[str] = ("seed", "test_miou", "device", "commit")):
+        """The committed ``full`` records of this stage (``results/<chapter>/``) as a frame
+        (:func:`pixelweight.results.committed_frame`), compared with the stage's ``full`` scale."""
+        from ..results import committed_frame
+
+        full = self.stage.scale("full")
+        return committed_frame(self.chapter, full.profile.to_dict(),
+                               self.run_names() if names is None else names, columns=columns)
+
+    def show_committed(self, names: Optional[Sequence[str]] = None,
+                       columns: Sequence[str] = ("seed", "test_miou", "device", "commit")) -> None:
+        """Display the committed ``full`` records of this stage, or say that none is committed."""
+        from ..book import markdown, table
+
+        frame = self.committed(names, columns)
+        if len(frame):
+            markdown(table(frame))
+        else:
+            markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
+                     f"are from the `{self.profile.name}` profile only.")
+
+    def __repr__(self) -> str:
+        return f"Setup({self.chapter!r}, stage={self.stage.name!r}, {self.describe()})"
+
+
+def metric_frame(results: Mapping[str, Sequence[TrainResult]], keys: Sequence[str]):
+    """A tidy DataFrame (run, seed, one column per scalar metric in ``keys``)."""
+    import pandas as pd
+
+    rows = []
+    for run, runs in results.items():
+        for res in runs:
+            row = {"run": run, "seed": res.record.seed if res.record else None}
+            for key in keys:
+                if key not in res.metrics:
+                    raise KeyError(f"run {run!r} has no metric {key!r}; it has {sorted(res.metrics)}")
+                row[key] = res.metrics[key]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_frame(
+    results: Mapping[str, Sequence[TrainResult]],
+    class_names: Sequence[str],
+    split: str = "test",
+    frequencies: Optional[Sequence[float]] = None,
+):
+    """A tidy per-class DataFrame: run, seed index, class, IoU, recall, precision (and the
+    class's training pixel frequency when given)."""
+    import pandas as pd
+
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    if frequencies is not None and len(frequencies) != len(class_names):
+        raise ValueError(f"got {len(frequencies)} frequencies for {len(class_names)} classes")
+    rows = []
+    for run, runs in results.items():
+        for index, res in enumerate(runs):
+            per = {m: res.metrics.get(f"{split}_{m}") for m in ("iou", "recall", "precision")}
+            for m, values in per.items():
+                if values is None or len(values) != len(class_names):
+                    raise ValueError(f"run {run!r} lacks per-class {split}_{m} for {len(class_names)} classes")
+            for c, cname in enumerate(class_names):
+                row = {"run": run, "seed_index": index, "class": cname,
+                       **{m: per[m][c] for m in per}}
+                if frequencies is not None:
+                    row["pixel_frequency"] = float(frequencies[c])
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_metric_frame(
+    results: Mapping[str, Sequence[TrainResult]],
+    groups: Mapping[str, Sequence[int]],
+    split: str = "test",
+):
+    """Per run and seed: mIoU, mean accuracy, pixel accuracy, and the mean IoU and recall of
+    each group of classes (e.g. ``{"rare": [6, 7, 8, 9, 10]}`` -> ``rare_iou``, ``rare_recall``).
+
+    A class whose value is undefined (NaN) is left out of its group's mean.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    rows = []
+    for run, runs in results.items():
+        for index, res in enumerate(runs):
+            row = {"run": run, "seed_index": index,
+                   "seed": res.record.seed if res.record is not None else index}
+            for key in ("miou", "mean_accuracy", "pixel_accuracy"):
+                row[key] = res.metrics[f"{split}_{key}"]
+            for group, classes in groups.items():
+                for metric in ("iou", "recall"):
+                    values = np.asarray(res.metrics[f"{split}_{metric}"], dtype=float)
+                    if not classes or max(classes) >= values.size or min(classes) < 0:
+                        raise ValueError(f"group {group!r} must list class indices in [0, {values.size}), got {list(classes)}")
+                    row[f"{group}_{metric}"] = float(np.nanmean(values[list(classes)]))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    """A chapter of the book: its folder under ``notebooks/`` and its stages.
+
+    A chapter module holds one (``CHAPTER``) and exposes ``setup = CHAPTER.setup``.
+    """
+
+    folder: str
+    title: str
+    stages: Mapping[str, Stage]
+
+    def __post_init__(self):
+        import re
+
+        if not isinstance(self.folder, str) or not re.match(r"^\d\d_[a-z0-9_]+$", self.folder):
+            raise ValueError(f"folder must be a chapter folder such as '02_recall', got {self.folder!r}")
+        stages = _frozen(self.stages, "stages")
+        for key, stage in stages.items():
+            if not isinstance(stage, Stage) or stage.name != key:
+                raise ValueError(f"stage {key!r} of chapter {self.folder!r} must be a Stage named {key!r}")
+        object.__setattr__(self, "stages", stages)
+
+    def stage(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise ValueError(f"chapter {self.folder!r} has no stage {name!r}; it has {sorted(self.stages)}")
+        return self.stages[name]
+
+    def setup(self, stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
+              chapter: Optional[str] = None) -> Setup:
+        """The ``stage`` at ``profile`` (``"ci"``/``"full"``), ready to run.
+
+        ``chapter`` is the name the book's build passes to the notebook (a papermill
+        parameter; ``None`` outside the build): it must be this chapter's folder, so that a
+        notebook cannot record its verdicts under another chapter.
+        """
+        if chapter is not None and chapter != self.folder:
+            raise ValueError(f"this notebook belongs to chapter {self.folder!r}, but the build says {chapter!r}")
+        if not isinstance(profile, str):
+            raise TypeError(f"profile must be a profile name such as 'ci', got {type(profile).__name__}")
+        return Setup(self.folder, self.stage(stage), profile, device=device, results_dir=results_dir)
+
+
+__all__ += ["Chapter"]
