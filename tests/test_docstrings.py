@@ -37,7 +37,7 @@ API_DIR = ROOT / "book" / "api"
 #: The public modules of pixelweight in the order of the API reference, one page each
 #: (book/api/<name>.md). A test checks that it is every public module of the package but
 #: ``cli`` (the ``pixelweight-train`` command, documented by its ``--help``).
-PUBLIC_MODULES = ["losses", "metrics", "data", "models", "train", "profiles", "experiments", "stats",
+PUBLIC_MODULES = ["losses", "metrics", "data", "models", "train", "profiles", "chapters", "stats",
                   "claims", "results", "benchmark", "book", "plotting"]
 NOT_DOCUMENTED = {"cli"}
 

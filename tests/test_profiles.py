@@ -35,6 +35,15 @@ def test_profile_validation(kw, match):
         get_profile("ci", **kw)
 
 
+def test_a_profile_is_the_shared_budget_only():
+    # the image size and the model belong to a chapter's stage (pixelweight.chapters.Scale)
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    assert fields == {"name", "seeds", "steps", "batch_size", "train_samples", "val_samples",
+                      "test_samples", "eval_every", "lr"}
+    with pytest.raises(ValueError, match="unknown profile fields"):
+        get_profile("ci", width=8)
+
+
 def test_unknown_profile_and_field():
     with pytest.raises(ValueError, match="unknown profile 'gpu'"):
         get_profile("gpu")
@@ -44,12 +53,9 @@ def test_unknown_profile_and_field():
         Profile(name="", seeds=(0,), steps=1, batch_size=1, train_samples=1, val_samples=1, test_samples=1)
 
 
-def test_describe_states_the_budget_and_what_it_means():
-    from pixelweight.profiles import get_profile
-
-    ci = get_profile("ci", steps=340, image_size=32, width=8)
+def test_budget_states_the_steps_seeds_and_what_they_mean():
+    ci = get_profile("ci", steps=340)
     assert ci.budget() == "`ci` (early training): 340 steps, 3 seeds"
-    assert ci.describe() == "`ci` (early training): 340 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
     one = get_profile("full", seeds=(0,))
     assert one.budget() == "`full` (longer training): 4000 steps, 1 seed"
     custom = dataclasses.replace(ci, name="mine")

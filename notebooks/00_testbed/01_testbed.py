@@ -79,10 +79,11 @@ from pixelweight.data import (
     SalientDigits,
     digit_split,
 )
-from pixelweight.profiles import get_profile
+from pixelweight.chapters import testbed
 
 plotting.set_style()
-P = get_profile(profile)
+setup = testbed.setup("baseline", profile, chapter=chapter)  # pixelweight.chapters.testbed
+P = setup.profile
 
 # %% [markdown]
 # ## Disjoint splits
@@ -114,8 +115,8 @@ assert overlap == 0
 # classes such as road, building and sky own most of Cityscapes' pixels).
 
 # %%
-scenes = DigitScenes(split="train", num_samples=P.train_samples, size=P.image_size, imbalance=1.0, seed=1000)
-textured = DigitScenes(split="train", num_samples=8, size=P.image_size, imbalance=1.0, background="brick", noise=0.05, seed=7)
+scenes = setup.data.build("train", P.train_samples)  # the baseline's training split
+textured = DigitScenes(split="train", num_samples=8, size=setup.data.size, imbalance=1.0, background="brick", noise=0.05, seed=7)
 images = [scenes[i][0] for i in range(4)] + [textured[i][0] for i in range(3)]
 targets = [scenes[i][1] for i in range(4)] + [textured[i][1] for i in range(3)]
 fig = plotting.show_pairs(images, targets, scenes.num_classes,
@@ -131,7 +132,7 @@ plt.show()
 # %% tags=["hide-input"]
 freqs = {}
 for s in (0.0, 1.0, 2.0):
-    ds = DigitScenes(split="train", num_samples=P.train_samples, size=P.image_size, imbalance=s, seed=1000)
+    ds = DigitScenes(split="train", num_samples=P.train_samples, size=setup.data.size, imbalance=s, seed=1000)
     freqs[f"s = {s:g}"] = ds.class_pixel_frequencies()
 ax = plotting.plot_class_frequencies(freqs, list(DigitScenes.class_names))
 ax.set_title("Share of training pixels per class")
@@ -160,7 +161,7 @@ glue("ratio_s2", f"{ratio['s = 2']:.0f}")
 # with a jittered boundary, or traced as a coarse polygon.
 
 # %%
-salient = SalientDigits(split="train", num_samples=64, size=P.image_size, seed=1000)
+salient = SalientDigits(split="train", num_samples=64, size=setup.data.size, seed=1000)
 idx = 0
 image, mask = salient[idx]
 strength = {"dilate": 2, "erode": 1, "jitter": 2, "polygon": 2}

@@ -74,22 +74,16 @@ from scipy import stats as sps
 
 from pixelweight import plotting
 from pixelweight.book import format_p, glue, markdown, table
-from pixelweight.claims import Claim, ClaimsTable
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import digit_scenes_splits, per_class_frame, run_seeds
-from pixelweight.losses import CrossEntropyLoss
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
-from pixelweight.profiles import get_profile
-from pixelweight.results import committed_frame
-from pixelweight.stats import mean_ci, paired_difference_ci, verdict
+from pixelweight.chapters import per_class_frame, testbed
+from pixelweight.stats import mean_ci, paired_difference_ci
 
 plotting.set_style()
-P = get_profile(profile)
-IMBALANCE = 1.0
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-print(P)
+# The chapter's typed setup (pixelweight.chapters.testbed): budget, data, model, losses
+setup = testbed.setup("baseline", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+CLASS_NAMES = setup.class_names
+NUM_CLASSES = setup.num_classes
+print(setup)
 
 # %% [markdown]
 # ## Data and training
@@ -98,24 +92,9 @@ print(P)
 # same images (the data seeds are fixed), so comparisons between losses are paired.
 
 # %%
-splits = digit_scenes_splits(P, imbalance=IMBALANCE)
+splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
-
-
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-runs = run_seeds(
-    "ch0-ce", build_model, CrossEntropyLoss, splits, P, metrics,
-    device=device, results_dir=results_dir,
-    record_config={"chapter": "00_testbed", "loss": "cross_entropy", "imbalance": IMBALANCE,
-                   "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
-)
+runs = setup.run()["CE"]
 glue("n_seeds", len(runs))
 glue("steps", P.steps)
 glue("train_minutes", f"{sum(r.wall_time_s for r in runs) / 60:.1f}")
@@ -189,13 +168,8 @@ glue("rare_classes", ", ".join(rare))
 glue("recall_frequent", f"{per_seed[frequent].mean(axis=1).mean():.2f}")
 glue("recall_rare", f"{per_seed[rare].mean(axis=1).mean():.2f}")
 glue("recall_gap", diff.format(2))
-gap_verdict = verdict(diff, direction=+1)
-claims = ClaimsTable("00_testbed", budget=P.budget(), scope=P.describe(), claims=[
-    Claim("CE under-recalls the rare classes of a long tail", source="ours",
-          ran="U-Net + CE; mean recall of the 5 most frequent digits minus that of the 5 rarest (test), paired by seed",
-          effect=diff, digits=2, verdict=gap_verdict),
-])
-glue("gap_verdict", gap_verdict)
+claims = testbed.baseline_claims(setup, recall_gap=diff)
+glue("gap_verdict", claims.claims[0].verdict)
 
 table_df = by_class.reset_index()[["class", "pixel_frequency", "recall", "precision", "iou"]]
 table_df["pixel_frequency"] = 100 * table_df["pixel_frequency"]
@@ -245,13 +219,7 @@ plt.show()
 # configuration differs from what this notebook would run today is flagged.
 
 # %%
-full = committed_frame("00_testbed", get_profile("full").to_dict(), ["ch0-ce"],
-                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit", "wall_time_s"])
-if len(full):
-    markdown(table(full))
-else:
-    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
-             f"are from the `{P.name}` profile only.")
+setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit", "wall_time_s"])
 
 # %% [markdown]
 # ## Claims
