@@ -91,8 +91,9 @@ class Execution:
     def parameters(self, entry: str) -> dict[str, object]:
         """What papermill injects into the notebook ``entry``: ``profile``, ``device``, its
         ``results_dir`` (absolute) and ``chapter``, its folder under ``notebooks/``."""
+        chapter = chapter_of(entry)  # a BuildError for an entry outside notebooks/<chapter>/
         return {"profile": self.profile, "device": self.device,
-                "results_dir": str(self.paths.results_dir(entry)), "chapter": chapter_of(entry)}
+                "results_dir": str(self.paths.results_dir(entry)), "chapter": chapter}
 
     @property
     def threads(self) -> int | None:

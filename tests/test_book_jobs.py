@@ -1,0 +1,188 @@
+"""The build's execution step (``tools/bookbuild/execution.py``, ``jobs.py``): the parameters
+each notebook gets, and ``--jobs N``, which executes up to N independent notebooks at once
+with ``cpu_count // N`` threads per kernel and must give the same summary as a serial run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import bookbuild as bb
+from bookbuild import jobs
+from helpers.fake_jobs import sleep_and_report
+
+TINY_RELEASE = bb.Release("https://github.com/o/r", "v1.0.0")
+
+
+# ----------------------------------------------------------------------------- parameters
+def test_execution_passes_profile_device_results_dir_and_chapter(tmp_path):
+    execution = bb.Execution(bb.BuildPaths(tmp_path), profile="full", device="cpu", timeout=9.0)
+    entry = "notebooks/02_recall/01_derivation"
+    assert execution.parameters(entry) == {
+        "profile": "full", "device": "cpu", "chapter": "02_recall",
+        "results_dir": str(tmp_path.resolve() / "_build" / "results" / "02_recall" / "01_derivation"),
+    }
+    assert sorted(execution.parameters(entry)) == sorted(bb.PARAMETERS)  # what every notebook assigns
+    task = execution.task(entry, "kernel", TINY_RELEASE)
+    assert task.parameters == execution.parameters(entry)
+    assert (task.source, task.output, task.cwd) == (
+        tmp_path / f"{entry}.py", tmp_path / "_build" / "executed" / f"{entry}.ipynb", tmp_path / "notebooks" / "02_recall")
+    assert (task.timeout, task.release, task.kernel_name) == (9.0, TINY_RELEASE, "kernel")
+    with pytest.raises(bb.BuildError, match="a notebook lives in notebooks/<chapter>/"):
+        execution.parameters("book/intro")
+
+
+def test_notebook_run_knows_its_chapter():
+    run = bb.NotebookRun("notebooks/04_lmp/03_grid", "ok", 2.04, verdicts=[{"claim": "x"}])
+    assert run.chapter == "04_lmp" and bb.NotebookRun("n", "ok", 1.0).chapter is None
+    assert run.summary() == {"status": "ok", "seconds": 2.0, "records": 0, "verdicts": [{"claim": "x"}]}
+
+
+# ----------------------------------------------------------------------------- threads
+def test_thread_environment():
+    assert bb.thread_environment(1) == {}  # one job: the libraries' own defaults, as before --jobs
+    assert bb.thread_environment(2, cpus=5) == {name: "2" for name in bb.THREAD_ENV_VARS}
+    assert bb.thread_environment(8, cpus=2) == {name: "1" for name in bb.THREAD_ENV_VARS}
+    assert "OMP_NUM_THREADS" in bb.THREAD_ENV_VARS and "MKL_NUM_THREADS" in bb.THREAD_ENV_VARS
+    assert bb.threads_per_job(3, cpus=16) == 5 and bb.cpu_count() >= 1
+    assert bb.Execution(bb.BuildPaths(Path(".")), jobs=1).threads is None
+
+
+def test_parse_args_jobs(capsys):
+    assert bb.parse_args([]).jobs == 1
+    assert bb.parse_args(["--jobs", "3"]).jobs == 3 and bb.parse_args(["-j", "2"]).jobs == 2
+    with pytest.raises(SystemExit):
+        bb.parse_args(["--jobs", "0"])
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the scheduler
+def test_schedule_serial_runs_in_order_in_this_process():
+    events = []
+    results = bb.schedule([("a", 0), ("b", 0)], sleep_and_report, jobs=1,
+                          on_start=lambda i, t: events.append(("start", i)),
+                          on_done=lambda i, r: events.append(("done", i)))
+    assert [r["name"] for r in results] == ["a", "b"] and {r["pid"] for r in results} == {os.getpid()}
+    assert events == [("start", 0), ("done", 0), ("start", 1), ("done", 1)]
+
+
+def test_schedule_parallel_returns_results_in_task_order():
+    tasks = [("slow", 1.5), ("fast", 0.0), ("raise-me", 0.0), ("last", 0.0)]
+    started, done, errors = [], [], []
+
+    def on_error(index, task, exc):
+        errors.append((index, task[0], str(exc)))
+        return {"name": task[0], "failed": True}
+
+    results = bb.schedule(tasks, sleep_and_report, jobs=2, env={"OMP_NUM_THREADS": "7"},
+                          on_start=lambda i, t: started.append(i), on_done=lambda i, r: done.append(i),
+                          on_error=on_error)
+    assert [r["name"] for r in results] == ["slow", "fast", "raise-me", "last"]  # task order
+    assert started == [0, 1, 2, 3] and sorted(done) == [0, 1, 2, 3]
+    assert done[-1] == 0  # the slow one finished last: the others ran beside it
+    assert errors == [(2, "raise-me", "raise-me failed on purpose")] and results[2]["failed"]
+    ran = [r for r in results if "pid" in r]
+    assert {r["omp"] for r in ran} == {"7"} and os.getpid() not in {r["pid"] for r in ran}
+    assert len({r["pid"] for r in ran}) == 2  # two workers
+    with pytest.raises(RuntimeError, match="raise-me failed on purpose"):  # no on_error: raised
+        bb.schedule([("raise-me", 0.0), ("b", 0.0)], sleep_and_report, jobs=2)
+
+
+# ----------------------------------------------------------------------------- a real build
+NOTEBOOK = """\
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+results_dir = None
+chapter = None
+
+# %%
+import json, os, time
+from pathlib import Path
+start = time.time()
+time.sleep({sleep})
+Path(results_dir, "seen.json").write_text(json.dumps({{
+    "chapter": chapter, "omp": os.environ.get("OMP_NUM_THREADS"), "start": start, "end": time.time()}}))
+"""
+
+BAD = """\
+# %% tags=["parameters"]
+profile = "ci"
+device = "auto"
+results_dir = None
+chapter = None
+
+# %%
+raise ValueError("boom from " + chapter)
+"""
+
+
+def _tiny_book(root: Path) -> list[str]:
+    (root / "book").mkdir()
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "book" / "references.bib").write_text("")
+    (root / "book" / "chapters.yml").write_text(
+        "chapters:\n  - {folder: a, title: A, papers: [], idea: a}\n  - {folder: b, title: B, papers: [], idea: b}\n")
+    (root / "_config.yml").write_text(
+        f"title: tiny\nrepository:\n  url: {TINY_RELEASE.url}\n  branch: {TINY_RELEASE.tag}\n")
+    notebooks = {"a/slow": NOTEBOOK.format(sleep=3), "b/quick": NOTEBOOK.format(sleep=0), "a/bad": BAD}
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   + "".join(f"  - file: notebooks/{name}\n" for name in notebooks))
+    setup = '# %% tags=["setup", "remove-cell"]\n' + bb.setup_cell_source(TINY_RELEASE) + "\n\n"
+    for name, text in notebooks.items():
+        (root / "notebooks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "notebooks" / f"{name}.py").write_text(setup + text)
+    return [f"notebooks/{name}" for name in notebooks]
+
+
+def _build(root: Path, capsys, *args: str) -> tuple[int, str, dict, list[list[str]]]:
+    status = bb.main(["--root", str(root), "--no-html", "--timeout", "60", *args])
+    out = capsys.readouterr().out
+    build = root.resolve() / "_build"
+    with (build / "timings.csv").open() as handle:
+        timings = list(csv.reader(handle))
+    return status, out, json.loads((build / "execution.json").read_text()), timings
+
+
+@pytest.mark.slow
+def test_parallel_build_matches_the_serial_one(tmp_path, capsys):
+    entries = _tiny_book(tmp_path)
+    build = tmp_path.resolve() / "_build"
+    serial = _build(tmp_path, capsys)
+    seen_serial = json.loads((build / "results" / "a" / "slow" / "seen.json").read_text())
+    parallel = _build(tmp_path, capsys, "--jobs", "2")
+    seen = {e: json.loads((build / "results" / e.split("/", 1)[1] / "seen.json").read_text())
+            for e in entries if "bad" not in e}
+
+    for status, out, execution, timings in (serial, parallel):
+        assert status == 1  # the failing notebook fails the build, named, with its traceback
+        assert "FAILED notebooks: notebooks/a/bad" in out and "ValueError: boom from a" in out
+        assert list(execution["notebooks"]) == entries  # toc order, whatever order they finished in
+        assert [row[0] for row in timings] == ["notebook", *entries, "total"]
+        assert "notebook(s) executed in" in out
+
+    def comparable(execution: dict) -> dict:
+        return {e: {k: v for k, v in run.items() if k != "seconds"} for e, run in execution["notebooks"].items()}
+
+    assert comparable(serial[2]) == comparable(parallel[2])
+    assert (serial[2]["jobs"], parallel[2]["jobs"]) == (1, 2)
+
+    # each kernel got its chapter, and with two jobs cpu_count // 2 threads; none was set serially
+    assert seen_serial["chapter"] == "a" and seen_serial["omp"] == os.environ.get("OMP_NUM_THREADS")
+    assert {e: s["chapter"] for e, s in seen.items()} == {"notebooks/a/slow": "a", "notebooks/b/quick": "b"}
+    assert {s["omp"] for s in seen.values()} == {str(max(1, bb.cpu_count() // 2))}
+
+    # the slow notebook ran beside the quick one; each notebook's own wall time is reported, and
+    # the elapsed time of the whole run besides
+    slow, quick = seen["notebooks/a/slow"], seen["notebooks/b/quick"]
+    assert quick["start"] < slow["end"] and slow["start"] < quick["end"]
+    execution = parallel[2]
+    seconds = {e: run["seconds"] for e, run in execution["notebooks"].items()}
+    assert seconds["notebooks/a/slow"] >= 3.0
+    assert max(seconds.values()) <= execution["elapsed_seconds"] + 0.1
+    assert f"executed in {execution['elapsed_seconds']:.1f} s of wall clock, 2 at a time" in parallel[1]
+    assert "2 notebooks at once" in parallel[1]
