@@ -28,7 +28,7 @@ import torch
 import pixelweight
 import pixelweight.losses
 import pixelweight.metrics
-import bookbuild as bb
+import bookbuild
 
 ROOT = Path(__file__).resolve().parents[1]
 TOC_ENTRIES = bookbuild.read_toc(ROOT / "_toc.yml")
