@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 import bookbuild as bb
-from bookbuild import jobs
 from helpers.fake_jobs import sleep_and_report
 
 TINY_RELEASE = bb.Release("https://github.com/o/r", "v1.0.0")
@@ -93,6 +93,8 @@ def test_schedule_parallel_returns_results_in_task_order():
 
 
 # ----------------------------------------------------------------------------- a real build
+#: Each notebook leaves a mark in $TINY_MARKERS and waits (up to $TINY_WAIT seconds) for the
+#: other's: with --jobs 2 they meet, which proves that they ran at the same time.
 NOTEBOOK = """\
 # %% tags=["parameters"]
 profile = "ci"
@@ -103,10 +105,13 @@ chapter = None
 # %%
 import json, os, time
 from pathlib import Path
-start = time.time()
-time.sleep({sleep})
+markers = Path(os.environ["TINY_MARKERS"])
+(markers / "{me}").touch()
+deadline = time.time() + float(os.environ["TINY_WAIT"])
+while not (markers / "{other}").exists() and time.time() < deadline:
+    time.sleep(0.05)
 Path(results_dir, "seen.json").write_text(json.dumps({{
-    "chapter": chapter, "omp": os.environ.get("OMP_NUM_THREADS"), "start": start, "end": time.time()}}))
+    "chapter": chapter, "omp": os.environ.get("OMP_NUM_THREADS"), "met": (markers / "{other}").exists()}}))
 """
 
 BAD = """\
@@ -129,7 +134,8 @@ def _tiny_book(root: Path) -> list[str]:
         "chapters:\n  - {folder: a, title: A, papers: [], idea: a}\n  - {folder: b, title: B, papers: [], idea: b}\n")
     (root / "_config.yml").write_text(
         f"title: tiny\nrepository:\n  url: {TINY_RELEASE.url}\n  branch: {TINY_RELEASE.tag}\n")
-    notebooks = {"a/slow": NOTEBOOK.format(sleep=3), "b/quick": NOTEBOOK.format(sleep=0), "a/bad": BAD}
+    notebooks = {"a/one": NOTEBOOK.format(me="one", other="two"), "b/two": NOTEBOOK.format(me="two", other="one"),
+                 "a/bad": BAD}
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                    + "".join(f"  - file: notebooks/{name}\n" for name in notebooks))
     setup = '# %% tags=["setup", "remove-cell"]\n' + bb.setup_cell_source(TINY_RELEASE) + "\n\n"
@@ -139,8 +145,13 @@ def _tiny_book(root: Path) -> list[str]:
     return [f"notebooks/{name}" for name in notebooks]
 
 
-def _build(root: Path, capsys, *args: str) -> tuple[int, str, dict, list[list[str]]]:
-    status = bb.main(["--root", str(root), "--no-html", "--timeout", "60", *args])
+def _build(root: Path, capsys, monkeypatch, *args: str, wait: float) -> tuple[int, str, dict, list[list[str]]]:
+    markers = root / "markers"
+    shutil.rmtree(markers, ignore_errors=True)
+    markers.mkdir()
+    monkeypatch.setenv("TINY_MARKERS", str(markers))
+    monkeypatch.setenv("TINY_WAIT", str(wait))
+    status = bb.main(["--root", str(root), "--no-html", "--timeout", "120", *args])
     out = capsys.readouterr().out
     build = root.resolve() / "_build"
     with (build / "timings.csv").open() as handle:
@@ -148,15 +159,18 @@ def _build(root: Path, capsys, *args: str) -> tuple[int, str, dict, list[list[st
     return status, out, json.loads((build / "execution.json").read_text()), timings
 
 
+def _seen(root: Path, entries: list[str]) -> dict[str, dict]:
+    results = root.resolve() / "_build" / "results"
+    return {e: json.loads((results / e.split("/", 1)[1] / "seen.json").read_text()) for e in entries if "bad" not in e}
+
+
 @pytest.mark.slow
-def test_parallel_build_matches_the_serial_one(tmp_path, capsys):
+def test_parallel_build_matches_the_serial_one(tmp_path, capsys, monkeypatch):
     entries = _tiny_book(tmp_path)
-    build = tmp_path.resolve() / "_build"
-    serial = _build(tmp_path, capsys)
-    seen_serial = json.loads((build / "results" / "a" / "slow" / "seen.json").read_text())
-    parallel = _build(tmp_path, capsys, "--jobs", "2")
-    seen = {e: json.loads((build / "results" / e.split("/", 1)[1] / "seen.json").read_text())
-            for e in entries if "bad" not in e}
+    serial = _build(tmp_path, capsys, monkeypatch, wait=0)
+    seen_serial = _seen(tmp_path, entries)
+    parallel = _build(tmp_path, capsys, monkeypatch, "--jobs", "2", wait=60)
+    seen = _seen(tmp_path, entries)
 
     for status, out, execution, timings in (serial, parallel):
         assert status == 1  # the failing notebook fails the build, named, with its traceback
@@ -171,18 +185,18 @@ def test_parallel_build_matches_the_serial_one(tmp_path, capsys):
     assert comparable(serial[2]) == comparable(parallel[2])
     assert (serial[2]["jobs"], parallel[2]["jobs"]) == (1, 2)
 
-    # each kernel got its chapter, and with two jobs cpu_count // 2 threads; none was set serially
-    assert seen_serial["chapter"] == "a" and seen_serial["omp"] == os.environ.get("OMP_NUM_THREADS")
-    assert {e: s["chapter"] for e, s in seen.items()} == {"notebooks/a/slow": "a", "notebooks/b/quick": "b"}
+    # each kernel got its chapter, and with two jobs cpu_count // 2 threads (none is set serially)
+    for runs in (seen_serial, seen):
+        assert {e: s["chapter"] for e, s in runs.items()} == {"notebooks/a/one": "a", "notebooks/b/two": "b"}
+    assert {s["omp"] for s in seen_serial.values()} == {os.environ.get("OMP_NUM_THREADS")}
     assert {s["omp"] for s in seen.values()} == {str(max(1, bb.cpu_count() // 2))}
 
-    # the slow notebook ran beside the quick one; each notebook's own wall time is reported, and
-    # the elapsed time of the whole run besides
-    slow, quick = seen["notebooks/a/slow"], seen["notebooks/b/quick"]
-    assert quick["start"] < slow["end"] and slow["start"] < quick["end"]
+    # with two jobs the two notebooks ran at the same time (serially the first one ran alone);
+    # each notebook's own wall time is reported, and the elapsed time of the whole run besides
+    assert [s["met"] for s in seen_serial.values()] == [False, True]
+    assert [s["met"] for s in seen.values()] == [True, True]
     execution = parallel[2]
-    seconds = {e: run["seconds"] for e, run in execution["notebooks"].items()}
-    assert seconds["notebooks/a/slow"] >= 3.0
-    assert max(seconds.values()) <= execution["elapsed_seconds"] + 0.1
+    seconds = [run["seconds"] for run in execution["notebooks"].values()]
+    assert max(seconds) <= execution["elapsed_seconds"] + 0.1
     assert f"executed in {execution['elapsed_seconds']:.1f} s of wall clock, 2 at a time" in parallel[1]
     assert "2 notebooks at once" in parallel[1]
