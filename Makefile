@@ -4,6 +4,8 @@
 #                              the book that `make book` built in Chromium (left out, in one line,
 #                              before any `make book`; Chromium is installed where root/sudo can)
 #   make book PROFILE=full     the GPU-scale run (more seeds and steps)
+#   make book JOBS=2           execute up to 2 notebooks at once, each kernel with
+#                              cpu_count // 2 threads (default JOBS=1: one after the other)
 #   make html                  rebuild the HTML only, from the notebooks the last `make book` ran
 #   make sync                  jupytext --sync every notebook pair, write each notebook's first
 #                              cell (the setup cell of _config.yml's release), clear the outputs
@@ -17,6 +19,7 @@ VENV        ?= .venv
 TORCH       ?= torch==2.13.0
 PROFILE     ?= ci
 DEVICE      ?= auto
+JOBS        ?= 1
 BOOK_ARGS   ?=
 PYTEST_ARGS ?=
 
@@ -27,7 +30,7 @@ STAMP := $(VENV)/.pixelweight-installed
 .PHONY: book html test sync save-times install clean distclean
 
 book: $(STAMP)
-	$(BIN)/python tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" $(BOOK_ARGS)
+	$(BIN)/python tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" --jobs "$(JOBS)" $(BOOK_ARGS)
 
 html: $(STAMP)
 	$(BIN)/python tools/build_book.py --html-only $(BOOK_ARGS)

@@ -29,12 +29,13 @@ import torch
 
 import pixelweight.losses
 import pixelweight.metrics
-from helpers.build_book import complete_build_info, load_build_book
+import bookbuild
+from helpers.build_book import complete_build_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
-TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
+TOC_ENTRIES = bookbuild.read_toc(ROOT / "_toc.yml")
 TOC_NOTEBOOKS = [e for e in TOC_ENTRIES if e.startswith("notebooks/")]
 
 

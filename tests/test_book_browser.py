@@ -38,7 +38,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from helpers.build_book import complete_build_info, load_build_book
+import bookbuild
+from helpers.build_book import complete_build_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
@@ -50,7 +51,7 @@ MATHJAX_LOCAL = "/__mathjax__/"
 pytestmark = pytest.mark.browser
 
 
-BUILD_BOOK = load_build_book()
+BUILD_BOOK = bookbuild
 TOC_ENTRIES = BUILD_BOOK.read_toc(ROOT / "_toc.yml")
 PAGES = [*TOC_ENTRIES, "search", "genindex"]
 

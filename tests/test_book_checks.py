@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.build_book import load_build_book
+import bookbuild as bb
 
-bb = load_build_book()
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -23,12 +23,11 @@ import jupytext
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from helpers.build_book import load_build_book
+import bookbuild as bb
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-bb = load_build_book()
 CONFIG = bb.read_config(ROOT)
 RELEASE = bb.release_of(CONFIG)
 TOC_NOTEBOOKS = [e for e in bb.read_toc(ROOT / "_toc.yml") if bb.is_notebook(e)]

@@ -18,12 +18,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from pixelweight.book import record_verdicts
 from pixelweight.results import RunRecord, git_commit, save_record
 
-from helpers.build_book import load_build_book
+import bookbuild as bb
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-bb = load_build_book()
 RELEASE = bb.Release("https://github.com/o/r", "v1.0.0")
 CHAPTERS = [
     bb.Chapter("00_base", "The base", (), "all pixels"),

@@ -28,10 +28,10 @@ import torch
 import pixelweight
 import pixelweight.losses
 import pixelweight.metrics
-from helpers.build_book import load_build_book
+import bookbuild
 
 ROOT = Path(__file__).resolve().parents[1]
-TOC_ENTRIES = load_build_book().read_toc(ROOT / "_toc.yml")
+TOC_ENTRIES = bookbuild.read_toc(ROOT / "_toc.yml")
 API_DIR = ROOT / "book" / "api"
 
 #: The public modules of pixelweight in the order of the API reference, one page each

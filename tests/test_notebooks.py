@@ -2,7 +2,7 @@
 
 Part 1 walks ``_toc.yml``: every notebook it lists has a jupytext ``py:percent`` source and a
 paired ``.ipynb`` beside it with the same cells, committed without outputs, and a
-``parameters`` cell assigning exactly ``profile``, ``device`` and ``results_dir``; no notebook
+``parameters`` cell assigning exactly ``profile``, ``device``, ``results_dir`` and ``chapter``; no notebook
 under ``notebooks/`` is missing from the toc.
 
 Part 2 tests ``tools/build_book.py``: toc parsing and filtering, the parameters check, the
@@ -25,12 +25,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from helpers.build_book import load_build_book
+import bookbuild as bb
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-bb = load_build_book()
 TOC_ENTRIES = bb.read_toc(ROOT / "_toc.yml")
 TOC_NOTEBOOKS = [entry for entry in TOC_ENTRIES if bb.is_notebook(entry)]
 
@@ -190,12 +189,12 @@ def _params(source, cell=new_code_cell):
     return cell(source, metadata={"tags": ["parameters"]})
 
 
-GOOD = 'profile = "ci"\ndevice = "auto"\nresults_dir: str = None\n'
+GOOD = 'profile = "ci"\ndevice = "auto"\nresults_dir: str = None\nchapter = None\n'
 
 
 def test_notebook_parameters_values():
     nb = _nb(new_markdown_cell("# T"), _params(GOOD + "# a comment\n"), new_code_cell("x = 1"))
-    assert bb.notebook_parameters(nb) == {"profile": "ci", "device": "auto", "results_dir": None}
+    assert bb.notebook_parameters(nb) == {"profile": "ci", "device": "auto", "results_dir": None, "chapter": None}
     assert bb.notebook_parameters(_nb(_params("a = b = Path('x')"))) == {"a": "Path('x')", "b": "Path('x')"}
     bb.check_parameters(nb)
 
@@ -208,10 +207,13 @@ def test_notebook_parameters_values():
     (_nb(_params(GOOD + "import os\n")), "may only assign names, found: 'import os'"),
     (_nb(_params(GOOD + "cfg.x = 1\n")), "assigns 'cfg.x', not a name"),
     (_nb(_params(GOOD + "seed = 0\n")),
-     "must assign exactly profile, device, results_dir; it assigns profile, device, results_dir, seed"),
+     "must assign exactly profile, device, results_dir, chapter; "
+     "it assigns profile, device, results_dir, chapter, seed"),
     (_nb(_params('profile = "ci"\n')), "it assigns profile$"),
     (_nb(_params(GOOD.replace('"ci"', '"full"'))), "sets profile = 'full', expected 'ci'"),
     (_nb(_params(GOOD.replace('"auto"', '"cuda"'))), "sets device = 'cuda', expected 'auto'"),
+    (_nb(_params(GOOD.replace("chapter = None", 'chapter = "02_recall"'))),
+     "sets chapter = '02_recall', expected None"),
 ])
 def test_check_parameters_errors(nb, match):
     with pytest.raises(ValueError, match=match):
@@ -224,7 +226,7 @@ def test_results_dir_for(tmp_path):
     )
 
 
-RESULTS = [bb.RunResult("notebooks/a/one", "ok", 1.25), bb.RunResult("notebooks/long_name/two", "failed", 10.0)]
+RESULTS = [bb.NotebookRun("notebooks/a/one", "ok", 1.25), bb.NotebookRun("notebooks/long_name/two", "failed", 10.0)]
 
 
 def test_timing_table():
@@ -364,11 +366,12 @@ OK_NOTEBOOK = """\
 profile = "ci"
 device = "auto"
 results_dir = None
+chapter = None
 
 # %%
 import json, os, sys
 from pathlib import Path
-seen = {"profile": profile, "device": device, "results_dir": results_dir, "cwd": os.getcwd(),
+seen = {"profile": profile, "device": device, "results_dir": results_dir, "chapter": chapter, "cwd": os.getcwd(),
         "prefix": sys.prefix, "mpl": os.environ.get("MPLBACKEND")}
 Path(results_dir, "seen.json").write_text(json.dumps(seen))
 """
@@ -378,6 +381,7 @@ BAD_NOTEBOOK = """\
 profile = "ci"
 device = "auto"
 results_dir = None
+chapter = None
 
 # %%
 def inner():
@@ -441,7 +445,7 @@ def test_build_reports_a_failing_notebook_and_goes_on(tmp_path, capsys):
     # parameters, working directory, interpreter and matplotlib backend of the kernel
     seen = json.loads((build / "results" / "a" / "one" / "seen.json").read_text())
     assert seen == {
-        "profile": "ci", "device": "auto", "results_dir": str(build / "results" / "a" / "one"),
+        "profile": "ci", "device": "auto", "results_dir": str(build / "results" / "a" / "one"), "chapter": "a",
         "cwd": str(tmp_path.resolve() / "notebooks" / "a"), "prefix": sys.prefix, "mpl": bb.MPLBACKEND,
     }
 

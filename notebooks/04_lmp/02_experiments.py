@@ -66,6 +66,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 profile = "ci"
 device = "auto"
 results_dir = "_results"
+chapter = None  # set by the build: the chapter's folder under notebooks/
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -1,26 +1,13 @@
-"""The book's build script, ``tools/build_book.py``, loaded once as a module for the tests.
+"""What the tests of the built book share: the book ``make book`` built, checked for being
+complete and current (:func:`complete_build_info`).
 
-It is a script, not part of the installed package, so the tests import it by path; every
-test module shares the one module object.
+The build itself is the package ``tools/bookbuild/``, which the tests import as
+``bookbuild`` (``tools`` is on pytest's ``pythonpath``, see ``pyproject.toml``).
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-_NAME = "build_book"
-
-
-def load_build_book():
-    """``tools/build_book.py`` as a module (loaded on the first call, then reused)."""
-    if _NAME in sys.modules:
-        return sys.modules[_NAME]
-    spec = importlib.util.spec_from_file_location(_NAME, ROOT / "tools" / "build_book.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_NAME] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 RUN_MAKE_BOOK = "run `make book` first (this test checks the HTML it builds and executes no notebook)"
@@ -51,7 +38,9 @@ def complete_build_info() -> dict:
         if head and info["git_commit"] != head:
             pytest.fail(f"the built book is stale: it was built at commit {info['git_commit'][:10]}, "
                         f"HEAD is {head[:10]}; {RUN_MAKE_BOOK}")
-    toc = load_build_book().read_toc(ROOT / "_toc.yml")
+    from bookbuild import read_toc
+
+    toc = read_toc(ROOT / "_toc.yml")
     if list(info["pages"]) != toc:
         pytest.fail(f"the built book has the pages {list(info['pages'])}, _toc.yml lists {toc}: {RUN_MAKE_BOOK}")
     return info
