@@ -262,3 +262,16 @@ def test_task_argument_errors():
         train(UNet(1, 2, width=4, depth=1), F.cross_entropy, data, TrainConfig(**FAST), on_log=3)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         evaluate("net", data, SegmentationMetrics(2), device="cpu")
+
+
+def test_docstring_examples_run():
+    """The examples of pixelweight.train's public names (their __module__ is the package)."""
+    import doctest
+
+    import pixelweight.train as package
+
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    report = []
+    for test in doctest.DocTestFinder().find(package, package.__name__, globs={}):
+        runner.run(test, out=report.append)
+    assert runner.tries >= 10 and runner.failures == 0, "".join(report)
