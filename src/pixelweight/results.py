@@ -139,7 +139,8 @@ def check_results_dir(results_dir: Union[str, "os.PathLike[str]"]) -> Path:
 
 @dataclasses.dataclass
 class RunRecord:
-    """One run's result: what ran (``config``), what it gave (``metrics``, ``history``)."""
+    """One run's result: what ran (``config``), what it gave (``metrics``, ``history``) and,
+    when the run measured it, whether training reached a plateau (``plateau``)."""
 
     name: str
     config: Dict[str, Any]
@@ -150,6 +151,10 @@ class RunRecord:
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     provenance: Dict[str, Any] = dataclasses.field(default_factory=provenance)
     schema_version: int = SCHEMA_VERSION
+    #: Whether the run reached a plateau of its validation metric (the harness's rule,
+    #: :func:`pixelweight.train.measure_plateau`); ``None`` when no rule was asked for
+    #: (and in records written before the rule existed).
+    plateau: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
         check_record_name(self.name)
@@ -165,6 +170,8 @@ class RunRecord:
             raise ValueError(f"schema_version must be an int, got {self.schema_version!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if self.plateau is not None and not isinstance(self.plateau, Mapping):
+            raise ValueError(f"plateau must be a mapping or None, got {type(self.plateau).__name__} ({self.plateau!r})")
         if not (isinstance(self.wall_time_s, (int, float)) and self.wall_time_s >= 0):
             raise ValueError(f"wall_time_s must be a non-negative number, got {self.wall_time_s!r}")
 
