@@ -349,8 +349,14 @@ def run_seeds(
     record_config: Optional[Mapping[str, Any]] = None,
     on_log: Optional[Callable] = None,
     train_overrides: Optional[Mapping[str, Any]] = None,
+    task: Any = None,
+    seeds: Optional[Sequence[int]] = None,
 ) -> List[TrainResult]:
     """Train ``build_model()`` with ``build_loss()`` once per seed of ``profile``.
+
+    ``task`` (a :class:`~pixelweight.train.Task`; default: segmentation) says what the
+    harness does with a batch (several model outputs, auxiliary targets); ``seeds`` runs a
+    subset of the profile's seeds (e.g. one per process), recording the profile unchanged.
 
     Each seed is set (:func:`~pixelweight.train.seed_everything`) before the model and the
     loss are built, so initialisation is seeded too. Validation and test metrics come from
@@ -361,8 +367,13 @@ def run_seeds(
         raise TypeError("build_model and build_loss must be callables returning a model / a loss")
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
+    if seeds is None:
+        seeds = profile.seeds
+    unknown = sorted(set(seeds) - set(profile.seeds))
+    if unknown:
+        raise ValueError(f"seeds {unknown} are not seeds of profile {profile.name!r} {profile.seeds}")
     results = []
-    for seed in profile.seeds:
+    for seed in seeds:
         seed_everything(seed)
         model = build_model()
         loss = build_loss()
@@ -372,7 +383,7 @@ def run_seeds(
             train(model, loss, splits.train, config, metrics_factory=metrics_factory,
                   val_set=splits.val, test_set=splits.test,
                   name=name if results_dir is not None else None, results_dir=results_dir,
-                  record_config=extra, on_log=on_log)
+                  record_config=extra, on_log=on_log, task=task)
         )
     return results
 
@@ -489,21 +500,23 @@ class Setup:
 
     def record_config(self, **extra: Any) -> Dict[str, Any]:
         """What a record of this setup holds beside the profile and the splits' configs."""
-        return {"chapter": self.chapter, "stage": self.stage.name,
+        return {"chapter": self.chapter, "stage": self.stage.name, "num_classes": self.num_classes,
                 "data_spec": self.data.to_dict(), "model": self.model.to_dict(),
                 "train_overrides": _plain(dict(self.scale.train)), **extra}
 
     # -- running -------------------------------------------------------------------------
     def run_arm(self, arm: Arm, *, name: Optional[str] = None, on_log: Optional[Callable] = None,
+                seeds: Optional[Sequence[int]] = None, task: Any = None,
                 **train_overrides: Any) -> List[TrainResult]:
-        """Train one arm over the profile's seeds; its records go to ``results_dir``."""
+        """Train one arm over the profile's seeds (or ``seeds``, a subset); its records go to
+        ``results_dir``. ``task``: a :class:`~pixelweight.train.Task` (default: segmentation)."""
         if not isinstance(arm, Arm):
             raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
         return run_seeds(
             name or self.run_name(arm), self.build_model, lambda: self.build_loss(arm), self.splits,
             self.profile, self.metrics, device=self.device, results_dir=self.results_dir,
             record_config=self.record_config(loss=arm.to_dict()), on_log=on_log,
-            train_overrides={**self.scale.train, **train_overrides},
+            train_overrides={**self.scale.train, **train_overrides}, task=task, seeds=seeds,
         )
 
     def run(self, arms: Optional[Sequence[Arm]] = None, *, on_log: Optional[Callable] = None,
