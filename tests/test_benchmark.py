@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pixelweight import benchmark
 from pixelweight.benchmark import (
     TARGETS,
+    benchmark_calls,
     benchmark_library,
     benchmark_losses,
     default_losses,
@@ -174,6 +175,38 @@ def test_time_calls_rotates_and_counts():
         time_calls({"a": lambda: None}, repeats=1, timer="gpu")
     with pytest.raises(ValueError, match="threads must be"):
         benchmark_library((1, 3, 4, 4), threads=1)
+
+
+def test_benchmark_calls_times_forward_calls_against_the_first():
+    x = torch.randn(16, 16, requires_grad=True)
+    seen = []
+
+    def forward():
+        y = (x * 2).sum()
+        seen.append(y.requires_grad)
+        return y
+
+    frame = benchmark_calls({"reference": lambda: x.sum(), "forward": forward}, repeats=3, warmup=1, timer="cpu")
+    assert list(frame["call"]) == ["reference", "forward"] and frame.loc[0, "ratio"] == 1.0
+    assert list(frame.columns) == ["call", "median_ms", "q25_ms", "q75_ms", "ratio", "ratio_q25", "ratio_q75",
+                                   "device", "repeats", "threads", "timer"]
+    assert (frame["ratio_q25"] <= frame["ratio"]).all() and (frame["ratio"] <= frame["ratio_q75"]).all()
+    assert set(frame["repeats"]) == {3} and set(frame["device"]) == {"cpu"} and set(frame["timer"]) == {"cpu"}
+    assert seen == [False] * 4  # forward only: no autograd graph under no_grad
+    benchmark_calls({"forward": forward}, repeats=1, warmup=0, no_grad=False)
+    assert seen[-1] is True
+
+
+@pytest.mark.parametrize("calls, kwargs, exc, match", [
+    ({}, {}, TypeError, "non-empty mapping"),
+    ({"a": 1}, {}, TypeError, "map names"),
+    ({"a": lambda: None}, {"repeats": 0}, ValueError, "repeats must be >= 1"),
+    ({"a": lambda: None}, {"timer": "gpu"}, ValueError, "timer must be one of"),
+    ({"a": lambda: None}, {"no_grad": 1}, TypeError, "no_grad must be a bool"),
+])
+def test_benchmark_calls_errors(calls, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        benchmark_calls(calls, **kwargs)
 
 
 def test_command_line_library_set(capsys):

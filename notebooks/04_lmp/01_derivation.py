@@ -83,27 +83,18 @@ from matplotlib.colors import LogNorm
 
 from pixelweight import plotting
 from pixelweight.book import glue, markdown, table
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import (
-    boundary_mask,
-    digit_scenes_splits,
-    lmp_benchmark,
-    lmp_profile,
-    lmp_scenes,
-    run_seeds,
-    weight_share_frame,
-)
-from pixelweight.losses import CrossEntropyLoss, cross_entropy, lmp_bounds, lmp_weights, lmp_weights_reference
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
+from pixelweight.chapters import lmp
+from pixelweight.losses import cross_entropy, lmp_bounds, lmp_weights, lmp_weights_reference
+from pixelweight.metrics import boundary_mask
 from pixelweight.train import resolve_device
 
 plotting.set_style()
-P = lmp_profile(profile, "maps")
-SCENES = lmp_scenes(profile, "maps")
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-print(P, SCENES)
+# The chapter's typed setup (pixelweight.chapters.lmp): budget, data, model of the CE run whose losses we weight
+setup = lmp.setup("maps", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+CLASS_NAMES = setup.class_names
+NUM_CLASSES = setup.num_classes
+print(setup)
 
 # %% [markdown]
 # ## The maximiser in closed form
@@ -190,21 +181,8 @@ assert check["max |w - w_solver|"].max() < 1e-6
 # sorted from the largest down.
 
 # %%
-splits = digit_scenes_splits(P, **SCENES)
-
-
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-run = run_seeds("ch4-maps-ce", build_model, CrossEntropyLoss, splits, P, metrics, device=device,
-                results_dir=results_dir,
-                record_config={"chapter": "04_lmp", "loss": "cross_entropy", "scenes": SCENES,
-                               "model": {"name": "UNet", "width": P.width, "depth": P.depth}})[0]
+splits = setup.splits
+run = setup.run()["CE"][0]
 model = run.model.eval().cpu()
 batch = 64
 images = torch.stack([splits.test[i][0] for i in range(batch)])
@@ -298,7 +276,7 @@ rare = [CLASS_NAMES[c] for c in digit_order[5:]]
 shares = {}
 for name, (p, ratio) in {"LMP p = 1.7, ρ = 0.3": (1.7, 0.3), "LMP p = 1.1, ρ = 0.1": (1.1, 0.1),
                          "top-k p = 1, ρ = 0.3": (1.0, 0.3)}.items():
-    shares[name] = weight_share_frame(lmp_weights(ce, p, ratio), labels, CLASS_NAMES, boundary).set_index("group")
+    shares[name] = lmp.weight_share_frame(lmp_weights(ce, p, ratio), labels, CLASS_NAMES, boundary).set_index("group")
 base = shares["LMP p = 1.7, ρ = 0.3"]
 glue("boundary_pixels", f"{100 * base.loc['boundary pixels', 'pixel_share']:.0f}")
 glue("boundary_weight", f"{100 * base.loc['boundary pixels', 'weight_share']:.0f}")
@@ -353,8 +331,8 @@ markdown("Share of pixels and of LMP weight (p = 1.7, ρ = 0.3), over the batch:
 # %%
 bench_device = resolve_device(device)
 BENCH_ROUNDS = 7
-bench = lmp_benchmark((8, 19, 512, 1024), device=str(bench_device), repeats=BENCH_ROUNDS, warmup=1,
-                      steady_memory=True)
+bench = lmp.lmp_benchmark((8, 19, 512, 1024), device=str(bench_device), repeats=BENCH_ROUNDS, warmup=1,
+                          steady_memory=True)
 markdown(f"Median of {BENCH_ROUNDS} rounds on {bench_device} ({bench['threads'][0]} CPU threads), "
          "times in ms, ratio to CE within each pass and its quartiles over the rounds:\n\n"
          + table(bench[["pass", "what", "median_ms", "ratio", "ratio_q25", "ratio_q75"]]

@@ -76,62 +76,29 @@ import torch
 
 from pixelweight import plotting
 from pixelweight.book import glue, markdown, table
-from pixelweight.claims import Claim, ClaimsTable
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import (
-    digit_scenes_splits,
-    group_metric_frame,
-    lmp_limit_frame,
-    lmp_path_frame,
-    lmp_profile,
-    lmp_scenes,
-    per_class_frame,
-    run_seeds,
-)
-from pixelweight.losses import CrossEntropyLoss, LossMaxPooling, cross_entropy
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
-from pixelweight.results import committed_frame
-from pixelweight.stats import equivalence_verdict, mean_ci, paired_difference_ci, verdict
+from pixelweight.chapters import group_metric_frame, lmp, per_class_frame
+from pixelweight.losses import cross_entropy
+from pixelweight.stats import mean_ci, paired_difference_ci
 
 plotting.set_style()
-P = lmp_profile(profile, "headline")
-SCENES = lmp_scenes(profile, "headline")
-P_LMP, RATIO_LMP = 1.7, 0.3
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-print(P, SCENES)
+# The chapter's typed setup (pixelweight.chapters.lmp): budget, data, model, the CE and LMP arms
+setup = lmp.setup("headline", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+P_LMP, RATIO_LMP = setup.arm("LMP").options["p"], setup.arm("LMP").options["ratio"]
+CLASS_NAMES = setup.class_names
+NUM_CLASSES = setup.num_classes
+print(setup)
 
 # %% [markdown]
 # ## Training
 
 # %%
-splits = digit_scenes_splits(P, **SCENES)
+splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
 order = [int(c) for c in np.argsort(freq[1:])[::-1] + 1]  # digit classes, most frequent first
 FREQUENT, RARE = order[:5], order[5:]
-
-
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-LOSSES = {
-    "CE": ("ch4-headline-ce", CrossEntropyLoss, {"loss": "cross_entropy"}),
-    "LMP": ("ch4-headline-lmp", lambda: LossMaxPooling(P_LMP, RATIO_LMP),
-            {"loss": "loss_max_pooling", "p": P_LMP, "ratio": RATIO_LMP, "per_image": False}),
-}
-results = {}
-for label, (name, build_loss, loss_config) in LOSSES.items():
-    results[label] = run_seeds(
-        name, build_model, build_loss, splits, P, metrics, device=device, results_dir=results_dir,
-        record_config={"chapter": "04_lmp", "scenes": SCENES, **loss_config,
-                       "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
-    )
+LOSSES = [arm.label for arm in setup.arms]  # "CE", "LMP"
+results = setup.run()
 glue("n_seeds", len(P.seeds))
 glue("steps", P.steps)
 glue("train_minutes", f"{sum(r.wall_time_s for runs in results.values() for r in runs) / 60:.1f}")
@@ -157,25 +124,19 @@ for label in LOSSES:
     rows.append({"loss": label, **{title: mean_ci(sub[key]).format(3) for key, title in COLUMNS.items()}})
 markdown("Mean over seeds [95% CI]:\n\n" + table(pd.DataFrame(rows)))
 
-ce, lmp = (frame[frame.run == k].sort_values("seed") for k in ("CE", "LMP"))
-diffs = {key: paired_difference_ci(lmp[key].to_numpy(), ce[key].to_numpy()) for key in COLUMNS}
+ce, lmp_runs = (frame[frame.run == k].sort_values("seed") for k in ("CE", "LMP"))
+diffs = {key: paired_difference_ci(lmp_runs[key].to_numpy(), ce[key].to_numpy()) for key in COLUMNS}
 markdown("Paired difference LMP − CE over seeds [95% CI]:\n\n" + table(pd.DataFrame(
     [{title: diffs[key].format(3) for key, title in COLUMNS.items()}])))
 for key in COLUMNS:
     glue(f"diff_{key}", diffs[key].format(3))
     glue(f"ce_{key}", f"{ce[key].mean():.3f}")
-    glue(f"lmp_{key}", f"{lmp[key].mean():.3f}")
+    glue(f"lmp_{key}", f"{lmp_runs[key].mean():.3f}")
 
-# The rare classes are testable only if some run learns them at all.
-RARE_MIN = 0.02
-rare_learned = max(ce["rare_iou"].mean(), lmp["rare_iou"].mean()) >= RARE_MIN
-glue("rare_min", f"{RARE_MIN:g}")
-verdict_miou = verdict(diffs["miou"], direction=+1)
-verdict_rare = verdict(diffs["rare_iou"], direction=+1) if rare_learned else "not testable at this scale"
-verdict_acc = verdict(diffs["mean_accuracy"], direction=+1)
-glue("verdict_miou", verdict_miou)
-glue("verdict_rare", verdict_rare)
-glue("verdict_acc", verdict_acc)
+# The rare classes are testable only if some run learns them at all (lmp.RARE_MIN).
+rare_iou = {"CE": ce["rare_iou"].mean(), "LMP": lmp_runs["rare_iou"].mean()}
+rare_learned = lmp.rare_classes_learned(rare_iou)
+glue("rare_min", f"{lmp.RARE_MIN:g}")
 
 # %% tags=["hide-input"]
 per_class = per_class_frame(results, CLASS_NAMES, split="test", frequencies=freq)
@@ -217,25 +178,13 @@ images = torch.stack([splits.test[i][0] for i in range(32)])
 labels = torch.stack([splits.test[i][1] for i in range(32)])
 with torch.no_grad():
     pixel_ce = cross_entropy(model(images), labels, reduction="none")
-limits = lmp_limit_frame(pixel_ce, p=P_LMP, ratio=RATIO_LMP)
-TOLERANCE = 1e-3  # relative
-limit_rows, limit_verdicts = [], {}
-for name, sub in limits.groupby("limit", sort=False):
-    gap = sub["relative_difference"].abs()
-    v = equivalence_verdict(mean_ci(-gap.to_numpy()), tolerance=TOLERANCE)
-    limit_verdicts[name] = v
-    limit_rows.append({"limit": name, "images": len(sub), "largest relative difference": f"{gap.max():.1e}",
-                       f"verdict (tolerance {TOLERANCE:g})": v})
-markdown(table(pd.DataFrame(limit_rows)))
-verdict_limits = ("reproduced" if all(v == "reproduced" for v in limit_verdicts.values())
-                  else "partly reproduced" if any(v == "reproduced" for v in limit_verdicts.values())
-                  else "not reproduced")
-glue("verdict_limits", verdict_limits)
+limits = lmp.lmp_limit_frame(pixel_ce, p=P_LMP, ratio=RATIO_LMP)
+markdown(table(lmp.limit_table(limits)))  # each limit within lmp.LIMIT_TOLERANCE (relative)
 glue("limits_worst", f"{limits['relative_difference'].abs().max():.1e}")
 
 # %% tags=["hide-input"]
 ps = np.unique(np.concatenate([1 + np.logspace(-5, 0, 11), np.logspace(0.4, 6, 12), [P_LMP]]))
-path = lmp_path_frame(pixel_ce, ps, ratio=RATIO_LMP)
+path = lmp.lmp_path_frame(pixel_ce, ps, ratio=RATIO_LMP)
 path["to CE (mean)"] = (path["lmp"] - path["mean"]).abs() / path["mean"]
 path["to top-k (mean of the m largest)"] = (path["lmp"] - path["top_m_mean"]).abs() / path["top_m_mean"]
 curve = path.groupby("p")[["to CE (mean)", "to top-k (mean of the m largest)"]].median()
@@ -274,44 +223,28 @@ glue("limits_exact_worst", f"{exact['relative_difference'].abs().max():.1e}")
 # run today is flagged.
 
 # %%
-labels = {name: label for label, (name, _, _) in LOSSES.items()}
-full = committed_frame("04_lmp", lmp_profile("full", "headline").to_dict(), labels,
-                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
-if len(full):
-    full.insert(0, "loss", full.pop("name").map(labels))
-    markdown(table(full))
-else:
-    markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
-             f"are from the `{P.name}` profile only.")
+setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
 
 # %% [markdown]
 # ## Claims
 
 # %%
-claims = ClaimsTable("04_lmp", budget=P.budget(), scope=P.describe(), claims=[
-    Claim("LMP improves mIoU over CE", source="abstract",
-          ran=f"CE vs LMP (p = {P_LMP}, ρ = {RATIO_LMP}), {len(P.seeds)} paired seeds, mIoU (test)",
-          effect=diffs["miou"], verdict=verdict_miou),
-    Claim("LMP improves rare-class IoU over CE", source="abstract",
-          ran="same runs; IoU of the 5 rarest digits", effect=diffs["rare_iou"],
-          detail=f"CE {ce['rare_iou'].mean():.3f}", verdict=verdict_rare),
-    Claim("LMP raises mean class recall over CE", source="ours",
-          ran="same runs; mean accuracy (test)", effect=diffs["mean_accuracy"], verdict=verdict_acc),
-    Claim("LMP reduces to CE and to top-k mining in its limits", source="derived",
-          ran="5 limits (ρ = 1, p → ∞, p → 1, ...) on the CE of a trained model, 32 images",
-          effect=f"max relative gap {limits['relative_difference'].abs().max():.1e}", verdict=verdict_limits),
-])
+claims = lmp.headline_claims(setup, diffs, rare_iou=rare_iou, limits=limits)
+verdict_miou, verdict_rare, verdict_acc, verdict_limits = (c.verdict for c in claims.claims)
+for key, value in {"verdict_miou": verdict_miou, "verdict_rare": verdict_rare, "verdict_acc": verdict_acc,
+                   "verdict_limits": verdict_limits}.items():
+    glue(key, value)
 claims.show()
 _ = claims.record(results_dir)
 
 # %% tags=["hide-input"]
 if rare_learned:
     rare_text = (f"At least one loss learns some of the rare classes here (mean rare-class IoU "
-                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
+                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp_runs['rare_iou'].mean():.3f} for LMP), so the "
                  "class-imbalance claim is tested at this scale.")
 else:
     rare_text = (f"Neither loss learns the rare classes in this budget (mean rare-class IoU "
-                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp['rare_iou'].mean():.3f} for LMP), so the "
+                 f"{ce['rare_iou'].mean():.3f} for CE, {lmp_runs['rare_iou'].mean():.3f} for LMP), so the "
                  "class-imbalance claim needs the `full` profile's longer runs, committed above when available.")
 markdown(f"At `{P.name}` scale the verdict on mIoU is **{verdict_miou}**, on the rare classes "
          f"**{verdict_rare}**, on the mean class recall **{verdict_acc}**, and the limits are "

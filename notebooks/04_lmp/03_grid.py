@@ -70,8 +70,6 @@ results_dir = "_results"
 chapter = None  # set by the build: the chapter's folder under notebooks/
 
 # %% tags=["hide-input"]
-import functools
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -80,28 +78,25 @@ import torch
 
 from pixelweight import plotting
 from pixelweight.book import glue, markdown, table
-from pixelweight.claims import Claim, ClaimsTable
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import digit_scenes_splits, group_metric_frame, lmp_profile, lmp_scenes, run_seeds
-from pixelweight.losses import CrossEntropyLoss, FocalLoss, LossMaxPooling, cross_entropy, loss_max_pooling
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
-from pixelweight.results import committed_frame
-from pixelweight.stats import equivalence_verdict, paired_difference_ci, verdict
+from pixelweight.chapters import group_metric_frame, lmp
+from pixelweight.losses import cross_entropy, loss_max_pooling
+from pixelweight.stats import paired_difference_ci
 
 plotting.set_style()
-P = lmp_profile(profile, "grid")
-SCENES = lmp_scenes(profile, "grid")
-PS = [1.0, 1.1, 1.3, 1.7, 100.0]  # 1: top-k mining; 100: "infinity-like"
-RATIOS = [0.1, 0.3, 1.0]
-P_DEFAULT, RATIO_DEFAULT = 1.7, 0.3  # the public implementation's defaults
-FOCAL_GAMMA = 2.0
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-print(P, SCENES)
-glue("scale", f"{P.image_size} x {P.image_size} scenes with {SCENES.get('num_digits', (2, 5))[0]} to "
-     f"{SCENES.get('num_digits', (2, 5))[1]} digits, a U-Net of width {P.width}, {P.steps} steps "
-     f"(learning rate {P.lr:g}), {len(P.seeds)} seeds")
+# The chapter's typed setup (pixelweight.chapters.lmp): budget, data, model, and the arms:
+# CE, LMP over the grid lmp.GRID_PS x lmp.GRID_RATIOS (p = 1: top-k mining; p = 100:
+# "infinity-like"; ratio = 1 is CE, the CE runs), focal loss (gamma lmp.FOCAL_GAMMA)
+setup = lmp.setup("grid", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+PS, RATIOS = list(lmp.GRID_PS), list(lmp.GRID_RATIOS)
+P_DEFAULT, RATIO_DEFAULT = lmp.P_DEFAULT, lmp.RATIO_DEFAULT  # the public implementation's defaults
+FOCAL_GAMMA = lmp.FOCAL_GAMMA
+CLASS_NAMES = setup.class_names
+NUM_CLASSES = setup.num_classes
+print(setup)
+num_digits = setup.data.options.get("num_digits", (2, 5))
+glue("scale", f"{setup.data.size} x {setup.data.size} scenes with {num_digits[0]} to {num_digits[1]} digits, "
+     f"a U-Net of width {setup.model.width}, {P.steps} steps (learning rate {P.lr:g}), {len(P.seeds)} seeds")
 
 # %% [markdown]
 # This run: {glue:text}`scale`.
@@ -115,13 +110,13 @@ glue("scale", f"{P.image_size} x {P.image_size} scenes with {SCENES.get('num_dig
 # more on real logits.
 
 # %%
-splits = digit_scenes_splits(P, **SCENES)
+splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
 order = [int(c) for c in np.argsort(freq[1:])[::-1] + 1]
 RARE = order[5:]
 x0 = torch.stack([splits.train[i][0] for i in range(P.batch_size)])
 y0 = torch.stack([splits.train[i][1] for i in range(P.batch_size)])
-probe = UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
+probe = setup.build_model()
 logits0 = probe(x0)
 identical = all(torch.equal(loss_max_pooling(logits0, y0, p, 1.0), cross_entropy(logits0, y0)) for p in PS)
 glue("identical", "identical" if identical else "NOT identical")
@@ -134,33 +129,9 @@ assert identical
 # ## Training the grid
 
 # %%
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-def lmp_label(p, ratio):
-    return f"p={p:g}, ρ={ratio:g}"
-
-
-CONFIGS = {"CE": ("ch4-grid-ce", CrossEntropyLoss, {"loss": "cross_entropy"})}
-for ratio in RATIOS[:-1]:
-    for p in PS:
-        CONFIGS[lmp_label(p, ratio)] = (
-            f"ch4-grid-lmp-p{p:g}-r{ratio:g}", functools.partial(LossMaxPooling, p, ratio),
-            {"loss": "loss_max_pooling", "p": p, "ratio": ratio, "per_image": False})
-CONFIGS["focal"] = ("ch4-grid-focal", functools.partial(FocalLoss, FOCAL_GAMMA),
-                    {"loss": "focal_loss", "gamma": FOCAL_GAMMA})
-results = {}
-for label, (name, build_loss, loss_config) in CONFIGS.items():
-    results[label] = run_seeds(
-        name, build_model, build_loss, splits, P, metrics, device=device, results_dir=results_dir,
-        record_config={"chapter": "04_lmp", "scenes": SCENES, **loss_config,
-                       "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
-    )
+lmp_label = lmp.grid_label  # "p=1.7, ρ=0.3"
+CONFIGS = [arm.label for arm in setup.arms]  # "CE", the LMP cells, "focal"
+results = setup.run()
 glue("n_configs", len(CONFIGS))
 glue("n_seeds", len(P.seeds))
 glue("n_runs", sum(len(r) for r in results.values()))
@@ -177,10 +148,7 @@ glue("device_name", results["CE"][0].device)
 frame = group_metric_frame(results, {"rare": RARE}, split="test")
 val = group_metric_frame(results, {"rare": RARE}, split="val")
 ce = frame[frame.run == "CE"].sort_values("seed")
-
-
-def cell(p, ratio):
-    return "CE" if ratio == 1.0 else lmp_label(p, ratio)
+cell = lmp.grid_cell  # the ratio = 1 column is the CE runs
 
 
 def run_values(label, key, source=frame):
@@ -226,15 +194,7 @@ markdown("All configurations, means over seeds (test split unless said):\n\n" + 
 # ## Committed `full`-profile runs
 
 # %%
-labels = {name: label for label, (name, _, _) in CONFIGS.items()}
-full = committed_frame("04_lmp", lmp_profile("full", "grid").to_dict(), labels)
-if len(full):
-    full.insert(0, "loss", full.pop("name").map(labels))
-    markdown(table(full.groupby("loss", sort=False)[["test_miou"]].agg(["mean", "count"]).reset_index()
-                   .set_axis(["loss", "mean test mIoU", "seeds"], axis=1)))
-else:
-    markdown("No `full`-profile record is committed for this notebook yet: the numbers above "
-             f"are from the `{P.name}` profile only.")
+setup.show_committed()
 
 # %% [markdown]
 # ## Claims at this scale
@@ -248,56 +208,15 @@ else:
 # about it).
 
 # %%
-lmp_cells = [lmp_label(p, r) for r in RATIOS[:-1] for p in PS if p <= P_DEFAULT]  # p = 100 is the CE control
-best = max(lmp_cells, key=lambda label: run_values(label, "miou", val).mean())
-glue("best_cell", best)
-
-
-def diff(a, b, key="miou"):
-    return paired_difference_ci(run_values(a, key), run_values(b, key))
-
-
-default = lmp_label(P_DEFAULT, RATIO_DEFAULT)
-d_default = diff(default, "CE")
-d_best = diff(best, "CE")
-d_topk = {r: diff(lmp_label(P_DEFAULT, r), lmp_label(1.0, r)) for r in RATIOS[:-1]}
-d_inf = diff(lmp_label(100.0, 0.3), "CE")
-d_focal = diff(default, "focal")
-RARE_MIN = 0.02  # a rare-class comparison needs one of the two runs to learn them at all
-rare_learned = max(run_values(default, "rare_iou").mean(), run_values("CE", "rare_iou").mean()) >= RARE_MIN
-d_rare = diff(default, "CE", "rare_iou")
-EQUIV_TOL = 0.02  # mIoU
-
-v_default = verdict(d_default, +1)
-v_best = verdict(d_best, +1)
-v_rare = verdict(d_rare, +1) if rare_learned else "not testable at this scale"
-v_topk = verdict(d_topk[RATIO_DEFAULT], +1)
-# two-sided: no worse and no better than CE by more than the margin (the weaker of the two verdicts)
-v_inf = min(equivalence_verdict(d_inf, EQUIV_TOL),
-            equivalence_verdict(diff("CE", lmp_label(100.0, 0.3)), EQUIV_TOL),
-            key=["not reproduced", "partly reproduced", "reproduced"].index)
-v_focal = verdict(d_focal, +1)
-for key, value in {"d_default": d_default, "d_best": d_best, "d_topk": d_topk[RATIO_DEFAULT],
-                   "d_topk_01": d_topk[0.1], "d_inf": d_inf, "d_focal": d_focal, "d_rare": d_rare}.items():
+effects = lmp.grid_effects(frame, val)  # the best cell is chosen on validation, scored on test
+glue("best_cell", effects.best)
+for key, value in {"d_default": effects.default, "d_best": effects.best_vs_ce, "d_topk": effects.topk[RATIO_DEFAULT],
+                   "d_topk_01": effects.topk[0.1], "d_inf": effects.infinity, "d_focal": effects.focal,
+                   "d_rare": effects.rare}.items():
     glue(key, value.format(3))
-glue("equiv_tol", f"{EQUIV_TOL:g}")
+glue("equiv_tol", f"{lmp.EQUIVALENCE_MARGIN:g}")
 
-claims = ClaimsTable("04_lmp", budget=P.budget(), scope=P.describe(), section="claims-at-this-scale", claims=[
-    Claim("LMP (public default) improves mIoU over CE, grid scale", source="abstract",
-          ran=f"public default {default} vs CE, mIoU (test)", effect=d_default, verdict=v_default),
-    Claim("the best (p, ratio) chosen on validation improves mIoU over CE, grid scale", source="ours",
-          ran=f"best of the {len(lmp_cells)} cells with p ≤ {P_DEFAULT:g} on validation: {best}; mIoU (test)",
-          effect=d_best, verdict=v_best),
-    Claim("LMP improves rare-class IoU over CE, grid scale", source="abstract",
-          ran=f"{default} vs CE, IoU of the 5 rarest digits", effect=d_rare, verdict=v_rare),
-    Claim("LMP (p = 1.7) beats top-k mining at the same ratio", source="ours",
-          ran=f"p = 1.7 vs p = 1, ρ = {RATIO_DEFAULT:g}, mIoU (ρ = 0.1: {d_topk[0.1].format(3)})",
-          effect=d_topk[RATIO_DEFAULT], verdict=v_topk),
-    Claim("LMP with p -> infinity trains like CE", source="derived",
-          ran=f"p = 100, ρ = 0.3 vs CE, mIoU within ±{EQUIV_TOL:g}", effect=d_inf, verdict=v_inf),
-    Claim("LMP beats focal loss", source="ours", ran=f"{default} vs focal (γ = {FOCAL_GAMMA:g}), mIoU",
-          effect=d_focal, verdict=v_focal, record=False),  # the book's comparison; the paper claims nothing
-])
+claims = lmp.grid_claims(setup, effects)
 claims.show()
 _ = claims.record(results_dir)
 

@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from ._validation import check_float, check_ignore_index, check_int
 
-__all__ = ["DEFAULT_SHAPE", "LIBRARY_SHAPE", "REFERENCE", "TARGETS", "benchmark_library", "benchmark_losses",
-           "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
+__all__ = ["DEFAULT_SHAPE", "LIBRARY_SHAPE", "REFERENCE", "TARGETS", "benchmark_calls", "benchmark_library",
+           "benchmark_losses", "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
            "time_calls"]
 
 #: Logits shape of :func:`benchmark_losses`: Cityscapes-like, batch 8, 19 classes, 512 x 1024.
@@ -238,6 +238,77 @@ def _ratio_rows(times: Mapping[str, Sequence[float]]) -> list:
             "ratio_q75": float(np.quantile(ratio, 0.75)),
         })
     return rows
+
+
+def benchmark_calls(
+    calls: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int = 10,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+    timer: str = "wall",
+    no_grad: bool = True,
+):
+    """Time calls without arguments (e.g. forward passes) against the first one, as ratios.
+
+    The timing loop of :func:`time_calls`: the calls take turns within each round, the order
+    rotates from round to round, and each call's time is divided by the first call's time
+    **in the same round**; the ratios are summarised by their median and quartiles over the
+    rounds. With ``no_grad`` (default) the calls run under :func:`torch.no_grad`, so a
+    forward pass builds no autograd graph; :func:`benchmark_losses` times forward and
+    backward passes of losses instead.
+
+    Parameters
+    ----------
+    calls : mapping of str to callable
+        ``name -> call()``; the first entry is the reference of the ratios.
+    repeats, warmup : int
+        Timed rounds, and untimed rounds first.
+    device : str or torch.device
+        Where the calls run (CUDA work is synchronised around each call).
+    timer : {"wall", "cpu"}
+        What is timed, see :func:`time_calls`.
+    no_grad : bool
+        Run the calls under :func:`torch.no_grad`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per call: ``call``, ``median_ms``, ``q25_ms``, ``q75_ms`` (of its times),
+        ``ratio`` (median over rounds of its time over the reference's in the same round),
+        ``ratio_q25``, ``ratio_q75``, and ``device``, ``repeats``, ``threads``, ``timer``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.benchmark import benchmark_calls
+    >>> x = torch.randn(64, 64)
+    >>> frame = benchmark_calls({"sum": lambda: x.sum(), "sort": lambda: x.sort()}, repeats=3)
+    >>> list(frame["call"]), float(frame.loc[0, "ratio"])
+    (['sum', 'sort'], 1.0)
+    """
+    import pandas as pd
+
+    from .train import resolve_device
+
+    if not isinstance(calls, Mapping) or not calls:
+        raise TypeError("calls must be a non-empty mapping of name -> callable()")
+    for name, fn in calls.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"calls must map names (str) to callables, got {name!r}: {type(fn).__name__}")
+    if not isinstance(no_grad, bool):
+        raise TypeError(f"no_grad must be a bool, got {type(no_grad).__name__}")
+    device = resolve_device(device)
+    with torch.no_grad() if no_grad else contextlib.nullcontext():
+        times = time_calls(calls, repeats=repeats, warmup=warmup, device=device, timer=timer)
+    rows = _ratio_rows(times)
+    for row in rows:
+        row["call"] = row.pop("loss")
+        row.update({"device": str(device), "repeats": len(times[row["call"]]),
+                    "threads": torch.get_num_threads(), "timer": timer})
+    columns = ["call", "median_ms", "q25_ms", "q75_ms", "ratio", "ratio_q25", "ratio_q75", "device", "repeats",
+               "threads", "timer"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def benchmark_losses(

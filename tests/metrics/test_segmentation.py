@@ -20,6 +20,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from pixelweight.metrics import boundary_mask
 from pixelweight.metrics.segmentation import SegmentationMetrics, confusion_matrix, metrics_from_confusion
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -388,3 +389,29 @@ def test_accumulator_errors():
     with pytest.raises(ValueError, match=r"target values must lie in \[0, 2\] or equal ignore_index=255"):
         m.update(torch.zeros(2, 8, 8, dtype=torch.long), target + 7)
     assert m.confmat.sum() == 0  # failed updates leave the state alone
+
+
+def test_boundary_mask():
+    target = torch.zeros(1, 6, 6, dtype=torch.long)
+    target[0, 2:4, 2:4] = 3
+    b = boundary_mask(target)
+    expected = torch.zeros(6, 6, dtype=torch.bool)
+    expected[1:5, 1:5] = True  # the 2x2 square and its 1-pixel ring
+    assert torch.equal(b[0], expected)
+    assert boundary_mask(target, width=2)[0].sum() == 36  # the whole 6x6 canvas
+    assert not boundary_mask(torch.ones(2, 5, 5, dtype=torch.long)).any()
+    ignored = target.clone()
+    ignored[0, :, 0] = 255  # an ignored column creates no boundary and is none
+    b2 = boundary_mask(ignored, ignore_index=255)
+    assert torch.equal(b2[0], expected) and not b2[0, :, 0].any()
+
+
+def test_boundary_mask_errors():
+    with pytest.raises(ValueError, match=r"integer \(N, H, W\) label map"):
+        boundary_mask(torch.zeros(2, 3, 3))
+    with pytest.raises(ValueError, match=r"integer \(N, H, W\) label map"):
+        boundary_mask(torch.zeros(3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        boundary_mask(torch.zeros(1, 3, 3, dtype=torch.long), width=0)
+    with pytest.raises(TypeError, match="target must be a torch.Tensor"):
+        boundary_mask([[0]])

@@ -15,7 +15,7 @@ from .foreground import (
     weighted_fmeasure,
     wfm_gt_terms,
 )
-from .segmentation import SegmentationMetrics, confusion_matrix, metrics_from_confusion
+from .segmentation import SegmentationMetrics, boundary_mask, confusion_matrix, metrics_from_confusion
 
 __all__ = [
     "ClassificationMetrics",
@@ -23,6 +23,7 @@ __all__ = [
     "NUM_THRESHOLDS",
     "SegmentationMetrics",
     "WFMTerms",
+    "boundary_mask",
     "confusion_matrix",
     "dataset_max_fmeasure",
     "fmeasure_curve",

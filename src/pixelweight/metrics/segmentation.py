@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .._validation import check_ignore_index, check_int, check_label_range, check_tensor
 
-__all__ = ["confusion_matrix", "metrics_from_confusion", "SegmentationMetrics"]
+__all__ = ["confusion_matrix", "metrics_from_confusion", "SegmentationMetrics", "boundary_mask"]
 
 
 def _check_finite_scores(preds: torch.Tensor, name: str = "logits") -> None:
@@ -381,3 +381,39 @@ class SegmentationMetrics:
         out = metrics_from_confusion(cm, self.class_names, self.ignore_index)
         out["confusion_matrix"] = cm.cpu().tolist()
         return out
+
+
+def boundary_mask(target: torch.Tensor, width: int = 1, ignore_index: Optional[int] = None) -> torch.Tensor:
+    """Pixels within ``width`` pixels (Chebyshev distance) of a label change: ``(N, H, W)`` bool.
+
+    A pixel is on a boundary when its ``(2 width + 1)``-square neighbourhood holds more than
+    one label (max-pooling of the labels differs from min-pooling). Ignored pixels are never
+    boundary pixels, and they create none (they take the label of the pixel itself).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.metrics import boundary_mask
+    >>> target = torch.zeros(1, 5, 5, dtype=torch.long)
+    >>> target[0, 2, 2] = 1
+    >>> boundary_mask(target)[0].int()
+    tensor([[0, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0],
+            [0, 1, 1, 1, 0],
+            [0, 1, 1, 1, 0],
+            [0, 0, 0, 0, 0]], dtype=torch.int32)
+    """
+    check_tensor(target, "target")
+    width = check_int(width, "width", minimum=1)
+    ignore_index = check_ignore_index(ignore_index)
+    if target.ndim != 3 or target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(f"target must be an integer (N, H, W) label map, got {tuple(target.shape)} {target.dtype}")
+    labels = target.long()
+    ignored = labels == ignore_index if ignore_index is not None else torch.zeros_like(labels, dtype=torch.bool)
+    # ignored pixels are transparent: +inf for the min-pool, -inf for the max-pool
+    x = labels.double().masked_fill(ignored, -float("inf")).unsqueeze(1)
+    y = (-labels.double()).masked_fill(ignored, -float("inf")).unsqueeze(1)
+    k, pad = 2 * width + 1, width
+    hi = F.max_pool2d(F.pad(x, (pad,) * 4, value=-float("inf")), k, stride=1)[:, 0]
+    lo = -F.max_pool2d(F.pad(y, (pad,) * 4, value=-float("inf")), k, stride=1)[:, 0]
+    return (hi != lo) & ~ignored
