@@ -78,8 +78,8 @@ import torch.nn.functional as F
 from pixelweight import plotting
 from pixelweight.benchmark import TARGETS, benchmark_losses
 from pixelweight.book import glue, markdown, table
+from pixelweight.chapters.recall import frequency_exponent
 from pixelweight.data import DigitScenes
-from pixelweight.experiments import frequency_exponent
 from pixelweight.losses import (
     class_weights,
     cross_entropy,
@@ -332,7 +332,7 @@ glue("toy_pixels", int(labels_sim.numel()))
 # ## Pitfalls of the public code
 #
 # Reading the reference implementation **[code]** turned up the points below. Each is a
-# test in `tests/losses/test_recall.py` or `tests/test_experiments_recall.py` that the
+# test in `tests/losses/test_recall.py` or `tests/chapters/test_recall.py` that the
 # library passes; the last column shows what the library computes on small batches.
 
 # %%
