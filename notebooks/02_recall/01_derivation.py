@@ -79,8 +79,9 @@ import torch.nn.functional as F
 from pixelweight import plotting
 from pixelweight.benchmark import TARGETS, benchmark_losses
 from pixelweight.book import glue, markdown, table
+from pixelweight.chapters import testbed
+from pixelweight.chapters.recall import frequency_exponent
 from pixelweight.data import DigitScenes
-from pixelweight.experiments import frequency_exponent
 from pixelweight.losses import (
     class_weights,
     cross_entropy,
@@ -89,11 +90,9 @@ from pixelweight.losses import (
     recall_terms,
     recall_weights,
 )
-from pixelweight.profiles import get_profile
 from pixelweight.train import resolve_device
 
 plotting.set_style()
-P = get_profile(profile)
 CLASS_NAMES = list(DigitScenes.class_names)
 NUM_CLASSES = len(CLASS_NAMES)
 
@@ -251,7 +250,7 @@ glue("limit_fn", ", ".join(map(str, fn.tolist())))
 # it by pixel share $f_c$, inverse frequency evenly.
 
 # %%
-scenes = DigitScenes(split="train", num_samples=64, size=P.image_size, imbalance=1.0, seed=1000)
+scenes = testbed.SCENES.build("train", 64)  # 64 training scenes of chapter 0 (64 x 64, Zipf s = 1)
 labels_sim = torch.as_tensor(scenes.labels).long()
 freq = scenes.class_pixel_frequencies()
 rel = freq / freq.mean()
@@ -333,7 +332,7 @@ glue("toy_pixels", int(labels_sim.numel()))
 # ## Pitfalls of the public code
 #
 # Reading the reference implementation **[code]** turned up the points below. Each is a
-# test in `tests/losses/test_recall.py` or `tests/test_experiments_recall.py` that the
+# test in `tests/losses/test_recall.py` or `tests/chapters/test_recall.py` that the
 # library passes; the last column shows what the library computes on small batches.
 
 # %%

@@ -81,36 +81,20 @@ from matplotlib.ticker import FuncFormatter
 
 from pixelweight import plotting
 from pixelweight.book import glue, markdown, table
-from pixelweight.claims import Claim, ClaimsTable
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import (
-    digit_scenes_splits,
-    frequency_exponent,
-    log_loss_weights,
-    per_class_frame,
-    recall_profile,
-    recall_scenes,
-    run_seeds,
-    train_class_weights,
-    weight_history_frame,
-)
-from pixelweight.losses import CrossEntropyLoss, FocalLoss, RecallLoss
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
-from pixelweight.results import committed_frame
-from pixelweight.stats import equivalence_verdict, mean_ci, paired_difference_ci, verdict
+from pixelweight.chapters import per_class_frame, recall
+from pixelweight.chapters.recall import frequency_exponent, train_class_weights, weight_history_frame
+from pixelweight.stats import mean_ci, paired_difference_ci
 
 plotting.set_style()
-# The chapter's budget (pixelweight.experiments.RECALL_SCALES): the `ci` profile shrunk to
-# the book's CPU build (32 x 32 scenes, fewer steps and samples); `full` unchanged.
-P = recall_profile(profile)
-SCENES = recall_scenes(profile)
-IMBALANCE = 1.0
-MIOU_TOLERANCE = 0.02  # "competitive mIoU": at most 2 points below CE
-TRAIN = dict(log_every=max(1, P.steps // 400))  # ci: every step, so the weight trajectory starts at step 1
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-print(P)
+# The chapter's typed setup (pixelweight.chapters.recall): at `ci` the profile shrunk to the
+# book's CPU build (32 x 32 scenes, fewer steps and samples), at `full` the GPU profile; the
+# six losses are its arms, and the harness logs every step in `ci` (weight trajectory from step 1).
+setup = recall.setup("experiments", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+LOSSES = [arm.label for arm in setup.arms]
+CLASS_NAMES = setup.class_names
+NUM_CLASSES = setup.num_classes
+print(setup)
 
 # %% [markdown]
 # ## Data and training
@@ -121,45 +105,17 @@ print(P)
 # **[code]**).
 
 # %%
-splits = digit_scenes_splits(P, imbalance=IMBALANCE, **SCENES)
+splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
-inverse = train_class_weights(splits, "inverse")
-median = train_class_weights(splits, "median")
+inverse = train_class_weights(splits, "inverse")  # the inverse-frequency arm's weights
 
-LOSSES = {
-    "CE": lambda: CrossEntropyLoss(),
-    "inverse-frequency CE": lambda: CrossEntropyLoss(weight=inverse),
-    "median-frequency CE": lambda: CrossEntropyLoss(weight=median),
-    "focal (γ = 1)": lambda: FocalLoss(gamma=1.0),
-    "recall (batch)": lambda: RecallLoss(NUM_CLASSES),
-    "recall (moving average)": lambda: RecallLoss(NUM_CLASSES, momentum=0.5),
-}
-RUN_NAMES = {"CE": "ce", "inverse-frequency CE": "inverse", "median-frequency CE": "median",
-             "focal (γ = 1)": "focal", "recall (batch)": "recall", "recall (moving average)": "recall-ma"}
-
-
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
-
-runs = {}
-for label, build_loss in LOSSES.items():
-    runs[label] = run_seeds(
-        f"ch2-{RUN_NAMES[label]}", build_model, build_loss, splits, P, metrics,
-        device=device, results_dir=results_dir, on_log=log_loss_weights, train_overrides=TRAIN,
-        record_config={"chapter": "02_recall", "loss": label, "imbalance": IMBALANCE, "scenes": SCENES,
-                       "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
-    )
+runs = setup.run(on_log=recall.log_loss_weights)  # {loss: [result per seed]}, records in results_dir
 all_runs = [r for rs in runs.values() for r in rs]
 glue("n_seeds", len(P.seeds))
 glue("num_classes", NUM_CLASSES)
 glue("n_runs", len(all_runs))
 glue("steps", P.steps)
-glue("image_size", P.image_size)
+glue("image_size", setup.data.size)
 glue("train_minutes", f"{sum(r.wall_time_s for r in all_runs) / 60:.1f}")
 glue("device_name", all_runs[0].device)
 
@@ -403,13 +359,7 @@ glue("digits_below_half", int((final_ma.drop("background") < 0.5).sum()))
 # today is flagged.
 
 # %%
-full = committed_frame("02_recall", recall_profile("full").to_dict(), [f"ch2-{n}" for n in RUN_NAMES.values()],
-                       columns=["seed", "test_miou", "test_mean_accuracy", "test_mean_precision", "device", "commit"])
-if len(full):
-    markdown(table(full))
-else:
-    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
-             f"are from the `{P.name}` profile only.")
+setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "test_mean_precision", "device", "commit"])
 
 # %% [markdown]
 # ## Claims
@@ -428,50 +378,27 @@ d_inv_acc = paired_difference_ci(per_seed("inverse-frequency CE", "test_mean_acc
                                  per_seed("CE", "test_mean_accuracy"))
 d_inv_prec = paired_difference_ci(per_seed("inverse-frequency CE", "test_mean_precision"),
                                   per_seed("CE", "test_mean_precision"))
-relative_gain = 100 * d_acc.mean / np.mean(per_seed("CE", "test_mean_accuracy"))
-
-v_a = verdict(d_acc, direction=+1)
-v_b = equivalence_verdict(d_miou, tolerance=MIOU_TOLERANCE)
-v_c_parts = [verdict(d_inv_acc, direction=+1), verdict(d_inv_prec, direction=-1)]
-v_c = (v_c_parts[0] if v_c_parts[0] == v_c_parts[1]
-       else "not reproduced" if "not reproduced" in v_c_parts else "partly reproduced")
-v_d = verdict(beta_change, direction=+1)
 d_vs_inv_prec = paired_difference_ci(per_seed("recall (batch)", "test_mean_precision"),
                                      per_seed("inverse-frequency CE", "test_mean_precision"))
 d_vs_inv_miou = paired_difference_ci(per_seed("recall (batch)", "test_miou"), per_seed("inverse-frequency CE", "test_miou"))
-v_e_parts = [verdict(d_vs_inv_prec, direction=+1), verdict(d_vs_inv_miou, direction=+1)]
-v_e = (v_e_parts[0] if v_e_parts[0] == v_e_parts[1]
-       else "not reproduced" if "not reproduced" in v_e_parts else "partly reproduced")
+relative_gain = 100 * d_acc.mean / np.mean(per_seed("CE", "test_mean_accuracy"))
 
-claims = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
-    Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)",
-          ran="recall (batch) vs CE, mean accuracy (test)", effect=d_acc,
-          detail=f"{relative_gain:+.0f}% relative; moving average Δ = {d_acc_ma.format(3)}", verdict=v_a),
-    Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract", label="(b)",
-          ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}", effect=d_miou, verdict=v_b),
-    Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
-          ran="inverse-frequency CE vs CE, mean accuracy and mean precision",
-          effect=f"Δ mean acc. = {d_inv_acc.format(3)} ({v_c_parts[0]}); Δ mean prec. = {d_inv_prec.format(3)} ({v_c_parts[1]})",
-          verdict=v_c),
-    Claim("recall loss keeps more precision and mIoU than inverse-frequency CE", source="ours", label="(c′)",
-          ran="recall (batch) vs inverse-frequency CE, mean precision and mIoU",
-          effect=f"Δ mean prec. = {d_vs_inv_prec.format(3)} ({v_e_parts[0]}); Δ mIoU = {d_vs_inv_miou.format(3)} ({v_e_parts[1]})",
-          verdict=v_e),
-    Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
-          ran=f"frequency exponent β of the recall (batch) weights, last tenth of training vs step {first_step}",
-          effect=beta_change, digits=2,
-          detail=f"β {mean_ci(beta_first['recall (batch)']).format(2)} at step {first_step}, "
-                 f"{mean_ci(beta_last['recall (batch)']).format(2)} at the end; inverse frequency: 1",
-          verdict=v_d),
-])
+# The claims, their sources and how each is judged: pixelweight.chapters.recall.experiments_claims
+claims = recall.experiments_claims(
+    setup, acc_gain=d_acc, acc_gain_ma=d_acc_ma, miou_change=d_miou, inverse_acc_gain=d_inv_acc,
+    inverse_prec_change=d_inv_prec, prec_vs_inverse=d_vs_inv_prec, miou_vs_inverse=d_vs_inv_miou,
+    beta_change=beta_change, beta_first=mean_ci(beta_first["recall (batch)"]),
+    beta_last=mean_ci(beta_last["recall (batch)"]), first_step=first_step, relative_gain=relative_gain,
+)
 claims.show()
 _ = claims.record(results_dir)
-glue("miou_tolerance", f"{MIOU_TOLERANCE:.2f}")
-glue("verdict_a", v_a)
-glue("verdict_b", v_b)
-glue("verdict_c", v_c)
-glue("verdict_d", v_d)
-glue("verdict_e", v_e)
+verdicts = {claim.label: claim.verdict for claim in claims.claims}
+glue("miou_tolerance", f"{recall.MIOU_TOLERANCE:.2f}")
+glue("verdict_a", verdicts["(a)"])
+glue("verdict_b", verdicts["(b)"])
+glue("verdict_c", verdicts["(c)"])
+glue("verdict_d", verdicts["(d)"])
+glue("verdict_e", verdicts["(c′)"])
 glue("relative_gain", f"{relative_gain:.0f}")
 
 # %% [markdown]

@@ -70,53 +70,27 @@ import pandas as pd
 
 from pixelweight import plotting
 from pixelweight.book import glue, markdown, table
-from pixelweight.claims import Claim, ClaimsTable
-from pixelweight.data import DigitScenes
-from pixelweight.experiments import digit_scenes_splits, recall_profile, recall_scenes, run_seeds
-from pixelweight.losses import CrossEntropyLoss, RecallLoss
-from pixelweight.metrics import SegmentationMetrics
-from pixelweight.models import UNet
-from pixelweight.results import committed_frame
-from pixelweight.stats import mean_ci, paired_difference_ci, verdict
+from pixelweight.chapters import recall
+from pixelweight.stats import mean_ci, paired_difference_ci
 
 plotting.set_style()
-# Same budget as 02_experiments (pixelweight.experiments.RECALL_SCALES).
-P = recall_profile(profile)
-SCENES = recall_scenes(profile)
-EXPONENTS = (0.0, 1.0, 2.0)
-CLASS_NAMES = list(DigitScenes.class_names)
-NUM_CLASSES = len(CLASS_NAMES)
-LOSSES = {"CE": lambda: CrossEntropyLoss(), "recall": lambda: RecallLoss(NUM_CLASSES)}
-print(P)
-
-
-def build_model():
-    return UNet(in_channels=1, num_classes=NUM_CLASSES, width=P.width, depth=P.depth)
-
-
-def metrics():
-    return SegmentationMetrics(NUM_CLASSES, class_names=CLASS_NAMES)
-
+# Same budget, data and model as 02_experiments (pixelweight.chapters.recall); the arms are
+# CE and recall loss, and the Zipf exponent s is replaced at each point of the sweep.
+setup = recall.setup("sweep", profile, device=device, results_dir=results_dir, chapter=chapter)
+P = setup.profile
+EXPONENTS = recall.EXPONENTS
+print(setup)
 
 # %% [markdown]
 # ## Training
 
 # %%
-def run_name(s, label):
-    return f"ch2-sweep-s{s:g}-{label.lower()}"
-
-
 runs, frequencies = {}, {}
 for s in EXPONENTS:
-    splits = digit_scenes_splits(P, imbalance=s, **SCENES)
-    frequencies[s] = splits.train.class_pixel_frequencies()
-    for label, build_loss in LOSSES.items():
-        runs[s, label] = run_seeds(
-            run_name(s, label), build_model, build_loss, splits, P, metrics,
-            device=device, results_dir=results_dir,
-            record_config={"chapter": "02_recall", "loss": label, "imbalance": s, "scenes": SCENES,
-                           "model": {"name": "UNet", "width": P.width, "depth": P.depth}},
-        )
+    at_s = setup.with_data(imbalance=s)  # the same scenes with Zipf exponent s
+    frequencies[s] = at_s.splits.train.class_pixel_frequencies()
+    for arm in at_s.arms:
+        runs[s, arm.label] = at_s.run_arm(arm, name=recall.sweep_run_name(s, arm))
 all_runs = [r for rs in runs.values() for r in rs]
 glue("n_runs", len(all_runs))
 glue("n_seeds", len(P.seeds))
@@ -169,13 +143,8 @@ plt.show()
 # ## Committed `full`-profile runs
 
 # %%
-full = committed_frame("02_recall", recall_profile("full").to_dict(), [run_name(s, label) for s in EXPONENTS for label in LOSSES],
-                       columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
-if len(full):
-    markdown(table(full))
-else:
-    markdown("No `full`-profile record is committed for this chapter yet: the numbers above "
-             f"are from the `{P.name}` profile only.")
+setup.show_committed([recall.sweep_run_name(s, arm) for s in EXPONENTS for arm in setup.arms],
+                     columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
 
 # %% [markdown]
 # ## Claims
@@ -186,21 +155,12 @@ gain_low = np.asarray(per_seed(EXPONENTS[0], "recall", "test_mean_accuracy")) - 
 gain_high = np.asarray(per_seed(EXPONENTS[-1], "recall", "test_mean_accuracy")) - np.asarray(
     per_seed(EXPONENTS[-1], "CE", "test_mean_accuracy"))
 growth = paired_difference_ci(gain_high, gain_low)  # same training seeds at both ends of the sweep
-v_growth = verdict(growth, direction=+1)
-claims = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
-    *[Claim(f"recall loss raises mean accuracy over CE, at s = {s:g}", source="abstract", label="(a)",
-            ran=f"recall (batch) vs CE, mean accuracy (test), Zipf exponent s = {s:g}",
-            effect=gains[s, "mean accuracy"], verdict=verdict(gains[s, "mean accuracy"], direction=+1),
-            record=False)  # claim (a) of the experiments notebook, restated at each imbalance
-      for s in EXPONENTS],
-    Claim("the recall-loss gain in mean accuracy grows with the class imbalance", source="derived",
-          ran=f"gain at s = {EXPONENTS[-1]:g} minus gain at s = {EXPONENTS[0]:g}, paired by seed",
-          effect=growth, verdict=v_growth),
-])
+# The claims and how each is judged: pixelweight.chapters.recall.sweep_claims
+claims = recall.sweep_claims(setup, gains={s: gains[s, "mean accuracy"] for s in EXPONENTS}, growth=growth)
 claims.show()
 _ = claims.record(results_dir)
 glue("growth", growth.format(3))
-glue("verdict_growth", v_growth)
+glue("verdict_growth", claims.claims[-1].verdict)
 for s in EXPONENTS:
     glue(f"gain_s{int(s)}", gains[s, "mean accuracy"].format(3))
 

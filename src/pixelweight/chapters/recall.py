@@ -1,0 +1,327 @@
+r"""Chapter 2, recall loss (``notebooks/02_recall``): CE against recall loss and the usual
+re-weightings on a long tail, the recall-loss weights during training, and how the gain
+depends on the imbalance. The loss itself is :mod:`pixelweight.losses.recall`.
+
+Stages (:data:`STAGES`):
+
+- ``experiments`` (``02_experiments``): six losses on ``DigitScenes`` with a Zipf class law
+  (:math:`s = 1`): CE, inverse- and median-frequency CE (weights from the training split),
+  focal (:math:`\gamma = 1`), recall loss with batch weights and with moving-average
+  weights (:math:`\alpha = 0.5`). The harness logs every step in ``ci``, so the weight
+  trajectory starts at step 1.
+- ``sweep`` (``03_imbalance_sweep``): CE and recall loss at each Zipf exponent of
+  :data:`EXPONENTS` (``setup.with_data(imbalance=s)``), records named by
+  :func:`sweep_run_name`.
+
+Both stages share one scale: in ``ci`` 32 x 32 scenes of one to three smaller digits, 270
+steps and fewer samples, so that the chapter's 36 runs fit the book's CPU build; in
+``full`` the library's GPU profile on chapter 0's 64 x 64 scenes with a width-32 U-Net.
+
+The claims of the chapter (texts, sources, labels, how each is judged) are written once,
+in :func:`experiments_claims` and :func:`sweep_claims`; a notebook passes them the effects
+it measured.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, Dict, Mapping, Sequence
+
+from torch import nn
+
+from ..claims import Claim, ClaimsTable, Evidence
+from ..profiles import get_profile
+from ..stats import Interval
+from ..train import TrainResult
+from ._base import Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Splits, Stage
+
+__all__ = [
+    "CHAPTER",
+    "EXPONENTS",
+    "MIOU_TOLERANCE",
+    "STAGES",
+    "experiments_claims",
+    "frequency_exponent",
+    "log_loss_weights",
+    "setup",
+    "sweep_claims",
+    "sweep_run_name",
+    "train_class_weights",
+    "weight_history_frame",
+]
+
+# --------------------------------------------------------------------------------------
+# The setup: data, model, budgets and arms of each stage
+# --------------------------------------------------------------------------------------
+#: The scale both stages share, by profile. ``ci``: 32 x 32 scenes of 1-3 digits of 10-20
+#: pixels, 270 steps, fewer samples, validation only at the end; ``full``: the library's
+#: GPU profile on chapter 0's 64 x 64 scenes (two to five digits) with a width-32 U-Net.
+#: The Zipf exponent is 1 (the ``sweep`` stage replaces it).
+_SCALES = {
+    "ci": Scale(
+        get_profile("ci", steps=270, train_samples=1000, val_samples=100, test_samples=300, eval_every=0),
+        DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits": (1, 3), "digit_size": (10, 20)}),
+        ModelSpec(width=16, depth=3),
+    ),
+    "full": Scale(
+        get_profile("full"),
+        DataSpec("DigitScenes", size=64, options={"imbalance": 1.0}),
+        ModelSpec(width=32, depth=3),
+    ),
+}
+
+
+def _logging_every_400th(scale: Scale) -> Scale:
+    """``scale`` logging 400 times per run (every step in ``ci``): the weight trajectory's
+    resolution in ``02_experiments``."""
+    return Scale(scale.profile, scale.data, scale.model,
+                 train={**scale.train, "log_every": max(1, scale.profile.steps // 400)})
+
+
+STAGES = {
+    "experiments": Stage(
+        "experiments", "CE, class-weighted CE, focal and recall loss on a Zipf long tail (s = 1)",
+        scales={name: _logging_every_400th(scale) for name, scale in _SCALES.items()},
+        arms=(
+            Arm("CE", "ce"),
+            Arm("inverse-frequency CE", "inverse-ce", run="inverse"),
+            Arm("median-frequency CE", "median-ce", run="median"),
+            Arm("focal (γ = 1)", "focal", {"gamma": 1.0}),
+            Arm("recall (batch)", "recall"),
+            Arm("recall (moving average)", "recall", {"momentum": 0.5}, run="recall-ma"),
+        ),
+        prefix="ch2",
+    ),
+    "sweep": Stage(
+        "sweep", "CE against recall loss (batch weights) at several Zipf exponents s",
+        scales=_SCALES,
+        arms=(Arm("CE", "ce"), Arm("recall", "recall")),
+        prefix="ch2-sweep",
+    ),
+}
+
+CHAPTER = Chapter("02_recall", "Recall loss: re-weighting classes by how badly they are recalled", STAGES)
+setup = CHAPTER.setup
+
+#: The Zipf exponents of the ``sweep`` stage: balanced digits, chapter 0's tail, a longer one.
+EXPONENTS = (0.0, 1.0, 2.0)
+
+#: "Competitive mIoU" (claim (b)), our reading: at most this far below CE.
+MIOU_TOLERANCE = 0.02
+
+
+def sweep_run_name(s: float, arm: Arm) -> str:
+    """The record name of ``arm`` of the ``sweep`` stage at Zipf exponent ``s``, e.g.
+    ``ch2-sweep-s1-recall``."""
+    if isinstance(s, bool) or not isinstance(s, Real) or not math.isfinite(s) or s < 0:
+        raise ValueError(f"s must be a finite non-negative number, got {s!r}")
+    if not isinstance(arm, Arm):
+        raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
+    return f"{STAGES['sweep'].prefix}-s{s:g}-{arm.run}"
+
+
+# --------------------------------------------------------------------------------------
+# Analyses: class weights from the training split, the weight trajectory the harness
+# records, and where a weight vector sits between plain CE and inverse frequency
+# --------------------------------------------------------------------------------------
+def train_class_weights(splits: Splits, method: str = "inverse"):
+    r"""Inverse- or median-frequency class weights from the **training** split's pixel counts.
+
+    Weights estimated on validation data leak it into training (a pitfall of the recall-loss
+    paper's public baseline); this helper only ever reads ``splits.train.pixel_counts``.
+    ``method`` is passed to :func:`pixelweight.losses.class_weights`. (The ``inverse-ce``
+    and ``median-ce`` arms compute the same weights from the same counts.)
+    """
+    import torch
+
+    from ..losses import class_weights
+
+    if not isinstance(splits, Splits):
+        raise TypeError(f"splits must be a Splits, got {type(splits).__name__}")
+    counts = getattr(splits.train, "pixel_counts", None)
+    if counts is None:
+        raise ValueError(f"the training split {type(splits.train).__name__} has no pixel_counts")
+    return class_weights(counts=torch.as_tensor(counts).sum(dim=0), method=method)
+
+
+def log_loss_weights(step: int, model: nn.Module, loss_fn: Any) -> Dict[str, Any]:
+    """An ``on_log`` hook for :func:`~pixelweight.train.train` (and ``Setup.run``): the loss's
+    current class weights (``loss_fn.weights``, e.g. :class:`~pixelweight.losses.RecallLoss`)
+    as ``{"class_weights": [...]}``; nothing for a loss without weights."""
+    import torch
+
+    weights = getattr(loss_fn, "weights", None)
+    if not isinstance(weights, torch.Tensor):
+        return {}
+    return {"class_weights": [float(v) for v in weights.detach().cpu().flatten()]}
+
+
+def weight_history_frame(
+    results: Mapping[str, Sequence[TrainResult]],
+    class_names: Sequence[str],
+    key: str = "class_weights",
+):
+    """A tidy DataFrame of logged class weights: run, seed_index, step, class, weight.
+
+    Reads the history entries that :func:`log_loss_weights` filled; runs without them are
+    skipped, and a logged vector of the wrong length raises ``ValueError``.
+    """
+    import pandas as pd
+
+    rows = []
+    for run, runs in results.items():
+        for index, res in enumerate(runs):
+            for entry in res.history:
+                weights = entry.get(key)
+                if weights is None:
+                    continue
+                if len(weights) != len(class_names):
+                    raise ValueError(f"run {run!r} logged {len(weights)} weights for {len(class_names)} classes")
+                rows += [{"run": run, "seed_index": index, "step": entry["step"], "class": name,
+                          "weight": float(w)} for name, w in zip(class_names, weights)]
+    return pd.DataFrame(rows, columns=["run", "seed_index", "step", "class", "weight"])
+
+
+def frequency_exponent(weights: Sequence[float], frequencies: Sequence[float]) -> float:
+    r"""The exponent :math:`\beta` of the fit :math:`w_c \propto f_c^{-\beta}` (least squares in logs).
+
+    :math:`\beta = 0` is plain cross-entropy (all classes weighted alike), :math:`\beta = 1`
+    inverse-frequency weighting. Classes with a zero (or non-finite) weight or frequency
+    are left out; with fewer than two classes left, or all frequencies equal, the result is
+    NaN.
+    """
+    import numpy as np
+
+    w = np.asarray(weights, dtype=float)
+    f = np.asarray(frequencies, dtype=float)
+    if w.ndim != 1 or w.shape != f.shape:
+        raise ValueError(f"weights and frequencies must be 1-D of equal length, got {w.shape} and {f.shape}")
+    keep = np.isfinite(w) & np.isfinite(f) & (w > 0) & (f > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    x, y = np.log(f[keep]), np.log(w[keep])
+    if np.ptp(x) == 0:
+        return float("nan")
+    slope = np.polyfit(x, y, 1)[0]  # log w_c = a - beta log f_c
+    return float(-slope)
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+def _check_setup(setup: Setup, stage: str) -> None:
+    if not isinstance(setup, Setup):
+        raise TypeError(f"setup must be a Setup, got {type(setup).__name__}")
+    if setup.chapter != CHAPTER.folder or setup.stage.name != stage:
+        raise ValueError(f"these claims are judged on stage {stage!r} of chapter {CHAPTER.folder!r}, "
+                         f"got stage {setup.stage.name!r} of {setup.chapter!r}")
+
+
+def _check_intervals(**effects: Any) -> None:
+    for name, value in effects.items():
+        if not isinstance(value, Interval):
+            raise TypeError(f"{name} must be an Interval (pixelweight.stats), got {type(value).__name__}")
+
+
+def experiments_claims(
+    setup: Setup,
+    *,
+    acc_gain: Interval,
+    acc_gain_ma: Interval,
+    miou_change: Interval,
+    inverse_acc_gain: Interval,
+    inverse_prec_change: Interval,
+    prec_vs_inverse: Interval,
+    miou_vs_inverse: Interval,
+    beta_change: Interval,
+    beta_first: Interval,
+    beta_last: Interval,
+    first_step: int,
+    relative_gain: float,
+) -> ClaimsTable:
+    """The claims table of ``02_experiments``: claims (a), (b), (c), (c′) and (d).
+
+    Every effect is a paired difference over seeds (an :class:`~pixelweight.stats.Interval`,
+    test split):
+
+    - ``acc_gain``, ``acc_gain_ma``: mean accuracy, recall (batch) and recall (moving
+      average) minus CE; ``relative_gain``: ``acc_gain`` in percent of CE's mean accuracy;
+    - ``miou_change``: mIoU, recall (batch) minus CE;
+    - ``inverse_acc_gain``, ``inverse_prec_change``: mean accuracy and mean precision,
+      inverse-frequency CE minus CE;
+    - ``prec_vs_inverse``, ``miou_vs_inverse``: mean precision and mIoU, recall (batch)
+      minus inverse-frequency CE;
+    - ``beta_change``: the frequency exponent β of the recall (batch) weights over the last
+      tenth of training minus at ``first_step``; ``beta_first``, ``beta_last``: the two β
+      themselves (mean over seeds).
+
+    How each claim is judged: (a) and (d) the effect above 0; (b) mIoU no more than
+    :data:`MIOU_TOLERANCE` below CE; (c) composite, mean accuracy up **and** mean precision
+    down; (c′) composite, precision and mIoU both above inverse-frequency CE (composite
+    verdicts combine by :func:`pixelweight.stats.combine_verdicts`).
+    """
+    _check_setup(setup, "experiments")
+    _check_intervals(acc_gain=acc_gain, acc_gain_ma=acc_gain_ma, miou_change=miou_change,
+                     inverse_acc_gain=inverse_acc_gain, inverse_prec_change=inverse_prec_change,
+                     prec_vs_inverse=prec_vs_inverse, miou_vs_inverse=miou_vs_inverse,
+                     beta_change=beta_change, beta_first=beta_first, beta_last=beta_last)
+    if isinstance(first_step, bool) or not isinstance(first_step, int) or first_step < 1:
+        raise ValueError(f"first_step must be a positive int, got {first_step!r}")
+    if isinstance(relative_gain, bool) or not isinstance(relative_gain, Real):
+        raise TypeError(f"relative_gain must be a number (percent), got {type(relative_gain).__name__}")
+    return setup.claims_table([
+        Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)",
+              ran="recall (batch) vs CE, mean accuracy (test)",
+              detail=f"{relative_gain:+.0f}% relative; moving average Δ = {acc_gain_ma.format(3)}",
+              evidence=Evidence("Δ mean acc.", acc_gain, direction=+1)),
+        Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract",
+              label="(b)", ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}",
+              evidence=Evidence("Δ mIoU", miou_change, tolerance=MIOU_TOLERANCE)),
+        Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
+              ran="inverse-frequency CE vs CE, mean accuracy and mean precision",
+              evidence=[Evidence("Δ mean acc.", inverse_acc_gain, direction=+1),
+                        Evidence("Δ mean prec.", inverse_prec_change, direction=-1)]),
+        Claim("recall loss keeps more precision and mIoU than inverse-frequency CE", source="ours", label="(c′)",
+              ran="recall (batch) vs inverse-frequency CE, mean precision and mIoU",
+              evidence=[Evidence("Δ mean prec.", prec_vs_inverse, direction=+1),
+                        Evidence("Δ mIoU", miou_vs_inverse, direction=+1)]),
+        Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
+              ran=f"frequency exponent β of the recall (batch) weights, last tenth of training vs step {first_step}",
+              digits=2,
+              detail=f"β {beta_first.format(2)} at step {first_step}, {beta_last.format(2)} at the end; "
+                     "inverse frequency: 1",
+              evidence=Evidence("Δ β", beta_change, direction=+1)),
+    ])
+
+
+def sweep_claims(setup: Setup, *, gains: Mapping[float, Interval], growth: Interval) -> ClaimsTable:
+    """The claims table of ``03_imbalance_sweep``.
+
+    ``gains``: ``{s: Interval}``, the paired mean-accuracy difference recall loss minus CE at
+    each Zipf exponent ``s`` (increasing): claim (a) of ``02_experiments`` restated at each
+    imbalance (shown, not recorded). ``growth``: the gain at the largest ``s`` minus the gain
+    at the smallest, paired by seed: the book's derived expectation that the gain grows with
+    the imbalance, judged by its sign.
+    """
+    _check_setup(setup, "sweep")
+    if not isinstance(gains, Mapping) or len(gains) < 2:
+        raise ValueError(f"gains must map at least two Zipf exponents to Intervals, got {gains!r}")
+    exponents = list(gains)
+    for s in exponents:
+        if isinstance(s, bool) or not isinstance(s, Real) or not math.isfinite(s) or s < 0:
+            raise ValueError(f"the keys of gains are Zipf exponents (finite, >= 0), got {s!r}")
+    if exponents != sorted(exponents) or len(set(exponents)) != len(exponents):
+        raise ValueError(f"the Zipf exponents of gains must increase, got {exponents}")
+    _check_intervals(growth=growth, **{f"gains[{s:g}]": v for s, v in gains.items()})
+    low, high = exponents[0], exponents[-1]
+    return setup.claims_table([
+        *[Claim(f"recall loss raises mean accuracy over CE, at s = {s:g}", source="abstract", label="(a)",
+                ran=f"recall (batch) vs CE, mean accuracy (test), Zipf exponent s = {s:g}",
+                evidence=Evidence("Δ mean acc.", gain, direction=+1),
+                record=False)  # claim (a) of the experiments notebook, restated at each imbalance
+          for s, gain in gains.items()],
+        Claim("the recall-loss gain in mean accuracy grows with the class imbalance", source="derived",
+              ran=f"gain at s = {high:g} minus gain at s = {low:g}, paired by seed",
+              evidence=Evidence("Δ gain", growth, direction=+1)),
+    ])

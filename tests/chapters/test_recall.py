@@ -1,0 +1,352 @@
+"""The recall-loss chapter module: its stages (budgets, data, model, arms as registered losses),
+its analyses (training-split class weights, the weight trajectory hook and its table, the
+frequency exponent) and its claims (how each is judged)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.toy import threshold_task
+from pixelweight.chapters import Arm, Setup, Splits, get_chapter, recall
+from pixelweight.chapters.recall import (
+    frequency_exponent,
+    log_loss_weights,
+    train_class_weights,
+    weight_history_frame,
+)
+from pixelweight.claims import ClaimsTable
+from pixelweight.losses import CrossEntropyLoss, FocalLoss, RecallLoss, class_weights
+from pixelweight.models import UNet
+from pixelweight.profiles import get_profile
+from pixelweight.stats import Interval
+from pixelweight.train import TrainConfig, train
+
+
+def up(low=0.02, high=0.08):
+    """An interval wholly above 0 (or where the caller puts it)."""
+    return Interval((low + high) / 2, low, high, 3, 0.95)
+
+
+def down(low=-0.08, high=-0.02):
+    return Interval((low + high) / 2, low, high, 3, 0.95)
+
+
+def straddling_up():
+    """Mean above 0, interval reaching below it."""
+    return Interval(0.02, -0.01, 0.05, 3, 0.95)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """Tiny splits of the experiments stage's ci data."""
+    spec = recall.STAGES["experiments"].scale("ci").data
+    return spec.splits(get_profile("ci", train_samples=12, val_samples=6, test_samples=6))
+
+
+# ----------------------------------------------------------------------------------
+# stages
+# ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", ["experiments", "sweep"])
+def test_ci_scale_is_what_the_chapter_ran(stage):
+    scale = recall.STAGES[stage].scale("ci")
+    assert scale.profile == get_profile("ci", steps=270, train_samples=1000, val_samples=100,
+                                        test_samples=300, eval_every=0)
+    assert (scale.profile.batch_size, scale.profile.lr, len(scale.profile.seeds)) == (16, 2e-3, 3)
+    assert (scale.data.dataset, scale.data.size) == ("DigitScenes", 32)
+    assert dict(scale.data.options) == {"imbalance": 1.0, "num_digits": (1, 3), "digit_size": (10, 20)}
+    assert (scale.model.name, scale.model.width, scale.model.depth) == ("UNet", 16, 3)
+
+
+@pytest.mark.parametrize("stage", ["experiments", "sweep"])
+def test_full_scale_is_the_gpu_profile_on_chapter_0s_scenes(stage):
+    scale = recall.STAGES[stage].scale("full")
+    assert scale.profile == get_profile("full") and len(scale.profile.seeds) >= 5
+    assert (scale.data.dataset, scale.data.size, dict(scale.data.options)) == ("DigitScenes", 64, {"imbalance": 1.0})
+    assert (scale.model.width, scale.model.depth) == (32, 3)
+
+
+def test_experiments_logs_400_times_per_run_and_the_sweep_at_the_default():
+    # ci: every step (the weight trajectory starts at step 1), full: 4000 // 400
+    assert dict(recall.STAGES["experiments"].scale("ci").train) == {"log_every": 1}
+    assert dict(recall.STAGES["experiments"].scale("full").train) == {"log_every": 10}
+    assert dict(recall.STAGES["sweep"].scale("ci").train) == {}
+
+
+def test_run_trains_each_arm_with_its_record_config_and_overrides(monkeypatch):
+    """What ``setup.run`` hands the harness, per arm (the training itself is stubbed)."""
+    from pixelweight.chapters import _base
+
+    calls = []
+    monkeypatch.setattr(_base, "run_seeds", lambda name, *args, **kwargs: calls.append((name, kwargs)) or [name])
+    s = recall.setup("experiments", "ci", device="cpu", results_dir="somewhere")
+    s._splits = "splits"  # not built: the stub does not read them
+    runs = s.run(on_log=log_loss_weights)
+    assert runs == {a.label: [s.run_name(a)] for a in s.arms}
+    name, kwargs = calls[5]
+    assert name == "ch2-recall-ma"
+    assert kwargs["train_overrides"] == {"log_every": 1} and kwargs["on_log"] is log_loss_weights
+    assert (kwargs["device"], kwargs["results_dir"]) == ("cpu", "somewhere")
+    assert kwargs["record_config"]["loss"] == {"label": "recall (moving average)", "name": "recall",
+                                               "options": {"momentum": 0.5}}
+    assert [c[1]["record_config"]["loss"]["name"] for c in calls] == [
+        "ce", "inverse-ce", "median-ce", "focal", "recall", "recall"]
+
+
+def test_experiments_arms_are_the_six_losses_with_their_run_names():
+    s = recall.setup("experiments", "ci")
+    got = [(a.label, a.loss, dict(a.options), s.run_name(a)) for a in s.arms]
+    assert got == [
+        ("CE", "ce", {}, "ch2-ce"),
+        ("inverse-frequency CE", "inverse-ce", {}, "ch2-inverse"),
+        ("median-frequency CE", "median-ce", {}, "ch2-median"),
+        ("focal (γ = 1)", "focal", {"gamma": 1.0}, "ch2-focal"),
+        ("recall (batch)", "recall", {}, "ch2-recall"),
+        ("recall (moving average)", "recall", {"momentum": 0.5}, "ch2-recall-ma"),
+    ]
+
+
+def test_arms_build_the_losses_the_notebook_built(splits):
+    """Each arm builds the loss 02_experiments built by hand before the chapter module."""
+    s = recall.setup("experiments", "ci")
+    s._splits = splits  # the tiny splits, not the 1000-image training set
+    built = {a.label: s.build_loss(a) for a in s.arms}
+    assert type(built["CE"]) is CrossEntropyLoss and built["CE"].weight is None
+    torch.testing.assert_close(built["inverse-frequency CE"].weight, train_class_weights(splits, "inverse"))
+    torch.testing.assert_close(built["median-frequency CE"].weight, train_class_weights(splits, "median"))
+    assert isinstance(built["focal (γ = 1)"], FocalLoss) and built["focal (γ = 1)"].gamma == 1.0
+    batch, ma = built["recall (batch)"], built["recall (moving average)"]
+    assert isinstance(batch, RecallLoss) and (batch.num_classes, batch.momentum) == (11, None)
+    assert isinstance(ma, RecallLoss) and (ma.num_classes, ma.momentum) == (11, 0.5)
+
+
+def test_record_config_names_the_arms_loss_and_options():
+    s = recall.setup("experiments", "ci", results_dir="unused")
+    arm = s.arm("recall (moving average)")
+    config = s.record_config(loss=arm.to_dict())
+    assert config["chapter"] == "02_recall" and config["stage"] == "experiments"
+    assert config["loss"] == {"label": "recall (moving average)", "name": "recall", "options": {"momentum": 0.5}}
+    assert config["data_spec"] == {"dataset": "DigitScenes", "size": 32,
+                                   "options": {"imbalance": 1.0, "num_digits": [1, 3], "digit_size": [10, 20]}}
+    assert config["model"]["width"] == 16 and config["train_overrides"] == {"log_every": 1}
+
+
+def test_sweep_arms_run_names_and_data():
+    s = recall.setup("sweep", "ci")
+    assert [(a.label, a.loss, dict(a.options)) for a in s.arms] == [("CE", "ce", {}), ("recall", "recall", {})]
+    assert recall.EXPONENTS == (0.0, 1.0, 2.0)
+    # the record names 03_imbalance_sweep wrote before the chapter module
+    names = [recall.sweep_run_name(e, a) for e in recall.EXPONENTS for a in s.arms]
+    assert names == ["ch2-sweep-s0-ce", "ch2-sweep-s0-recall", "ch2-sweep-s1-ce", "ch2-sweep-s1-recall",
+                     "ch2-sweep-s2-ce", "ch2-sweep-s2-recall"]
+    assert recall.sweep_run_name(0.5, s.arms[1]) == "ch2-sweep-s0.5-recall"
+    at_2 = s.with_data(imbalance=2.0)
+    assert dict(at_2.data.options) == {"imbalance": 2.0, "num_digits": (1, 3), "digit_size": (10, 20)}
+    assert at_2.record_config()["data_spec"]["options"]["imbalance"] == 2.0
+    assert s.data.options["imbalance"] == 1.0  # the stage is unchanged
+
+
+@pytest.mark.parametrize("s, arm, error", [
+    (-1.0, Arm("CE", "ce"), ValueError), (float("nan"), Arm("CE", "ce"), ValueError),
+    (True, Arm("CE", "ce"), ValueError), ("1", Arm("CE", "ce"), ValueError), (1.0, "ce", TypeError),
+])
+def test_sweep_run_name_errors(s, arm, error):
+    with pytest.raises(error):
+        recall.sweep_run_name(s, arm)
+
+
+def test_chapter_is_registered_and_guards_its_name():
+    assert get_chapter("02_recall") is recall
+    assert recall.CHAPTER.folder == "02_recall" and sorted(recall.STAGES) == ["experiments", "sweep"]
+    assert isinstance(recall.setup("sweep", "full", chapter="02_recall"), Setup)
+    with pytest.raises(ValueError, match="belongs to chapter '02_recall', but the build says '04_lmp'"):
+        recall.setup("experiments", "ci", chapter="04_lmp")
+    with pytest.raises(ValueError, match="has no stage 'headline'"):
+        recall.setup("headline", "ci")
+    with pytest.raises(ValueError, match="has no profile 'gpu'"):
+        recall.setup("experiments", "gpu")
+
+
+# ----------------------------------------------------------------------------------
+# analyses (moved from pixelweight.experiments)
+# ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["inverse", "median"])
+def test_train_class_weights_use_the_training_split_only(splits, method):
+    # pitfall of the paper's public baseline: weights estimated on validation data
+    w = train_class_weights(splits, method)
+    train_counts = torch.as_tensor(splits.train.pixel_counts).sum(0)
+    torch.testing.assert_close(w, class_weights(counts=train_counts, method=method))
+    val_counts = torch.as_tensor(splits.val.pixel_counts).sum(0)
+    assert not torch.allclose(w, class_weights(counts=val_counts, method=method))
+    assert w.shape == (11,)
+
+
+def test_train_class_weights_errors(splits):
+    with pytest.raises(TypeError, match="splits must be a Splits, got dict"):
+        train_class_weights({"train": splits.train})
+    bare = Splits(train=threshold_task(n=4), val=None, test=None, config={})
+    with pytest.raises(ValueError, match="has no pixel_counts"):
+        train_class_weights(bare)
+    with pytest.raises(ValueError, match="method must be one of"):
+        train_class_weights(splits, "sqrt")
+
+
+def test_log_loss_weights_hook_records_the_trajectory():
+    loss = RecallLoss(2, momentum=0.5)
+    assert log_loss_weights(10, None, loss) == {"class_weights": [1.0, 1.0]}
+    assert log_loss_weights(10, None, CrossEntropyLoss()) == {}
+    config = TrainConfig(steps=10, batch_size=8, lr=1e-2, log_every=5, progress=False, device="cpu")
+    result = train(UNet(1, 2, width=4, depth=1), loss, threshold_task(n=16, size=8), config,
+                   on_log=log_loss_weights)
+    logged = [h["class_weights"] for h in result.history]
+    assert len(logged) == 2 and all(len(w) == 2 for w in logged)
+    assert logged[-1] == pytest.approx(loss.weights.tolist())
+    frame = weight_history_frame({"recall": [result]}, ["dark", "bright"])
+    assert list(frame.columns) == ["run", "seed_index", "step", "class", "weight"]
+    assert len(frame) == 4 and sorted(frame["step"].unique()) == [5, 10]
+    # a run without logged weights contributes nothing; a wrong length is an error
+    plain = train(UNet(1, 2, width=4, depth=1), CrossEntropyLoss(), threshold_task(n=16, size=8),
+                  TrainConfig(steps=5, batch_size=8, log_every=5, progress=False, device="cpu"))
+    assert len(weight_history_frame({"recall": [result], "ce": [plain]}, ["dark", "bright"])) == 4
+    with pytest.raises(ValueError, match="logged 2 weights for 3 classes"):
+        weight_history_frame({"recall": [result]}, ["a", "b", "c"])
+
+
+def test_frequency_exponent_known_values():
+    f = np.array([0.5, 0.3, 0.15, 0.05])
+    assert frequency_exponent(np.ones(4), f) == pytest.approx(0.0)  # plain CE
+    assert frequency_exponent(1 / f, f) == pytest.approx(1.0)  # inverse frequency
+    assert frequency_exponent(3.0 * f ** -0.5, f) == pytest.approx(0.5)  # scale does not matter
+    # zero / non-finite entries are left out (a fully recalled class has w = 0)
+    assert frequency_exponent([0.0, 1 / 0.3, float("nan"), 1 / 0.05], f) == pytest.approx(1.0)
+    assert math.isnan(frequency_exponent([1.0, 0.0, 0.0, 0.0], f))
+    assert math.isnan(frequency_exponent([1.0, 2.0], [0.5, 0.5]))  # equal frequencies: no slope
+    with pytest.raises(ValueError, match="equal length"):
+        frequency_exponent([1.0, 2.0], [0.5, 0.3, 0.2])
+
+
+# ----------------------------------------------------------------------------------
+# claims
+# ----------------------------------------------------------------------------------
+def effects(**changes):
+    base = dict(acc_gain=up(), acc_gain_ma=up(), miou_change=up(), inverse_acc_gain=up(),
+                inverse_prec_change=down(), prec_vs_inverse=up(), miou_vs_inverse=up(),
+                beta_change=up(0.5, 0.7), beta_first=Interval(0.0, -0.02, 0.02, 3, 0.95),
+                beta_last=up(0.5, 0.7), first_step=1, relative_gain=32.4)
+    base.update(changes)
+    return base
+
+
+def by_label(table):
+    return {c.label: c for c in table.claims}
+
+
+def test_experiments_claims_texts_tags_and_verdicts():
+    s = recall.setup("experiments", "ci")
+    table = recall.experiments_claims(s, **effects())
+    assert isinstance(table, ClaimsTable) and table.chapter == "02_recall"
+    assert table.budget == "`ci` (early training): 270 steps, 3 seeds"
+    assert table.scope == "`ci` (early training): 270 steps, 3 seeds, 32x32 scenes, width-16 U-Net"
+    claims = by_label(table)
+    assert list(claims) == ["(a)", "(b)", "(c)", "(c′)", "(d)"]
+    assert [(c.text, c.source) for c in table.claims] == [
+        ("recall loss raises mean accuracy over CE", "abstract"),
+        ("recall loss keeps a competitive mIoU (within 0.02 of CE)", "abstract"),
+        ("inverse-frequency CE gains recall but loses precision", "abstract"),
+        ("recall loss keeps more precision and mIoU than inverse-frequency CE", "ours"),
+        ("recall-loss weights move from CE toward inverse frequency", "abstract"),
+    ]
+    # an interval wholly on the claimed side: reproduced, for every claim
+    assert {c.verdict for c in table.claims} == {"reproduced"}
+    assert claims["(a)"].effect_text() == "+0.050 [0.020, 0.080] (+32% relative; moving average Δ = 0.050 [0.020, 0.080])"
+    assert claims["(d)"].ran == "frequency exponent β of the recall (batch) weights, last tenth of training vs step 1"
+    assert claims["(d)"].effect_text() == ("+0.60 [0.50, 0.70] (β 0.00 [-0.02, 0.02] at step 1, "
+                                           "0.60 [0.50, 0.70] at the end; inverse frequency: 1)")
+    assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (reproduced); "
+                                           "Δ mean prec. = -0.050 [-0.080, -0.020] (reproduced)")
+    assert all(c.record for c in table.claims)
+
+
+def test_experiments_claims_judging_rules():
+    s = recall.setup("experiments", "ci")
+    # (a): a straddling interval with the mean up is partly; a fall is not reproduced
+    assert by_label(recall.experiments_claims(s, **effects(acc_gain=straddling_up())))["(a)"].verdict == "partly reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(acc_gain=down())))["(a)"].verdict == "not reproduced"
+    # (b) is non-inferiority within MIOU_TOLERANCE: a small loss of mIoU is still competitive ...
+    small_loss = Interval(-0.005, -0.015, -0.001, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(miou_change=small_loss)))["(b)"].verdict == "reproduced"
+    # ... one past the tolerance is not
+    big_loss = Interval(-0.05, -0.06, -0.04, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(miou_change=big_loss)))["(b)"].verdict == "not reproduced"
+    # (c) is composite: precision must fall; precision rising makes the whole claim fail
+    claims = by_label(recall.experiments_claims(s, **effects(inverse_prec_change=up())))
+    assert claims["(c)"].verdict == "not reproduced"
+    assert "Δ mean prec. = +0.050 [0.020, 0.080] (not reproduced)" in claims["(c)"].effect_text()
+    # one part only partly: partly (stats.combine_verdicts)
+    assert by_label(recall.experiments_claims(s, **effects(inverse_acc_gain=straddling_up())))["(c)"].verdict \
+        == "partly reproduced"
+    # (c′): both parts must be up
+    assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "not reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(prec_vs_inverse=straddling_up())))["(c′)"].verdict \
+        == "partly reproduced"
+    # (d): β must rise
+    assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "not reproduced"
+
+
+def test_experiments_claims_at_full_say_longer_training():
+    table = recall.experiments_claims(recall.setup("experiments", "full"), **effects())
+    assert table.scope == "`full` (longer training): 4000 steps, 5 seeds, 64x64 scenes, width-32 U-Net"
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(acc_gain=0.05), TypeError, "acc_gain must be an Interval"),
+    (dict(beta_last=[0.5, 0.6]), TypeError, "beta_last must be an Interval"),
+    (dict(first_step=0), ValueError, "first_step must be a positive int"),
+    (dict(first_step=1.0), ValueError, "first_step must be a positive int"),
+    (dict(relative_gain="32%"), TypeError, "relative_gain must be a number"),
+])
+def test_experiments_claims_input_errors(change, error, match):
+    with pytest.raises(error, match=match):
+        recall.experiments_claims(recall.setup("experiments", "ci"), **effects(**change))
+
+
+def test_claims_need_their_stages_setup():
+    with pytest.raises(ValueError, match="judged on stage 'experiments'.*got stage 'sweep'"):
+        recall.experiments_claims(recall.setup("sweep", "ci"), **effects())
+    with pytest.raises(ValueError, match="judged on stage 'sweep'.*got stage 'experiments'"):
+        recall.sweep_claims(recall.setup("experiments", "ci"), gains={0.0: up(), 2.0: up()}, growth=up())
+    with pytest.raises(TypeError, match="setup must be a Setup, got str"):
+        recall.sweep_claims("sweep", gains={0.0: up(), 2.0: up()}, growth=up())
+
+
+def test_sweep_claims_rows_and_verdicts():
+    s = recall.setup("sweep", "ci")
+    gains = {0.0: down(), 1.0: straddling_up(), 2.0: up()}
+    table = recall.sweep_claims(s, gains=gains, growth=up())
+    texts = [c.text for c in table.claims]
+    assert texts == ["recall loss raises mean accuracy over CE, at s = 0",
+                     "recall loss raises mean accuracy over CE, at s = 1",
+                     "recall loss raises mean accuracy over CE, at s = 2",
+                     "the recall-loss gain in mean accuracy grows with the class imbalance"]
+    assert [c.verdict for c in table.claims] == ["not reproduced", "partly reproduced", "reproduced", "reproduced"]
+    assert [c.label for c in table.claims] == ["(a)", "(a)", "(a)", ""]
+    assert [c.source for c in table.claims] == ["abstract"] * 3 + ["derived"]
+    assert table.claims[-1].ran == "gain at s = 2 minus gain at s = 0, paired by seed"
+    assert table.claims[1].ran == "recall (batch) vs CE, mean accuracy (test), Zipf exponent s = 1"
+    # the per-s rows restate claim (a): shown, not recorded
+    assert table.verdicts() == {"the recall-loss gain in mean accuracy grows with the class imbalance": "reproduced"}
+    assert recall.sweep_claims(s, gains=gains, growth=down()).claims[-1].verdict == "not reproduced"
+
+
+@pytest.mark.parametrize("gains, growth, error, match", [
+    ({0.0: up()}, up(), ValueError, "at least two"),
+    ([up(), up()], up(), ValueError, "at least two"),
+    ({2.0: up(), 0.0: up()}, up(), ValueError, "must increase"),
+    ({0.0: up(), -1.0: up()}, up(), ValueError, "Zipf exponents"),
+    ({0.0: up(), 2.0: 0.1}, up(), TypeError, r"gains\[2\] must be an Interval"),
+    ({0.0: up(), 2.0: up()}, 0.1, TypeError, "growth must be an Interval"),
+])
+def test_sweep_claims_input_errors(gains, growth, error, match):
+    with pytest.raises(error, match=match):
+        recall.sweep_claims(recall.setup("sweep", "ci"), gains=gains, growth=growth)
