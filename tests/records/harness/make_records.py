@@ -34,7 +34,7 @@ def run(name: str, results_dir=None, **train_kwargs):
     ``train_kwargs`` are passed on to :func:`pixelweight.train.train` (e.g. ``task=``).
     """
     from pixelweight.data import DigitScenes
-    from pixelweight.experiments import log_loss_weights
+    from pixelweight.chapters.recall import log_loss_weights
     from pixelweight.losses import RecallLoss
     from pixelweight.metrics import SegmentationMetrics
     from pixelweight.models import UNet
