@@ -109,7 +109,7 @@ splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
 inverse = train_class_weights(splits, "inverse")  # the inverse-frequency arm's weights
 
-runs = setup.run(on_log=recall.log_loss_weights)  # {loss: [result per seed]}, records in results_dir
+runs = setup.run()  # {loss: [result per seed]}, records in results_dir; the stage logs the weights
 all_runs = [r for rs in runs.values() for r in rs]
 glue("n_seeds", len(P.seeds))
 glue("num_classes", NUM_CLASSES)

@@ -87,10 +87,10 @@ print(setup)
 # %%
 runs, frequencies = {}, {}
 for s in EXPONENTS:
-    at_s = setup.with_data(imbalance=s)  # the same scenes with Zipf exponent s
+    at_s = setup.variant(recall.sweep_variant(s))  # the same scenes with Zipf exponent s
     frequencies[s] = at_s.splits.train.class_pixel_frequencies()
     for arm in at_s.arms:
-        runs[s, arm.label] = at_s.run_arm(arm, name=recall.sweep_run_name(s, arm))
+        runs[s, arm.label] = at_s.run_arm(arm)  # recorded as ch2-sweep-s<s>-<arm>
 all_runs = [r for rs in runs.values() for r in rs]
 glue("n_runs", len(all_runs))
 glue("n_seeds", len(P.seeds))
@@ -143,8 +143,7 @@ plt.show()
 # ## Committed `full`-profile runs
 
 # %%
-setup.show_committed([recall.sweep_run_name(s, arm) for s in EXPONENTS for arm in setup.arms],
-                     columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
+setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "device", "commit"])
 
 # %% [markdown]
 # ## Claims

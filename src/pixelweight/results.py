@@ -369,3 +369,59 @@ def committed_frame(chapter: str, expected_profile: Mapping[str, Any], names: It
     frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected_profile)
                                for r in records]
     return frame.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------
+# python -m pixelweight.results run CHAPTER | verify PATH...
+# --------------------------------------------------------------------------------------
+def main(argv: Optional[List[str]] = None) -> int:
+    """The command line: ``run`` a chapter's runs outside the book (the committed ``full``
+    records) or ``verify`` records by retraining them (exit status 1 when one differs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pixelweight.results",
+                                     description="Run a chapter's runs, or verify committed run records.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train every run of a chapter and write the records")
+    run.add_argument("chapter", help="the chapter's folder under notebooks/, e.g. 02_recall")
+    run.add_argument("--profile", default="full", help="the profile to run (default: full)")
+    run.add_argument("--jobs", type=int, default=1, help="runs at a time, one process each (default: 1)")
+    run.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    run.add_argument("--out", help="folder of the records (default: results/<chapter>)")
+    run.add_argument("--device", default="auto")
+    run.add_argument("--allow-dirty", action="store_true", help="run from uncommitted code (records say so)")
+    run.add_argument("--list", action="store_true", help="list the runs and exit")
+    verify = sub.add_parser("verify", help="retrain the run each record describes and compare its metrics")
+    verify.add_argument("paths", nargs="+", help="record files (or folders of them)")
+    verify.add_argument("--device", default="cpu")
+    verify.add_argument("--tolerance", type=float, default=0.0,
+                        help="largest absolute metric difference that passes (default 0: exact, same CPU)")
+    args = parser.parse_args(argv)
+
+    from .chapters import _runner
+
+    if args.command == "run":
+        if args.list:
+            for job in _runner.chapter_jobs(args.chapter, args.profile, args.stage):
+                print(f"{job.stage}/{job.name} seed {job.seed}")
+            return 0
+        try:
+            _runner.run_chapter(args.chapter, args.profile, jobs=args.jobs, out=args.out, device=args.device,
+                                stages=args.stage, allow_dirty=args.allow_dirty)
+        except (RuntimeError, ValueError) as err:
+            parser.error(str(err))
+        return 0
+    paths: List[Path] = []
+    for item in args.paths:
+        path = Path(item)
+        paths += sorted(p for p in path.rglob("*.json")) if path.is_dir() else [path]
+    failed = 0
+    for path in paths:
+        outcome = _runner.verify_record(path, device=args.device, tolerance=args.tolerance)
+        print(outcome.report(), flush=True)
+        failed += not outcome.passed
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the command line
+    raise SystemExit(main())

@@ -180,3 +180,29 @@ def test_every_chapter_module_declares_its_folder():
             assert {"ci", "full"} <= set(stage.scales), f"{folder}/{stage.name} needs ci and full scales"
     with pytest.raises(ValueError, match="no chapter module"):
         get_chapter("07_nope")
+
+
+def test_variants_and_the_stage_hook():
+    logged = []
+
+    def hook(step, model, loss_fn):
+        logged.append(step)
+        return {"hooked": step}
+
+    stage = Stage("v", "variants", scales={"ci": Scale(TINY, DATA, ModelSpec(width=4, depth=1))},
+                  arms=(Arm("CE", "ce"),), prefix="t-v", variants={"s0": {"imbalance": 0.0}, "s2": {"imbalance": 2.0}},
+                  on_log=hook)
+    setup = Setup("09_tiny", stage, "ci", device="cpu")
+    s2 = setup.variant("s2")
+    assert s2.data.options["imbalance"] == 2.0 and s2.run_name(s2.arm("CE")) == "t-v-s2-ce"
+    assert setup.run_names(variants=True) == ["t-v-s0-ce", "t-v-s2-ce"] and setup.run_names() == ["t-v-ce"]
+    assert setup.variant("") is setup
+    (result, _) = s2.run_arm(s2.arm("CE"))
+    assert logged and result.history[0]["hooked"] == result.history[0]["step"]
+    assert s2.record_config()["variant"] == "s2"
+    with pytest.raises(ValueError, match="no variant 's9'"):
+        setup.variant("s9")
+    with pytest.raises(ValueError, match="variant name"):
+        Stage("v", "d", scales={"ci": Scale(TINY)}, variants={"a b": {}})
+    with pytest.raises(ValueError, match="seeds \\[7\\]"):
+        s2.run_arm(s2.arm("CE"), seeds=[7])

@@ -140,8 +140,11 @@ def test_sweep_arms_run_names_and_data():
     names = [recall.sweep_run_name(e, a) for e in recall.EXPONENTS for a in s.arms]
     assert names == ["ch2-sweep-s0-ce", "ch2-sweep-s0-recall", "ch2-sweep-s1-ce", "ch2-sweep-s1-recall",
                      "ch2-sweep-s2-ce", "ch2-sweep-s2-recall"]
-    assert recall.sweep_run_name(0.5, s.arms[1]) == "ch2-sweep-s0.5-recall"
-    at_2 = s.with_data(imbalance=2.0)
+    with pytest.raises(ValueError, match="one of"):
+        recall.sweep_run_name(0.5, s.arms[1])  # not a variant of the stage
+    assert s.run_names(variants=True) == names
+    assert [s.variant(recall.sweep_variant(e)).run_name(a) for e in recall.EXPONENTS for a in s.arms] == names
+    at_2 = s.variant("s2")
     assert dict(at_2.data.options) == {"imbalance": 2.0, "num_digits": (1, 3), "digit_size": (10, 20)}
     assert at_2.record_config()["data_spec"]["options"]["imbalance"] == 2.0
     assert s.data.options["imbalance"] == 1.0  # the stage is unchanged

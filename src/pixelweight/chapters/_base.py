@@ -291,6 +291,14 @@ class Stage:
         Records are named ``<prefix>-<arm.run>`` (e.g. ``"ch2"`` → ``ch2-recall``).
     num_classes : int
         Output channels of the model (11 for ``DigitScenes``).
+    variants : mapping, optional
+        Named variants of the data (``{"s0": {"imbalance": 0.0}, ...}``: options replaced in
+        the scale's :class:`DataSpec`); each arm runs on each variant, recorded as
+        ``<prefix>-<variant>-<arm.run>`` (:meth:`Setup.variant`).
+    on_log : callable, optional
+        The harness's ``on_log`` hook for every run of the stage (e.g. the recall-loss
+        weights), so that the notebook and ``python -m pixelweight.results run`` record the
+        same history.
     """
 
     name: str
@@ -299,6 +307,8 @@ class Stage:
     arms: Sequence[Arm] = ()
     prefix: str = ""
     num_classes: int = 11
+    variants: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    on_log: Optional[Callable] = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -321,6 +331,14 @@ class Stage:
             if len(set(values)) != len(values):
                 raise ValueError(f"stage {self.name!r} lists an arm {what} twice: {values}")
         object.__setattr__(self, "arms", arms)
+        variants = _frozen(self.variants, "variants")
+        for key, options in variants.items():
+            if not key or not key.replace(".", "").replace("_", "").isalnum():
+                raise ValueError(f"a variant name is a short run-name part such as 's1', got {key!r}")
+            _frozen(options, f"variant {key!r}")
+        object.__setattr__(self, "variants", variants)
+        if self.on_log is not None and not callable(self.on_log):
+            raise TypeError("on_log must be callable")
 
     def scale(self, profile: str) -> Scale:
         if profile not in self.scales:
@@ -404,13 +422,18 @@ class Setup:
     """
 
     def __init__(self, chapter: str, stage: Stage, profile: str, *, device: str = "auto",
-                 results_dir: Optional[str] = None, data: Optional[DataSpec] = None):
+                 results_dir: Optional[str] = None, data: Optional[DataSpec] = None, variant: str = ""):
         if not isinstance(stage, Stage):
             raise TypeError(f"stage must be a Stage, got {type(stage).__name__}")
+        if variant and variant not in stage.variants:
+            raise ValueError(f"stage {stage.name!r} has no variant {variant!r}; it has {sorted(stage.variants)}")
         self.chapter = chapter
         self.stage = stage
+        self.variant_name = variant
         self.scale = stage.scale(profile)
-        self.data = data if data is not None else self.scale.data
+        if data is None:
+            data = self.scale.data.replace(**stage.variants[variant]) if variant else self.scale.data
+        self.data = data
         if not isinstance(self.data, DataSpec):
             raise TypeError(f"data must be a DataSpec, got {type(self.data).__name__}")
         self.device = device
@@ -449,7 +472,15 @@ class Setup:
     def with_data(self, **options: Any) -> "Setup":
         """The same stage on data with some options replaced (e.g. another ``imbalance``)."""
         return Setup(self.chapter, self.stage, self.profile.name, device=self.device,
-                     results_dir=self.results_dir, data=self.data.replace(**options))
+                     results_dir=self.results_dir, data=self.data.replace(**options), variant=self.variant_name)
+
+    def variant(self, name: str) -> "Setup":
+        """The stage on its data variant ``name`` (a key of :attr:`Stage.variants`; ``""``:
+        the scale's own data); runs are recorded as ``<prefix>-<name>-<arm.run>``."""
+        if not name:
+            return self
+        return Setup(self.chapter, self.stage, self.profile.name, device=self.device,
+                     results_dir=self.results_dir, variant=name)
 
     def budget(self) -> str:
         """The training budget in a few words (:meth:`pixelweight.profiles.Profile.budget`)."""
@@ -490,7 +521,8 @@ class Setup:
         return arm.build_loss(self.num_classes, class_counts=self.class_counts)
 
     def run_name(self, arm: Arm) -> str:
-        return f"{self.stage.prefix}-{arm.run}" if self.stage.prefix else arm.run
+        parts = [self.stage.prefix, self.variant_name, arm.run]
+        return "-".join(p for p in parts if p)
 
     def claims_table(self, claims, section: str = "claims"):
         """A :class:`~pixelweight.claims.ClaimsTable` of this chapter, labelled with this budget and scale."""
@@ -500,7 +532,8 @@ class Setup:
 
     def record_config(self, **extra: Any) -> Dict[str, Any]:
         """What a record of this setup holds beside the profile and the splits' configs."""
-        return {"chapter": self.chapter, "stage": self.stage.name, "num_classes": self.num_classes,
+        return {"chapter": self.chapter, "stage": self.stage.name, "variant": self.variant_name,
+                "num_classes": self.num_classes,
                 "data_spec": self.data.to_dict(), "model": self.model.to_dict(),
                 "train_overrides": _plain(dict(self.scale.train)), **extra}
 
@@ -515,7 +548,8 @@ class Setup:
         return run_seeds(
             name or self.run_name(arm), self.build_model, lambda: self.build_loss(arm), self.splits,
             self.profile, self.metrics, device=self.device, results_dir=self.results_dir,
-            record_config=self.record_config(loss=arm.to_dict()), on_log=on_log,
+            record_config=self.record_config(loss=arm.to_dict()),
+            on_log=on_log if on_log is not None else self.stage.on_log,
             train_overrides={**self.scale.train, **train_overrides}, task=task, seeds=seeds,
         )
 
@@ -527,8 +561,13 @@ class Setup:
             raise ValueError(f"stage {self.stage.name!r} has no arm to run")
         return {arm.label: self.run_arm(arm, on_log=on_log, **train_overrides) for arm in chosen}
 
-    def run_names(self, arms: Optional[Sequence[Arm]] = None) -> List[str]:
-        return [self.run_name(a) for a in (self.arms if arms is None else arms)]
+    def run_names(self, arms: Optional[Sequence[Arm]] = None, *, variants: bool = False) -> List[str]:
+        """The record names of ``arms`` (default: the stage's); with ``variants=True`` those of
+        every data variant of the stage."""
+        arms = self.arms if arms is None else arms
+        if variants and self.stage.variants:
+            return [self.variant(v).run_name(a) for v in self.stage.variants for a in arms]
+        return [self.run_name(a) for a in arms]
 
     # -- committed records -----------------------------------------------------------------
     def committed(self, names: Optional[Sequence[str]] = None,
@@ -539,7 +578,7 @@ class Setup:
 
         full = self.stage.scale("full")
         return committed_frame(self.chapter, full.profile.to_dict(),
-                               self.run_names() if names is None else names, columns=columns)
+                               self.run_names(variants=True) if names is None else names, columns=columns)
 
     def show_committed(self, names: Optional[Sequence[str]] = None,
                        columns: Sequence[str] = ("seed", "test_miou", "device", "commit")) -> None:

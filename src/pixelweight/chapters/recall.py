@@ -10,8 +10,8 @@ Stages (:data:`STAGES`):
   weights (:math:`\alpha = 0.5`). The harness logs every step in ``ci``, so the weight
   trajectory starts at step 1.
 - ``sweep`` (``03_imbalance_sweep``): CE and recall loss at each Zipf exponent of
-  :data:`EXPONENTS` (``setup.with_data(imbalance=s)``), records named by
-  :func:`sweep_run_name`.
+  :data:`EXPONENTS`, the stage's data variants ``s0``, ``s1``, ``s2``
+  (``setup.variant(sweep_variant(s))``), records named by :func:`sweep_run_name`.
 
 Both stages share one scale: in ``ci`` 32 x 32 scenes of one to three smaller digits, 270
 steps and fewer samples, so that the chapter's 36 runs fit the book's CPU build; in
@@ -47,6 +47,7 @@ __all__ = [
     "setup",
     "sweep_claims",
     "sweep_run_name",
+    "sweep_variant",
     "train_class_weights",
     "weight_history_frame",
 ]
@@ -92,19 +93,22 @@ STAGES = {
             Arm("recall (moving average)", "recall", {"momentum": 0.5}, run="recall-ma"),
         ),
         prefix="ch2",
+        on_log=lambda step, model, loss_fn: log_loss_weights(step, model, loss_fn),  # the weight trajectory
     ),
     "sweep": Stage(
         "sweep", "CE against recall loss (batch weights) at several Zipf exponents s",
         scales=_SCALES,
         arms=(Arm("CE", "ce"), Arm("recall", "recall")),
         prefix="ch2-sweep",
+        variants={f"s{s:g}": {"imbalance": float(s)} for s in (0.0, 1.0, 2.0)},
     ),
 }
 
 CHAPTER = Chapter("02_recall", "Recall loss: re-weighting classes by how badly they are recalled", STAGES)
 setup = CHAPTER.setup
 
-#: The Zipf exponents of the ``sweep`` stage: balanced digits, chapter 0's tail, a longer one.
+#: The Zipf exponents of the ``sweep`` stage (its data variants ``s0``, ``s1``, ``s2``):
+#: balanced digits, chapter 0's tail, a longer one.
 EXPONENTS = (0.0, 1.0, 2.0)
 
 #: "Competitive mIoU" (claim (b)), our reading: at most this far below CE.
@@ -118,7 +122,16 @@ def sweep_run_name(s: float, arm: Arm) -> str:
         raise ValueError(f"s must be a finite non-negative number, got {s!r}")
     if not isinstance(arm, Arm):
         raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
-    return f"{STAGES['sweep'].prefix}-s{s:g}-{arm.run}"
+    return f"{STAGES['sweep'].prefix}-{sweep_variant(s)}-{arm.run}"
+
+
+def sweep_variant(s: float) -> str:
+    """The ``sweep`` stage's data variant at Zipf exponent ``s`` (one of :data:`EXPONENTS`),
+    e.g. ``"s1"``: ``setup.variant(sweep_variant(s))``."""
+    name = f"s{s:g}"
+    if name not in STAGES["sweep"].variants:
+        raise ValueError(f"s must be one of {EXPONENTS}, got {s!r}")
+    return name
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+r"""Run a chapter's runs outside the book, and rerun a record to verify it.
+
+``python -m pixelweight.results run 02_recall --profile full --jobs 2`` trains every run of a
+chapter's stages at a profile — one process per run, ``cores // jobs`` threads each — and
+writes the records under ``results/<chapter>/<stage>/``: the committed converged records the
+book takes its verdicts from. ``python -m pixelweight.results verify PATH`` rebuilds the run a
+record describes from the record alone (data, model, loss, budget, seed) and reports the
+difference of every metric: exact on the same CPU and package versions; otherwise within a
+stated tolerance, naming the packages whose versions differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_record", "stale_paths",
+           "CODE_PATHS"]
+
+#: The library folders whose code shapes a run's numbers: a committed record made before a
+#: change to any of them is stale (:func:`stale_paths`).
+CODE_PATHS = ("src/pixelweight/losses", "src/pixelweight/models", "src/pixelweight/data",
+              "src/pixelweight/train", "src/pixelweight/metrics", "src/pixelweight/chapters/_base.py")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunJob:
+    """One training run of a chapter: a stage, a variant of its data, an arm and a seed."""
+
+    chapter: str
+    stage: str
+    variant: str
+    arm: str
+    seed: int
+    name: str
+
+
+def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[str]] = None) -> List[RunJob]:
+    """Every run of the chapter ``folder`` at ``profile``, in a stable order."""
+    from . import get_chapter
+
+    module = get_chapter(folder)
+    chosen = list(module.STAGES) if stages is None else list(stages)
+    jobs = []
+    for stage_name in chosen:
+        stage = module.CHAPTER.stage(stage_name)
+        for variant in (stage.variants or {"": {}}):
+            setup = module.setup(stage_name, profile).variant(variant)
+            for arm in stage.arms:
+                for seed in setup.profile.seeds:
+                    jobs.append(RunJob(folder, stage_name, variant, arm.label, int(seed), setup.run_name(arm)))
+    if not jobs:
+        raise ValueError(f"chapter {folder!r} has no run at profile {profile!r} (stages {chosen})")
+    return jobs
+
+
+def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int) -> Tuple[str, float]:
+    import time
+
+    import torch
+
+    from . import get_chapter
+
+    torch.set_num_threads(threads)
+    os.environ["PIXELWEIGHT_PROGRESS"] = "0"
+    module = get_chapter(job.chapter)
+    setup = module.setup(job.stage, profile, device=device, results_dir=str(Path(out) / job.stage))
+    setup = setup.variant(job.variant)
+    start = time.perf_counter()
+    (result,) = setup.run_arm(setup.arm(job.arm), seeds=[job.seed])
+    return result.record_path, time.perf_counter() - start
+
+
+def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union[str, Path, None] = None,
+                device: str = "auto", stages: Optional[Sequence[str]] = None, allow_dirty: bool = False,
+                skip_existing: bool = True) -> List[str]:
+    """Train every run of a chapter (:func:`chapter_jobs`) in ``jobs`` processes and write the
+    records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
+    changes (the records' commit would not name the code that made them) unless
+    ``allow_dirty``. With ``skip_existing`` a run whose record exists is not rerun (a run
+    interrupted half-way resumes). Returns the records' paths."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from ..results import find_results_root, git_commit
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    commit = git_commit()
+    if commit.get("dirty") and not allow_dirty:
+        raise RuntimeError("the working tree has uncommitted changes: commit them first, so that the "
+                           "records name the code that made them (or pass allow_dirty)")
+    root = find_results_root() or Path("results")
+    out = Path(out) if out is not None else root / folder
+    todo = chapter_jobs(folder, profile, stages)
+    if skip_existing:
+        todo = [j for j in todo if not (out / j.stage / f"{j.name}--seed{j.seed}.json").is_file()]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    paths: List[str] = []
+    print(f"{folder}: {len(todo)} runs at profile {profile!r}, {jobs} at a time, {threads} thread(s) each -> {out}",
+          flush=True)
+    if jobs == 1:
+        for i, job in enumerate(todo, 1):
+            path, seconds = _run_job(job, profile, str(out), device, threads)
+            paths.append(path)
+            print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
+        return paths
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_job, job, profile, str(out), device, threads): job for job in todo}
+        for i, future in enumerate(cf.as_completed(futures), 1):
+            job = futures[future]
+            path, seconds = future.result()
+            paths.append(path)
+            print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
+    return sorted(paths)
+
+
+@dataclasses.dataclass
+class Verification:
+    """What :func:`verify_record` found: the metrics that differ, the largest difference,
+    and the packages whose installed versions differ from the record's."""
+
+    path: str
+    name: str
+    seed: int
+    compared: int
+    differences: Dict[str, Tuple[Any, Any]]
+    max_abs_difference: float
+    packages: Dict[str, Tuple[Any, Any]]
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_difference <= self.tolerance
+
+    def report(self) -> str:
+        lines = [f"{self.path}: {self.name} seed {self.seed}: {self.compared} metrics compared, "
+                 f"largest difference {self.max_abs_difference:.3g} (tolerance {self.tolerance:g}): "
+                 + ("OK" if self.passed else "DIFFERS")]
+        for key, (old, new) in sorted(self.differences.items()):
+            lines.append(f"  {key}: recorded {old!r}, now {new!r}")
+        for pkg, (old, new) in sorted(self.packages.items()):
+            lines.append(f"  package {pkg}: recorded {old}, installed {new}")
+        return "\n".join(lines)
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _numbers(value: Any) -> List[float]:
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return []
+    return [float(value)]
+
+
+def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: float = 0.0) -> Verification:
+    """Retrain the run that the record at ``path`` describes, from its config alone, and
+    compare every final metric (numbers and per-class lists; times left out)."""
+    from ..metrics import SegmentationMetrics
+    from ..profiles import Profile
+    from ..results import load_record, package_differences
+    from ..train import TrainConfig, seed_everything, train
+    from ._base import Arm, DataSpec, ModelSpec
+
+    record = load_record(path)
+    config = record.config
+    missing = [k for k in ("data_spec", "model", "loss", "profile", "train", "num_classes") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: the record lacks {missing}; it was not written by a chapter setup "
+                         "(pixelweight.chapters), so it cannot be rebuilt")
+    if (config.get("task") or {}).get("type", "SegmentationTask") != "SegmentationTask":
+        raise ValueError(f"{path}: only segmentation runs can be verified, got task {config.get('task')!r}")
+    data = config["data_spec"]
+    spec = DataSpec(data["dataset"], size=data["size"], options=_tuples(data["options"]))
+    model_cfg = dict(config["model"])
+    model = ModelSpec(**{k: model_cfg.pop(k) for k in ("name", "in_channels", "width", "depth")}, options=model_cfg)
+    loss = config["loss"]
+    arm = Arm(loss["label"], loss["name"], loss.get("options", {}))
+    profile = Profile(**{**config["profile"], "seeds": tuple(config["profile"]["seeds"])})
+    num_classes = int(config["num_classes"])
+    splits = spec.splits(profile)
+    if config.get("data") is not None and _tuples(config["data"]) != _tuples(splits.config):
+        raise ValueError(f"{path}: the data generated today differ from the record's (generator version?)")
+    train_cfg = TrainConfig(**{**config["train"], "device": device, "progress": False})
+    seed_everything(record.seed)
+    net = model.build(num_classes)
+    counts = getattr(splits.train, "pixel_counts", None)
+
+    def class_counts():
+        import torch
+
+        return torch.as_tensor(counts).sum(dim=0)
+
+    criterion = arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None)
+    names = list(getattr(spec.dataset_class, "class_names", [str(c) for c in range(num_classes)]))
+    result = train(net, criterion, splits.train, train_cfg,
+                   metrics_factory=lambda: SegmentationMetrics(num_classes, class_names=names),
+                   val_set=splits.val, test_set=splits.test)
+    differences, worst, compared = {}, 0.0, 0
+    for key, old in record.metrics.items():
+        if key.endswith("time_s") or key.endswith("class_names"):
+            continue
+        new = result.metrics.get(key)
+        a, b = _numbers(old), _numbers(new)
+        if len(a) != len(b):
+            differences[key] = (old, new)
+            worst = math.inf
+            continue
+        compared += 1
+        gaps = [0.0 if (math.isnan(x) and math.isnan(y)) else abs(x - y) for x, y in zip(a, b)]
+        gap = max(gaps, default=0.0)
+        if gap > 0 or (isinstance(gap, float) and math.isnan(gap)):
+            differences[key] = (old, new)
+            worst = max(worst, gap if gap == gap else math.inf)
+    packages = package_differences(record.provenance.get("packages", {}))
+    return Verification(str(path), record.name, record.seed, compared, differences, worst, packages,
+                        float(tolerance))
+
+
+def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[str]]:
+    """The files of :data:`CODE_PATHS` changed since the commit that made ``record`` (a
+    :class:`~pixelweight.results.RunRecord`): empty when the record is current, ``None``
+    when it cannot be told (no git, or the commit is not in this clone). A record made
+    from a tree with uncommitted changes is stale by its own account."""
+    commit = record.provenance.get("git_commit")
+    if not commit or commit == "unknown":
+        return None
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *CODE_PATHS], cwd=repo,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    changed = [line for line in out.stdout.splitlines() if line.strip()]
+    if record.provenance.get("git_dirty"):
+        changed.append("(uncommitted changes when the record was made)")
+    return changed

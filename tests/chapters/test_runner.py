@@ -1,0 +1,98 @@
+"""Running a chapter outside the book, verifying records, staleness (chapters._runner,
+``python -m pixelweight.results``)."""
+
+import json
+import types
+
+import pytest
+
+from pixelweight.chapters import Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Stage, _runner
+from pixelweight.profiles import get_profile
+from pixelweight.results import load_record, main
+
+TINY = get_profile("ci", seeds=(0, 1), steps=4, batch_size=4, train_samples=8, val_samples=4,
+                   test_samples=4, eval_every=2)
+DATA = DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits": (1, 2),
+                                                 "digit_size": (10, 16), "cache_dir": False})
+
+
+def fake_chapter():
+    stage = Stage("tiny", "a tiny stage", prefix="t",
+                  scales={"ci": Scale(TINY, DATA, ModelSpec(width=4, depth=1)),
+                          "full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1))},
+                  arms=(Arm("CE", "ce"), Arm("recall (moving average)", "recall", {"momentum": 0.5}, run="rma")),
+                  variants={"s0": {"imbalance": 0.0}})
+    chapter = Chapter("09_tiny", "A tiny chapter", {"tiny": stage})
+    return types.SimpleNamespace(STAGES=chapter.stages, CHAPTER=chapter, setup=chapter.setup)
+
+
+def test_the_recall_chapter_lists_every_run_of_the_book():
+    jobs = _runner.chapter_jobs("02_recall", "ci")
+    assert len(jobs) == 6 * 3 + 3 * 2 * 3
+    names = {j.name for j in jobs}
+    assert {"ch2-recall-ma", "ch2-sweep-s0-ce", "ch2-sweep-s2-recall"} <= names
+    assert all(j.seed in (0, 1, 2) for j in jobs)
+    with pytest.raises(ValueError, match="no stage"):
+        _runner.chapter_jobs("02_recall", "ci", stages=["nope"])
+
+
+def test_run_list_on_the_command_line(capsys):
+    assert main(["run", "04_lmp", "--profile", "ci", "--stage", "headline", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"headline/ch4-headline-{arm} seed {s}" for arm in ("ce", "lmp") for s in (0, 1, 2)]
+
+
+def test_run_chapter_writes_resumable_records_and_refuses_a_dirty_tree(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("pixelweight.chapters.get_chapter", lambda folder: fake_chapter())
+    monkeypatch.setattr("pixelweight.results.git_commit", lambda *a: {"commit": "abc", "dirty": True})
+    with pytest.raises(RuntimeError, match="uncommitted"):
+        _runner.run_chapter("09_tiny", "ci", out=tmp_path)
+    paths = _runner.run_chapter("09_tiny", "ci", out=tmp_path, device="cpu", allow_dirty=True)
+    assert len(paths) == 2 * 2  # one variant, two arms, two seeds
+    record = load_record(tmp_path / "tiny" / "t-s0-rma--seed1.json")
+    assert record.config["variant"] == "s0" and record.config["data_spec"]["options"]["imbalance"] == 0.0
+    assert _runner.run_chapter("09_tiny", "ci", out=tmp_path, device="cpu", allow_dirty=True) == []  # resumes
+
+
+@pytest.fixture(scope="module")
+def tiny_record(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("records")
+    chapter = fake_chapter().CHAPTER
+    setup = Setup("09_tiny", chapter.stage("tiny"), "ci", device="cpu", results_dir=str(folder))
+    setup.run_arm(setup.arm("recall (moving average)"), seeds=[1])
+    return folder / "t-rma--seed1.json"
+
+
+def test_verify_retrains_a_record_exactly(tiny_record, tmp_path):
+    outcome = _runner.verify_record(tiny_record)
+    assert outcome.passed and outcome.differences == {} and outcome.compared >= 8, outcome.report()
+    assert outcome.packages == {}
+    data = json.loads(tiny_record.read_text())
+    data["metrics"]["test_miou"] += 0.01
+    tampered = tmp_path / "t-rma--seed1.json"
+    tampered.write_text(json.dumps(data))
+    outcome = _runner.verify_record(tampered)
+    assert not outcome.passed and set(outcome.differences) == {"test_miou"}
+    assert "DIFFERS" in outcome.report() and "test_miou" in outcome.report()
+    assert _runner.verify_record(tampered, tolerance=0.02).passed
+    assert main(["verify", str(tiny_record)]) == 0 and main(["verify", str(tampered)]) == 1
+
+
+def test_verify_refuses_a_record_it_cannot_rebuild(tmp_path, tiny_record):
+    data = json.loads(tiny_record.read_text())
+    del data["config"]["data_spec"]
+    path = tmp_path / "old--seed1.json"
+    path.write_text(json.dumps({**data, "name": "old"}))
+    with pytest.raises(ValueError, match="cannot be rebuilt"):
+        _runner.verify_record(path)
+
+
+def test_staleness_follows_the_code_the_numbers_depend_on(tiny_record):
+    record = load_record(tiny_record)
+    assert _runner.stale_paths(record) == ([] if not record.provenance.get("git_dirty")
+                                           else ["(uncommitted changes when the record was made)"])
+    unknown = load_record(tiny_record)
+    unknown.provenance["git_commit"] = "unknown"
+    assert _runner.stale_paths(unknown) is None
+    unknown.provenance["git_commit"] = "0" * 40  # not in this clone
+    assert _runner.stale_paths(unknown) is None
