@@ -62,20 +62,20 @@ def test_chapter_of():
 
 
 def test_verdict_summary_counts_in_the_order_of_the_verdicts():
-    found = [_v("not reproduced"), _v("reproduced"), _v("reproduced"), _v("not testable at this scale")]
-    assert bb.verdict_summary(found) == "2 reproduced, 1 not reproduced, 1 not testable at this scale (4 claims)"
-    assert bb.verdict_summary([_v("partly reproduced")]) == "1 partly reproduced (1 claim)"
+    found = [_v("contradicted"), _v("supported"), _v("supported"), _v("not testable at this scale")]
+    assert bb.verdict_summary(found) == "2 supported, 1 contradicted, 1 not testable at this scale (4 claims)"
+    assert bb.verdict_summary([_v("inconclusive")]) == "1 inconclusive (1 claim)"
 
 
 def test_chapters_table_rows():
     toc = ["notebooks/00_base/01_x", "notebooks/00_base/02_y", "notebooks/01_a/01_z", "notebooks/02_b/01_w"]
     built = toc[:3]  # a partial build: 02_b left out
-    verdicts = {"01_a": [_v("reproduced"), _v("not reproduced")]}
+    verdicts = {"01_a": [_v("supported"), _v("contradicted")]}
     lines = bb.chapters_table(CHAPTERS, toc, built, verdicts).splitlines()
     assert lines[:2] == ["| Chapter | Paper | Which pixels matter | Verdicts |", "|---|---|---|---|"]
     assert lines[2:] == [
         "| {doc}`The base </notebooks/00_base/01_x>` | — | all pixels | no verdict recorded yet |",
-        "| {doc}`Paper A </notebooks/01_a/01_z>` | {cite:t}`keyA` | pixels A | 1 reproduced, 1 not reproduced (2 claims) |",
+        "| {doc}`Paper A </notebooks/01_a/01_z>` | {cite:t}`keyA` | pixels A | 1 supported, 1 contradicted (2 claims) |",
         "| Paper B | {cite:t}`keyB`; {cite:t}`keyC` | pixels B | not in this partial build |",
         "| Paper C | {cite:t}`keyC` | pixels C | planned |",
     ]
@@ -189,10 +189,10 @@ def test_collect_run_outputs(tmp_path):
     commit = git_commit()["commit"]
     _record(tmp_path)
     (tmp_path / "summary.json").write_text('{"not": "a record"}')  # the notebook's own file
-    record_verdicts(tmp_path, "01_a", {"claim": "reproduced"})
+    record_verdicts(tmp_path, "01_a", {"claim": "supported"})
     records, verdicts = bb.collect_run_outputs(tmp_path, "notebooks/01_a/01_z", commit, pixelweight.__version__)
     assert [r["name"] for r in records] == ["ch-x"]
-    assert [(v["claim"], v["verdict"]) for v in verdicts] == [("claim", "reproduced")]
+    assert [(v["claim"], v["verdict"]) for v in verdicts] == [("claim", "supported")]
     with pytest.raises(ValueError, match=r"recorded verdicts for chapter '01_a', but it lives in notebooks/02_b/"):
         bb.collect_run_outputs(tmp_path, "notebooks/02_b/01_z", commit, pixelweight.__version__)
     with pytest.raises(ValueError, match="was made by pixelweight .* at commit .*, but the book is built from "
@@ -261,7 +261,7 @@ def test_stage_generated(tmp_path):
     staging = tmp_path / "_build" / "staging"
     pages, notebooks = ["book/intro", "book/cite"], ["notebooks/01_a/01_z"]
     bb.stage_sources(tmp_path, staging, toc, pages, notebooks)
-    execution = _execution(**{notebooks[0]: _run(50.0, records=2, verdicts=[_v("reproduced")])})
+    execution = _execution(**{notebooks[0]: _run(50.0, records=2, verdicts=[_v("supported")])})
     bb.stage_generated(tmp_path, staging, pages=pages, notebooks=notebooks, toc_notebooks=notebooks,
                        executed_dir=tmp_path / "_build" / "executed", execution=execution,
                        config=bb.read_config(tmp_path), release=RELEASE,
@@ -272,7 +272,7 @@ def test_stage_generated(tmp_path):
     assert config["repository"] == {"url": RELEASE.url, "branch": RELEASE.tag}
     intro = (staging / "book" / "intro.md").read_text()
     assert "<!-- generated" not in intro and bb.edition_markdown(execution, RELEASE) in intro
-    assert "| {doc}`Paper A </notebooks/01_a/01_z>` | {cite:t}`keyA` | pixels A | 1 reproduced (1 claim) |" in intro
+    assert "| {doc}`Paper A </notebooks/01_a/01_z>` | {cite:t}`keyA` | pixels A | 1 supported (1 claim) |" in intro
     assert "| Paper B | — | pixels B | planned |" in intro
     cite = (staging / "book" / "cite.md").read_text()
     assert "```bibtex\n@software{whichpixelsmatter2031," in cite  # year from the copyright

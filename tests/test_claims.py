@@ -17,7 +17,7 @@ def _interval(mean=0.111, low=0.028, high=0.194):
 
 def _claim(**kw):
     base = dict(text="recall loss raises mean accuracy over CE", source="abstract",
-                ran="recall (batch) vs CE, mean accuracy", verdict="reproduced", effect=_interval())
+                ran="recall (batch) vs CE, mean accuracy", verdict="supported", effect=_interval())
     base.update(kw)
     return Claim(**base)
 
@@ -29,7 +29,7 @@ def test_every_verdict_has_a_label_that_reads_without_colour():
     for verdict in VERDICTS:
         badge = verdict_badge(verdict)
         assert badge.startswith("{bdg-") and badge.endswith(f" {verdict}`")  # the words are in the label
-    assert verdict_badge("reproduced") == "{bdg-success}`✓ reproduced`"
+    assert verdict_badge("supported") == "{bdg-success}`✓ supported`"
     with pytest.raises(ValueError, match="not one of"):
         verdict_badge("maybe")
 
@@ -79,7 +79,7 @@ def test_table_validation():
 def test_markdown_table_one_row_per_claim():
     table = ClaimsTable("02_recall", budget="`ci` profile (early training): 340 steps, 3 seeds", claims=[
         _claim(label="(a)"),
-        _claim(text="inverse-frequency CE gains recall | loses precision", source="ours", verdict="not reproduced",
+        _claim(text="inverse-frequency CE gains recall | loses precision", source="ours", verdict="contradicted",
                effect="Δ acc. = 0.2; Δ prec. = -0.1", label="(c)"),
     ])
     lines = table.markdown().splitlines()
@@ -87,17 +87,17 @@ def test_markdown_table_one_row_per_claim():
     assert lines[2] == "| Claim | Source | What we ran | Effect [95% CI] | Verdict |"
     assert lines[3] == "|---|---|---|---|---|"
     assert lines[4] == ("| (a) recall loss raises mean accuracy over CE | [abstract] | recall (batch) vs CE, mean accuracy "
-                        "| +0.111 [0.028, 0.194] | {bdg-success}`✓ reproduced` |")
+                        "| +0.111 [0.028, 0.194] | {bdg-success}`✓ supported` |")
     # a | inside a cell is escaped: the row keeps its five cells
     assert lines[5].startswith("| (c) inverse-frequency CE gains recall \\| loses precision | [ours] |")
-    assert lines[5].endswith("| {bdg-danger}`✗ not reproduced` |")
+    assert lines[5].endswith("| {bdg-danger}`✗ contradicted` |")
     assert len(lines) == 6
 
 
 def test_record_writes_the_scorecard_fields(tmp_path):
     table = ClaimsTable("04_lmp", budget="`ci` profile: 300 steps, 3 seeds", section="claims-at-this-scale", claims=[
         _claim(text="LMP improves mIoU over CE", label="(a)"),
-        _claim(text="LMP beats focal loss", source="ours", verdict="not reproduced", record=False),
+        _claim(text="LMP beats focal loss", source="ours", verdict="contradicted", record=False),
     ])
     path = table.record(tmp_path)
     assert path == tmp_path / VERDICTS_FILE
@@ -105,7 +105,7 @@ def test_record_writes_the_scorecard_fields(tmp_path):
     assert [line["claim"] for line in lines] == ["LMP improves mIoU over CE"]  # record=False is shown, not recorded
     line = lines[0]
     assert (line["chapter"], line["verdict"], line["source"], line["section"], line["label"]) == (
-        "04_lmp", "reproduced", "abstract", "claims-at-this-scale", "(a)")
+        "04_lmp", "supported", "abstract", "claims-at-this-scale", "(a)")
     assert line["effect"] == "+0.111 [0.028, 0.194]"
     assert line["budget"] == "`ci` profile: 300 steps, 3 seeds"
     assert set(DETAIL_FIELDS) <= set(line)
@@ -119,18 +119,55 @@ def test_record_writes_the_scorecard_fields(tmp_path):
 
 def test_record_verdicts_checks_details(tmp_path):
     with pytest.raises(ValueError, match="unknown fields"):
-        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"colour": "green"}})
+        record_verdicts(tmp_path, "02_recall", {"c": "supported"}, details={"c": {"colour": "green"}})
     with pytest.raises(ValueError, match="details for a claim without a verdict"):
-        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"d": {"source": "ours"}})
+        record_verdicts(tmp_path, "02_recall", {"c": "supported"}, details={"d": {"source": "ours"}})
     with pytest.raises(TypeError, match="must be a mapping"):
-        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": "ours"})
+        record_verdicts(tmp_path, "02_recall", {"c": "supported"}, details={"c": "ours"})
     with pytest.raises(ValueError, match="source must be one line"):
-        record_verdicts(tmp_path, "02_recall", {"c": "reproduced"}, details={"c": {"source": 3}})
+        record_verdicts(tmp_path, "02_recall", {"c": "supported"}, details={"c": {"source": 3}})
     (tmp_path / VERDICTS_FILE).write_text(json.dumps(
-        {"chapter": "02_recall", "claim": "c", "verdict": "reproduced", "effect": "a\nb"}) + "\n", encoding="utf-8")
+        {"chapter": "02_recall", "claim": "c", "verdict": "supported", "effect": "a\nb"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="effect must be one line"):
         read_verdicts(tmp_path)
 
 
 def test_sources_are_the_papers_md_tags():
     assert SOURCES == ("abstract", "code", "paper, unverified", "derived", "ours")
+
+
+def test_evidence_prints_the_seeds_and_the_detectable_effect():
+    from pixelweight.claims import Evidence
+    from pixelweight.stats import paired_difference_ci
+
+    d = paired_difference_ci([0.5, 0.6, 0.55, 0.58, 0.52], [0.4, 0.45, 0.5, 0.6, 0.41])
+    ev = Evidence("Δ mIoU", d, direction=+1)
+    assert ev.seeds() == (4, 5)
+    assert ev.design().startswith("4 of 5 seeds; detectable ≥ 0.")
+    assert ev.text().startswith("Δ mIoU = +0.") and "4 of 5 seeds" in ev.text()
+    assert Evidence("Δ mIoU", d, tolerance=0.05).seeds() == (5, 5)  # all above -0.05
+    claim = Claim("x", source="ours", ran="r", evidence=ev, primary=True)
+    assert claim.design_text() == ev.design() and claim.title() == "**x**"
+    two = Claim("y", source="ours", ran="r", evidence=[ev, Evidence("Δ acc", d, direction=-1)])
+    assert two.verdict in ("contradicted", "inconclusive") and two.design_text() == ""
+    assert "; Δ acc = " in two.effect_text()
+
+
+def test_checks_are_shown_apart_from_the_claims_and_not_recorded(tmp_path):
+    from pixelweight.book import read_verdicts
+    from pixelweight.claims import Check
+
+    ok, bad = Check("ratio = 1 gives the mean", "32 images", 3e-16, 1e-12), Check("p → ∞", "32 images", 1e-3, 1e-6)
+    assert ok.passed and not bad.passed and not Check("nan", "r", float("nan"), 1.0).passed
+    table = ClaimsTable("02_recall", budget="`ci`", checks=[ok, bad], claims=[
+        Claim("a claim", source="abstract", ran="r", verdict="supported", primary=True)])
+    text = table.markdown()
+    assert "Numerical checks" in text and "✓ passes" in text and "✗ fails" in text
+    assert "Primary claims (the paper's headline) in bold." in text
+    table.record(tmp_path)
+    (entry,) = read_verdicts(tmp_path)
+    assert entry["claim"] == "a claim" and entry["role"] == "primary"
+    with pytest.raises(TypeError, match="Check"):
+        ClaimsTable("02_recall", budget="b", claims=table.claims, checks=["x"])
+    with pytest.raises(ValueError, match="tolerance"):
+        Check("t", "r", 0.0, -1.0)

@@ -183,3 +183,15 @@ def test_one_corrupt_record_names_the_file_or_is_skipped_on_request(tmp_path):
         load_record(tmp_path / "binary.json")
     with pytest.raises(TypeError, match="skip_invalid"):
         load_records(tmp_path, skip_invalid="yes")
+
+
+def test_provenance_records_the_numeric_packages():
+    from pixelweight.results import NUMERIC_PACKAGES, package_differences, package_versions, provenance
+
+    info = provenance("cpu")
+    assert set(info["packages"]) == set(NUMERIC_PACKAGES)
+    assert info["packages"]["torch"] and info["packages"]["numpy"]
+    assert package_differences(info["packages"]) == {}
+    older = {**info["packages"], "numpy": "1.0.0"}
+    assert package_differences(older) == {"numpy": ("1.0.0", package_versions(("numpy",))["numpy"])}
+    assert package_versions(("no-such-package-xyz",)) == {"no-such-package-xyz": None}

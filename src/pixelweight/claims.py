@@ -37,9 +37,17 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .stats import VERDICTS, Interval, combine_verdicts, equivalence_verdict, verdict as direction_verdict
+from .stats import (
+    VERDICTS,
+    Interval,
+    combine_verdicts,
+    detectable_effect,
+    equivalence_verdict,
+    seeds_in_direction,
+)
+from .stats import verdict as direction_verdict
 
-__all__ = ["SOURCES", "VERDICT_LABELS", "Evidence", "Claim", "ClaimsTable", "verdict_badge"]
+__all__ = ["SOURCES", "VERDICT_LABELS", "Evidence", "Claim", "Check", "ClaimsTable", "verdict_badge"]
 
 #: Where a claim comes from. ``abstract``: stated in the paper's abstract; ``code``: checked
 #: in a public implementation; ``paper, unverified``: from the paper's body, not confirmed;
@@ -50,9 +58,9 @@ SOURCES = ("abstract", "code", "paper, unverified", "derived", "ours")
 #: How each verdict is shown: (sphinx-design badge colour, symbol). The symbol and the words
 #: carry the verdict for a reader who does not see the colour (or prints the page).
 VERDICT_LABELS = {
-    "reproduced": ("success", "✓"),
-    "partly reproduced": ("warning", "◐"),
-    "not reproduced": ("danger", "✗"),
+    "supported": ("success", "✓"),
+    "contradicted": ("danger", "✗"),
+    "inconclusive": ("warning", "?"),
     "not testable at this scale": ("secondary", "–"),
 }
 if set(VERDICT_LABELS) != set(VERDICTS):  # pragma: no cover - a verdict added without its label
@@ -120,9 +128,36 @@ class Evidence:
             return equivalence_verdict(self.effect, self.tolerance)
         return direction_verdict(self.effect, self.direction, self.margin)
 
+    def seeds(self):
+        """``(k, n)``: the seeds whose difference points the claimed way (past the margin; for
+        non-inferiority, above ``-tolerance``), or ``None`` without per-seed values."""
+        if self.tolerance is not None:
+            return _seeds_above(self.effect, -self.tolerance)
+        return seeds_in_direction(self.effect, self.direction, self.margin)
+
+    def design(self, digits: int = 3) -> str:
+        """E.g. "3 of 3 seeds; detectable ≥ 0.082": how many seeds point the claimed way and
+        the smallest effect this design detects (:func:`pixelweight.stats.detectable_effect`)."""
+        parts = []
+        seeds = self.seeds()
+        if seeds is not None:
+            parts.append(f"{seeds[0]} of {seeds[1]} seeds")
+        smallest = detectable_effect(self.effect)
+        if smallest == smallest:  # not NaN
+            parts.append(f"detectable ≥ {smallest:.{digits}f}")
+        return "; ".join(parts)
+
     def text(self, digits: int = 3) -> str:
-        """E.g. "Δ mean acc. = +0.111 [0.028, 0.194] (reproduced)"."""
-        return f"{self.what} = {_signed(self.effect, digits)} ({self.verdict()})"
+        """E.g. "Δ mean acc. = +0.111 [0.028, 0.194] (supported; 3 of 3 seeds)"."""
+        seeds = self.seeds()
+        count = f"; {seeds[0]} of {seeds[1]} seeds" if seeds is not None else ""
+        return f"{self.what} = {_signed(self.effect, digits)} ({self.verdict()}{count})"
+
+
+def _seeds_above(effect: Interval, threshold: float):
+    if not effect.values:
+        return None
+    return int(sum(v > threshold for v in effect.values)), len(effect.values)
 
 
 def _signed(effect: Interval, digits: int) -> str:
@@ -170,6 +205,9 @@ class Claim:
         Whether :meth:`ClaimsTable.record` records it for the landing page and the
         scorecard (default). ``False`` for a row that restates, at another scope, a claim
         recorded elsewhere in the chapter.
+    primary : bool
+        A primary claim is the paper's headline: the landing page and the scorecard count
+        the primary claims of each chapter; the others are secondary (shown, not counted).
     """
 
     text: str
@@ -182,6 +220,7 @@ class Claim:
     digits: int = 3
     record: bool = True
     evidence: Union[Evidence, Sequence[Evidence], None] = None
+    primary: bool = False
 
     def __post_init__(self):
         if self.evidence is not None:
@@ -211,8 +250,9 @@ class Claim:
             _one_line(self.effect, "effect")
         if isinstance(self.digits, bool) or not isinstance(self.digits, int) or not 0 <= self.digits <= 8:
             raise ValueError(f"digits must be an int in [0, 8], got {self.digits!r}")
-        if not isinstance(self.record, bool):
-            raise TypeError(f"record must be a bool, got {type(self.record).__name__}")
+        for flag in ("record", "primary"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {type(getattr(self, flag)).__name__}")
 
     def effect_text(self) -> str:
         """The effect as printed: ``+0.111 [0.028, 0.194]`` (with the detail), or "—"."""
@@ -225,8 +265,55 @@ class Claim:
         return f"{text} ({self.detail})" if self.detail else text
 
     def title(self) -> str:
-        """The claim as the table shows it: its label, then its text."""
-        return f"{self.label} {self.text}" if self.label else self.text
+        """The claim as the table shows it: its label, then its text (primary claims in bold)."""
+        text = f"**{self.text}**" if self.primary else self.text
+        return f"{self.label} {text}" if self.label else text
+
+    def design_text(self) -> str:
+        """Beside the verdict: the seeds in the claimed direction and the smallest detectable
+        effect of a claim decided by one :class:`Evidence` (composite claims print them per
+        part in the effect)."""
+        if self.evidence is not None and len(self.evidence) == 1:
+            return self.evidence[0].design(self.digits)
+        return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A numerical identity the chapter checks (e.g. a loss's limits): not a claim of the
+    paper, so it has no verdict, only whether the largest error is within the tolerance.
+
+    Parameters
+    ----------
+    text : str
+        What is checked, one line.
+    ran : str
+        On what (e.g. "the CE of a trained model on 32 test images").
+    max_error : float
+        The largest (relative or absolute, as ``ran`` says) error found.
+    tolerance : float
+        The largest error that passes.
+    """
+
+    text: str
+    ran: str
+    max_error: float
+    tolerance: float
+
+    def __post_init__(self):
+        _one_line(self.text, "text")
+        _one_line(self.ran, "ran")
+        for name in ("max_error", "tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
+
+    @property
+    def passed(self) -> bool:
+        """Within the tolerance (a NaN error fails)."""
+        return bool(self.max_error <= self.tolerance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +337,9 @@ class ClaimsTable:
     section : str
         The anchor of the page section that shows the table (the slug of its heading, e.g.
         ``"claims"`` for ``## Claims``); the scorecard links there.
+    checks : sequence of Check
+        The chapter's numerical identities, shown in their own table below the claims and
+        not recorded as claims.
     """
 
     chapter: str
@@ -257,6 +347,7 @@ class ClaimsTable:
     budget: str
     scope: str = ""
     section: str = "claims"
+    checks: Sequence[Check] = ()
 
     def __post_init__(self):
         if not isinstance(self.chapter, str) or not _CHAPTER_RE.match(self.chapter):
@@ -272,22 +363,38 @@ class ClaimsTable:
         if duplicated:
             raise ValueError(f"a claim is listed twice: {duplicated[0]!r}")
         object.__setattr__(self, "claims", claims)
+        checks = tuple(self.checks)
+        for check in checks:
+            if not isinstance(check, Check):
+                raise TypeError(f"checks must be Check objects, got {type(check).__name__}")
+        object.__setattr__(self, "checks", checks)
         _one_line(self.budget, "budget")
         _one_line(self.scope, "scope", empty=True)
         if not isinstance(self.section, str) or not _SECTION_RE.match(self.section):
             raise ValueError(f"section must be a heading anchor such as 'claims', got {self.section!r}")
 
     def markdown(self) -> str:
-        """The claims table as MyST Markdown (verdict labels are sphinx-design badges)."""
+        """The claims table as MyST Markdown (verdict labels are sphinx-design badges),
+        followed by the table of the chapter's numerical checks when it has any."""
         lines = [
-            f"Tested at: {_cell(self.scope or self.budget)}.",
+            f"Tested at: {_cell(self.scope or self.budget)}."
+            + (" Primary claims (the paper's headline) in bold." if any(c.primary for c in self.claims) else ""),
             "",
             "| Claim | Source | What we ran | Effect [95% CI] | Verdict |",
             "|---|---|---|---|---|",
         ]
         for c in self.claims:
-            cells = [c.title(), f"[{c.source}]", c.ran, c.effect_text(), verdict_badge(c.verdict)]
+            design = c.design_text()
+            badge = verdict_badge(c.verdict) + (f" ({design})" if design else "")
+            cells = [c.title(), f"[{c.source}]", c.ran, c.effect_text(), badge]
             lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+        if self.checks:
+            lines += ["", "Numerical checks (identities of the method, not claims of the paper):", "",
+                      "| Check | On | Largest error | Tolerance | Result |", "|---|---|---|---|---|"]
+            for k in self.checks:
+                result = "{bdg-success}`✓ passes`" if k.passed else "{bdg-danger}`✗ fails`"
+                cells = [k.text, k.ran, f"{k.max_error:.1e}", f"{k.tolerance:.0e}", result]
+                lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
         return "\n".join(lines)
 
     def show(self) -> None:
@@ -308,7 +415,8 @@ class ClaimsTable:
 
         details = {
             c.text: {"source": c.source, "ran": c.ran, "effect": c.effect_text(), "budget": self.budget,
-                     "section": self.section, "label": c.label}
+                     "section": self.section, "label": c.label, "role": "primary" if c.primary else "secondary",
+                     "design": c.design_text()}
             for c in self.claims if c.record
         }
         if not details:

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -68,13 +68,41 @@ def device_description(device: Union[str, torch.device]) -> str:
     return str(device)
 
 
+#: The packages whose versions shape a run's numbers; every record stores them
+#: (``provenance()["packages"]``) and :func:`package_differences` compares them.
+NUMERIC_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "scikit-image")
+
+
+def package_versions(names=NUMERIC_PACKAGES) -> Dict[str, Optional[str]]:
+    """The installed version of each package in ``names`` (``None`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: Dict[str, Optional[str]] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def package_differences(recorded: Mapping[str, Any], current: Optional[Mapping[str, Any]] = None
+                        ) -> Dict[str, Tuple[Any, Any]]:
+    """``{package: (recorded version, installed version)}`` for each package of a record's
+    ``provenance["packages"]`` whose installed version differs (empty when all match)."""
+    current = package_versions(tuple(recorded)) if current is None else current
+    return {k: (v, current.get(k)) for k, v in recorded.items() if current.get(k) != v}
+
+
 def provenance(device: Union[str, torch.device, None] = None) -> Dict[str, Any]:
-    """Where and with what a result was computed: versions, commit, machine, time (UTC)."""
+    """Where and with what a result was computed: versions (of pixelweight and of every
+    package of :data:`NUMERIC_PACKAGES`), commit, machine, time (UTC)."""
     from . import __version__
 
     info = {
         "pixelweight": __version__,
         "torch": torch.__version__,
+        "packages": package_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
