@@ -85,7 +85,8 @@ def test_scorecard_table_lists_every_recorded_claim():
                 bb.Chapter(folder="02_recall", title="Recall loss", papers=("tian2022recall",), idea="y")]
     line = {"chapter": "02_recall", "claim": "recall loss raises mean accuracy over CE", "verdict": "supported",
             "source": "abstract", "ran": "recall vs CE", "effect": "+0.111 [0.028, 0.194]",
-            "budget": "`ci` profile (early training): 340 steps, 3 seeds", "section": "claims", "label": "(a)"}
+            "budget": "`ci` profile (early training): 340 steps, 3 seeds", "section": "claims", "label": "(a)",
+            "role": "primary", "design": "3 of 3 seeds; detectable ≥ 0.090"}
     old_style = {"chapter": "00_testbed", "claim": "CE under-recalls | rare classes", "verdict": "inconclusive"}
     execution = {"notebooks": {"notebooks/00_testbed/02_ce_baseline": {"verdicts": [old_style]},
                                "notebooks/02_recall/02_experiments": {"verdicts": [line]},
@@ -96,10 +97,10 @@ def test_scorecard_table_lists_every_recorded_claim():
     assert len(rows) == 4
     assert rows[2] == ("| testbed | [CE under-recalls \\| rare classes](../notebooks/00_testbed/02_ce_baseline.ipynb) "
                        "| — | — | — | {bdg-warning}`? inconclusive` |")
-    assert rows[3] == ("| {cite:t}`tian2022recall` | [(a) recall loss raises mean accuracy over CE]"
+    assert rows[3] == ("| {cite:t}`tian2022recall` | [**(a) recall loss raises mean accuracy over CE**]"
                        "(../notebooks/02_recall/02_experiments.ipynb#claims) | [abstract] | "
                        "`ci` profile (early training): 340 steps, 3 seeds | +0.111 [0.028, 0.194] | "
-                       "{bdg-success}`✓ supported` |")
+                       "{bdg-success}`✓ supported` (3 of 3 seeds; detectable ≥ 0.090) |")
     assert bb.scorecard_table(chapters, [], {"notebooks": {}}) == "No notebook of this build recorded a verdict yet."
 
 

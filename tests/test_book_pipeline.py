@@ -67,6 +67,12 @@ def test_verdict_summary_counts_in_the_order_of_the_verdicts():
     assert bb.verdict_summary([_v("inconclusive")]) == "1 inconclusive (1 claim)"
 
 
+def test_verdict_summary_counts_the_primary_claims_first():
+    found = [{**_v("supported"), "role": "primary"}, {**_v("inconclusive"), "role": "primary"},
+             {**_v("contradicted"), "role": "secondary"}]
+    assert bb.verdict_summary(found) == "primary: 1 supported, 1 inconclusive (2 of 3 claims)"
+
+
 def test_chapters_table_rows():
     toc = ["notebooks/00_base/01_x", "notebooks/00_base/02_y", "notebooks/01_a/01_z", "notebooks/02_b/01_w"]
     built = toc[:3]  # a partial build: 02_b left out

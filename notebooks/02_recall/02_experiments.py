@@ -365,9 +365,9 @@ setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "test_m
 # ## Claims
 #
 # Each verdict comes from the paired differences over seeds ({glue:text}`n_seeds` seeds,
-# 95% Student-t intervals): *reproduced* when the whole interval lies on the claimed side,
-# *partly* when only the mean does, *not reproduced* otherwise. "Competitive mIoU" is our
-# reading: at most {glue:text}`miou_tolerance` below CE.
+# 95% Student-t intervals): *supported* when the whole interval lies on the claimed side,
+# *contradicted* when it lies wholly on the other side, *inconclusive* otherwise.
+# "Competitive mIoU" is our reading: at most {glue:text}`miou_tolerance` below CE.
 
 # %%
 d_acc = paired_difference_ci(per_seed("recall (batch)", "test_mean_accuracy"), per_seed("CE", "test_mean_accuracy"))

@@ -81,8 +81,8 @@ def _one_line(value, name: str, *, empty: bool = False) -> str:
 def verdict_badge(verdict: str) -> str:
     """The MyST markup of a verdict's label: a coloured badge with a symbol and the words.
 
-    >>> verdict_badge("reproduced")
-    '{bdg-success}`✓ reproduced`'
+    >>> verdict_badge("supported")
+    '{bdg-success}`✓ supported`'
     """
     if verdict not in VERDICT_LABELS:
         raise ValueError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")

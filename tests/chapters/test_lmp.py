@@ -19,7 +19,7 @@ from pixelweight.losses import CrossEntropyLoss, FocalLoss, LossMaxPooling, lmp_
 from pixelweight.metrics import SegmentationMetrics, boundary_mask
 from pixelweight.models import UNet
 from pixelweight.profiles import get_profile
-from pixelweight.stats import Interval, mean_ci
+from pixelweight.stats import Interval
 from pixelweight.train import TrainConfig, TrainResult, seed_everything, train
 
 SCENES = DataSpec("DigitScenes", size=64, options={"imbalance": 1.0})
@@ -188,22 +188,24 @@ def test_lmp_limit_frame_on_losses():
         lmp.lmp_limit_frame(losses, torch.zeros_like(valid))
 
 
-def test_limit_evidence_and_table():
+def test_limit_checks_and_table():
     losses, valid = _limits()
     limits = lmp.lmp_limit_frame(losses, valid)
-    evidence = lmp.limit_evidence(limits)
-    assert [e.what for e in evidence] == list(dict.fromkeys(limits["limit"]))
-    assert all(e.verdict() == "reproduced" and e.tolerance == lmp.LIMIT_TOLERANCE for e in evidence)
+    checks = lmp.limit_checks(limits)
+    assert [c.text for c in checks] == [f"LMP limit: {name}" for name in dict.fromkeys(limits["limit"])]
+    assert all(c.passed and c.tolerance == lmp.LIMIT_TOLERANCE for c in checks)
+    worst = limits.groupby("limit", sort=False)["relative_difference"].apply(lambda v: v.abs().max())
+    assert [c.max_error for c in checks] == list(worst)  # the largest error, not a mean over images
     table = lmp.limit_table(limits)
-    assert list(table.columns) == ["limit", "images", "largest relative difference", "verdict (tolerance 0.001)"]
-    assert list(table["images"]) == [3] * 5 and set(table["verdict (tolerance 0.001)"]) == {"reproduced"}
+    assert list(table.columns) == ["limit", "images", "largest relative difference", "within 0.001"]
+    assert list(table["images"]) == [3] * 5 and set(table["within 0.001"]) == {"passes"}
     broken = limits.copy()
-    broken.loc[broken["limit"] == broken["limit"].iloc[0], "relative_difference"] = 0.5
-    assert lmp.limit_table(broken).iloc[0, -1] == "not reproduced"
+    broken.loc[broken.index[0], "relative_difference"] = 0.5  # one image of one limit
+    assert lmp.limit_table(broken).iloc[0, -1] == "fails" and not lmp.limit_checks(broken)[0].passed
     with pytest.raises(ValueError, match="limits must be a DataFrame of lmp_limit_frame"):
-        lmp.limit_evidence(pd.DataFrame({"x": [1]}))
+        lmp.limit_checks(pd.DataFrame({"x": [1]}))
     with pytest.raises(ValueError, match="limits holds no row"):
-        lmp.limit_evidence(limits.iloc[:0])
+        lmp.limit_checks(limits.iloc[:0])
 
 
 def test_lmp_path_frame():
@@ -275,15 +277,15 @@ def test_headline_claims():
         ("LMP improves mIoU over CE", "abstract"),
         ("LMP improves rare-class IoU over CE", "abstract"),
         ("LMP raises mean class recall over CE", "ours"),
-        ("LMP reduces to CE and to top-k mining in its limits", "derived"),
     ]
-    miou, rare, acc, limits = table.claims
+    miou, rare, acc = table.claims
+    assert miou.primary and not rare.primary and not acc.primary  # the paper's headline
     assert miou.ran == "CE vs LMP (p = 1.7, ρ = 0.3), 3 paired seeds, mIoU (test)"
-    assert (miou.verdict, rare.verdict, acc.verdict, limits.verdict) == (
-        "reproduced", "reproduced", "partly reproduced", "reproduced")
+    assert (miou.verdict, rare.verdict, acc.verdict) == ("supported", "supported", "inconclusive")
     assert rare.ran == "same runs; IoU of the 5 rarest digits" and rare.effect_text().endswith("(CE 0.100)")
-    assert limits.ran == "5 limits (ρ = 1, p → ∞, p → 1, ...) on the CE of a trained model, 3 images"
-    assert limits.effect.startswith("max relative gap ") and len(limits.evidence) == 5
+    # the limits are identities: checks beside the claims, not claims
+    assert len(table.checks) == 5 and all(k.passed for k in table.checks)
+    assert all(k.ran == "the CE of a trained model, 3 images" for k in table.checks)
     assert all(c.record for c in table.claims)
 
 
@@ -297,12 +299,13 @@ def test_headline_rare_claim_needs_a_run_that_learns_the_rare_classes():
         lmp.rare_classes_learned({})
 
 
-def test_headline_limits_claim_combines_the_limits():
+def test_headline_limit_checks_show_a_failing_limit():
     limits = lmp.lmp_limit_frame(*_limits())
     one_off = limits.copy()
     one_off.loc[one_off["limit"] == one_off["limit"].iloc[0], "relative_difference"] = 0.5
-    claim = _headline(limits=one_off).claims[3]
-    assert claim.verdict == "not reproduced"  # pixelweight.stats.combine_verdicts: one part fails
+    table = _headline(limits=one_off)
+    assert [k.passed for k in table.checks] == [False, True, True, True, True]
+    assert "✗ fails" in table.markdown()
 
 
 def test_headline_claims_validation():
@@ -355,9 +358,9 @@ def test_grid_claims():
         ("LMP beats focal loss", "ours", False),
     ]
     verdicts = {c.text: c.verdict for c in table.claims}
-    assert verdicts["LMP (public default) improves mIoU over CE, grid scale"] == "reproduced"
-    assert verdicts["LMP beats focal loss"] == "reproduced"
-    assert verdicts["LMP with p -> infinity trains like CE"] == "reproduced"
+    assert verdicts["LMP (public default) improves mIoU over CE, grid scale"] == "supported"
+    assert verdicts["LMP beats focal loss"] == "supported"
+    assert verdicts["LMP with p -> infinity trains like CE"] == "supported"
     assert "LMP beats focal loss" not in table.verdicts()
     claims = {c.text: c for c in table.claims}
     assert claims["LMP (public default) improves mIoU over CE, grid scale"].ran == \
@@ -371,10 +374,10 @@ def test_grid_claims():
 
 
 @pytest.mark.parametrize("shift, expected", [
-    (0.0, "reproduced"),
-    (0.03, "not reproduced"),    # better than CE past the margin: not "like CE"
-    (-0.03, "not reproduced"),   # worse than CE past the margin
-    (0.017, "partly reproduced"),  # the interval reaches past the margin on one side
+    (0.0, "supported"),
+    (0.03, "contradicted"),    # better than CE past the margin: not "like CE"
+    (-0.03, "contradicted"),   # worse than CE past the margin
+    (0.017, "inconclusive"),  # the interval reaches past the margin on one side
 ])
 def test_grid_infinity_claim_is_two_sided(shift, expected):
     setup, test, val = _grid_frames(shift={lmp.grid_label(100.0, 0.3): shift})
@@ -384,7 +387,7 @@ def test_grid_infinity_claim_is_two_sided(shift, expected):
     # the rule the notebook used before: the weaker of the two one-sided verdicts
     from pixelweight.stats import equivalence_verdict
 
-    order = ["not reproduced", "partly reproduced", "reproduced"]
+    order = ["contradicted", "inconclusive", "supported"]
     rev = Interval(-effects.infinity.mean, -effects.infinity.high, -effects.infinity.low, 3, 0.95)
     assert claim.verdict == min(equivalence_verdict(effects.infinity, 0.02), equivalence_verdict(rev, 0.02),
                                 key=order.index)
@@ -436,8 +439,4 @@ def test_lmp_learns_a_trivial_task():
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
-def test_mean_ci_of_limits_is_what_the_notebook_judged():
-    # limit_evidence judges -|relative difference| with mean_ci, as the notebook did
-    limits = lmp.lmp_limit_frame(*_limits())
-    first = limits[limits["limit"] == limits["limit"].iloc[0]]
-    assert lmp.limit_evidence(limits)[0].effect == mean_ci(-first["relative_difference"].abs().to_numpy())
+

@@ -260,41 +260,41 @@ def test_experiments_claims_texts_tags_and_verdicts():
         ("recall loss keeps more precision and mIoU than inverse-frequency CE", "ours"),
         ("recall-loss weights move from CE toward inverse frequency", "abstract"),
     ]
-    # an interval wholly on the claimed side: reproduced, for every claim
-    assert {c.verdict for c in table.claims} == {"reproduced"}
+    # an interval wholly on the claimed side: supported, for every claim
+    assert {c.verdict for c in table.claims} == {"supported"}
     assert claims["(a)"].effect_text() == "+0.050 [0.020, 0.080] (+32% relative; moving average Δ = 0.050 [0.020, 0.080])"
     assert claims["(d)"].ran == "frequency exponent β of the recall (batch) weights, last tenth of training vs step 1"
     assert claims["(d)"].effect_text() == ("+0.60 [0.50, 0.70] (β 0.00 [-0.02, 0.02] at step 1, "
                                            "0.60 [0.50, 0.70] at the end; inverse frequency: 1)")
-    assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (reproduced); "
-                                           "Δ mean prec. = -0.050 [-0.080, -0.020] (reproduced)")
+    assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (supported); "
+                                           "Δ mean prec. = -0.050 [-0.080, -0.020] (supported)")
     assert all(c.record for c in table.claims)
 
 
 def test_experiments_claims_judging_rules():
     s = recall.setup("experiments", "ci")
-    # (a): a straddling interval with the mean up is partly; a fall is not reproduced
-    assert by_label(recall.experiments_claims(s, **effects(acc_gain=straddling_up())))["(a)"].verdict == "partly reproduced"
-    assert by_label(recall.experiments_claims(s, **effects(acc_gain=down())))["(a)"].verdict == "not reproduced"
+    # (a): a straddling interval is inconclusive; a fall is contradicted
+    assert by_label(recall.experiments_claims(s, **effects(acc_gain=straddling_up())))["(a)"].verdict == "inconclusive"
+    assert by_label(recall.experiments_claims(s, **effects(acc_gain=down())))["(a)"].verdict == "contradicted"
     # (b) is non-inferiority within MIOU_TOLERANCE: a small loss of mIoU is still competitive ...
     small_loss = Interval(-0.005, -0.015, -0.001, 3, 0.95)
-    assert by_label(recall.experiments_claims(s, **effects(miou_change=small_loss)))["(b)"].verdict == "reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(miou_change=small_loss)))["(b)"].verdict == "supported"
     # ... one past the tolerance is not
     big_loss = Interval(-0.05, -0.06, -0.04, 3, 0.95)
-    assert by_label(recall.experiments_claims(s, **effects(miou_change=big_loss)))["(b)"].verdict == "not reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(miou_change=big_loss)))["(b)"].verdict == "contradicted"
     # (c) is composite: precision must fall; precision rising makes the whole claim fail
     claims = by_label(recall.experiments_claims(s, **effects(inverse_prec_change=up())))
-    assert claims["(c)"].verdict == "not reproduced"
-    assert "Δ mean prec. = +0.050 [0.020, 0.080] (not reproduced)" in claims["(c)"].effect_text()
-    # one part only partly: partly (stats.combine_verdicts)
+    assert claims["(c)"].verdict == "contradicted"
+    assert "Δ mean prec. = +0.050 [0.020, 0.080] (contradicted)" in claims["(c)"].effect_text()
+    # one part inconclusive: inconclusive (stats.combine_verdicts)
     assert by_label(recall.experiments_claims(s, **effects(inverse_acc_gain=straddling_up())))["(c)"].verdict \
-        == "partly reproduced"
+        == "inconclusive"
     # (c′): both parts must be up
-    assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "not reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "contradicted"
     assert by_label(recall.experiments_claims(s, **effects(prec_vs_inverse=straddling_up())))["(c′)"].verdict \
-        == "partly reproduced"
+        == "inconclusive"
     # (d): β must rise
-    assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "not reproduced"
+    assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "contradicted"
 
 
 def test_experiments_claims_at_full_say_longer_training():
@@ -332,14 +332,14 @@ def test_sweep_claims_rows_and_verdicts():
                      "recall loss raises mean accuracy over CE, at s = 1",
                      "recall loss raises mean accuracy over CE, at s = 2",
                      "the recall-loss gain in mean accuracy grows with the class imbalance"]
-    assert [c.verdict for c in table.claims] == ["not reproduced", "partly reproduced", "reproduced", "reproduced"]
+    assert [c.verdict for c in table.claims] == ["contradicted", "inconclusive", "supported", "supported"]
     assert [c.label for c in table.claims] == ["(a)", "(a)", "(a)", ""]
     assert [c.source for c in table.claims] == ["abstract"] * 3 + ["derived"]
     assert table.claims[-1].ran == "gain at s = 2 minus gain at s = 0, paired by seed"
     assert table.claims[1].ran == "recall (batch) vs CE, mean accuracy (test), Zipf exponent s = 1"
     # the per-s rows restate claim (a): shown, not recorded
-    assert table.verdicts() == {"the recall-loss gain in mean accuracy grows with the class imbalance": "reproduced"}
-    assert recall.sweep_claims(s, gains=gains, growth=down()).claims[-1].verdict == "not reproduced"
+    assert table.verdicts() == {"the recall-loss gain in mean accuracy grows with the class imbalance": "supported"}
+    assert recall.sweep_claims(s, gains=gains, growth=down()).claims[-1].verdict == "contradicted"
 
 
 @pytest.mark.parametrize("gains, growth, error, match", [
@@ -353,3 +353,8 @@ def test_sweep_claims_rows_and_verdicts():
 def test_sweep_claims_input_errors(gains, growth, error, match):
     with pytest.raises(error, match=match):
         recall.sweep_claims(recall.setup("sweep", "ci"), gains=gains, growth=growth)
+
+
+def test_the_headline_claims_are_primary():
+    table = recall.experiments_claims(recall.setup("experiments", "ci"), **effects())
+    assert [c.label for c in table.claims if c.primary] == ["(a)", "(b)"]

@@ -55,13 +55,20 @@ def book_bibtex(citation: dict, year: str) -> str:
 
 
 def verdict_summary(verdicts: list[dict]) -> str:
-    """``2 reproduced, 1 not reproduced (3 claims)``, counted in the order of
-    :data:`pixelweight.stats.VERDICTS`."""
+    """The landing page's count of a chapter's verdicts, primary claims (the paper's headline,
+    recorded with ``role: primary``) first: ``primary: 1 supported, 1 inconclusive (2 of 5
+    claims)``; a chapter without primary claims (the testbed) counts all of them, e.g.
+    ``1 supported (1 claim)``. Counted in the order of :data:`pixelweight.stats.VERDICTS`."""
     from pixelweight.stats import VERDICTS
 
-    counts = [(v, sum(e["verdict"] == v for e in verdicts)) for v in VERDICTS]
-    parts = [f"{n} {v}" for v, n in counts if n]
-    return f"{', '.join(parts)} ({len(verdicts)} claim{'s' if len(verdicts) != 1 else ''})"
+    def count(entries: list[dict]) -> str:
+        return ", ".join(f"{n} {v}" for v, n in ((v, sum(e["verdict"] == v for e in entries)) for v in VERDICTS) if n)
+
+    total = f"{len(verdicts)} claim{'s' if len(verdicts) != 1 else ''}"
+    primary = [e for e in verdicts if e.get("role") == "primary"]
+    if primary:
+        return f"primary: {count(primary)} ({len(primary)} of {total})"
+    return f"{count(verdicts)} ({total})"
 
 
 def chapters_table(chapters: list[Chapter], toc_notebooks: list[str], built: list[str],
@@ -107,12 +114,14 @@ def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) 
         for entry in (e for e in built if chapter_of(e) == chapter.folder):
             for line in execution["notebooks"][entry]["verdicts"]:
                 title = f"{line['label']} {line['claim']}" if line.get("label") else line["claim"]
+                if line.get("role") == "primary":
+                    title = f"**{title}**"  # the paper's headline claims, counted on the landing page
                 anchor = f"#{line['section']}" if line.get("section") else ""
                 claim = f"[{cell(title)}](../{entry}.ipynb{anchor})"  # from book/scorecard.md
                 source = f"[{line['source']}]" if line.get("source") else "—"
                 lines.append(" | ".join([
                     f"| {papers}", claim, source, cell(line.get("budget", "—")), cell(line.get("effect", "—")),
-                    f"{verdict_badge(line['verdict'])} |",
+                    verdict_badge(line["verdict"]) + (f" ({cell(line['design'])})" if line.get("design") else "") + " |",
                 ]))
     if len(lines) == 2:
         return "No notebook of this build recorded a verdict yet."

@@ -524,11 +524,13 @@ class Setup:
         parts = [self.stage.prefix, self.variant_name, arm.run]
         return "-".join(p for p in parts if p)
 
-    def claims_table(self, claims, section: str = "claims"):
-        """A :class:`~pixelweight.claims.ClaimsTable` of this chapter, labelled with this budget and scale."""
+    def claims_table(self, claims, section: str = "claims", checks=()):
+        """A :class:`~pixelweight.claims.ClaimsTable` of this chapter, labelled with this budget
+        and scale (``checks``: its numerical identities, :class:`~pixelweight.claims.Check`)."""
         from ..claims import ClaimsTable
 
-        return ClaimsTable(self.chapter, claims, budget=self.budget(), scope=self.describe(), section=section)
+        return ClaimsTable(self.chapter, claims, budget=self.budget(), scope=self.describe(), section=section,
+                           checks=checks)
 
     def record_config(self, **extra: Any) -> Dict[str, Any]:
         """What a record of this setup holds beside the profile and the splits' configs."""

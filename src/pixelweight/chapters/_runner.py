@@ -158,6 +158,9 @@ def _tuples(value: Any) -> Any:
 
 
 def _numbers(value: Any) -> List[float]:
+    """The numbers in ``value``; records store NaN as ``null`` (strict JSON), read back as NaN."""
+    if value is None:
+        return [math.nan]
     if isinstance(value, (list, tuple)):
         return [x for v in value for x in _numbers(v)]
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -284,11 +284,11 @@ def experiments_claims(
     if isinstance(relative_gain, bool) or not isinstance(relative_gain, Real):
         raise TypeError(f"relative_gain must be a number (percent), got {type(relative_gain).__name__}")
     return setup.claims_table([
-        Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)",
+        Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)", primary=True,
               ran="recall (batch) vs CE, mean accuracy (test)",
               detail=f"{relative_gain:+.0f}% relative; moving average Δ = {acc_gain_ma.format(3)}",
               evidence=Evidence("Δ mean acc.", acc_gain, direction=+1)),
-        Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract",
+        Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract", primary=True,
               label="(b)", ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}",
               evidence=Evidence("Δ mIoU", miou_change, tolerance=MIOU_TOLERANCE)),
         Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
