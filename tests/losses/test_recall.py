@@ -7,6 +7,10 @@ reductions, memory layouts, state_dict, NaN, validation, torch.compile) are in t
 import functools
 import io
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -542,6 +546,75 @@ def test_optimising_logits_raises_every_class_recall():
     fn, n = recall_counts(logits.detach(), target)
     assert torch.all(fn == 0)
     assert torch.all(module.weights < 0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# Data parallelism: the counts of the whole batch (official: nn.DataParallel)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sync_counts_under_ddp_gives_the_weights_of_the_whole_batch(tmp_path):
+    """2 CPU ranks (gloo, torchrun), uneven shards: with sync_counts (default) every rank's
+    weights equal a single process's on the concatenated batch, step after step of a moving
+    average; the functional uses them with the shard's own mean. Without, each rank's weights
+    are its shard's."""
+    import pixelweight
+    from helpers import recall_ddp_worker as worker
+
+    tests, src = Path(__file__).parents[1], Path(pixelweight.__file__).parents[1]  # this checkout's library
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(tests), str(src)])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           worker.__file__, str(tmp_path)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    c, ii = worker.NUM_CLASSES, worker.IGNORE
+    whole = RecallLoss(c, momentum=0.5, ignore_index=ii).double()
+    shards = [RecallLoss(c, momentum=0.5, ignore_index=ii).double() for _ in worker.SHARDS]
+    for step, (logits, target) in enumerate(worker.batches()):
+        whole(logits, target)
+        w = recall_weights(logits, target, ii, absent=0.0)  # the whole batch's FN_c / N_c
+        for r, shard in enumerate(worker.SHARDS):
+            rec = ranks[r]
+            assert torch.equal(rec["synced"][step], whole.weights), (r, step)
+            shards[r](logits[shard], target[shard])
+            assert torch.equal(rec["local"][step], shards[r].weights), (r, step)
+            x = logits[shard].clone().requires_grad_(True)
+            ref = cross_entropy(x, target[shard], weight=w, ignore_index=ii)  # sum_shard w CE / |V_shard|
+            ref.backward()
+            torch.testing.assert_close(rec["loss"][step], ref.detach())
+            torch.testing.assert_close(rec["grad"][step], x.grad)
+            x = logits[shard].clone().requires_grad_(True)
+            ref = _official_focal_reference(x, target[shard], w, 1.0, ii)
+            ref.backward()
+            torch.testing.assert_close(rec["focal_loss"][step], ref.detach())
+            torch.testing.assert_close(rec["focal_grad"][step], x.grad)
+    for r in range(2):  # the shards' own counts give other weights
+        assert not all(torch.equal(a, b) for a, b in zip(ranks[r]["local"], ranks[r]["synced"]))
+
+
+def test_sync_counts_without_a_process_group_calls_nothing(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, "all_reduce", lambda *args, **kwargs: calls.append(args))
+    logits, target = multiclass_inputs(ignore_index=255, seed=13)
+
+    def results():
+        module = RecallLoss(4, momentum=0.5, ignore_index=255).double()
+        return recall_loss(logits, target, ignore_index=255), module(logits, target), module.weights
+
+    assert not dist.is_initialized()
+    expected = results()
+    local = RecallLoss(4, momentum=0.5, ignore_index=255, sync_counts=False).double()
+    torch.testing.assert_close(expected[1:], (local(logits, target), local.weights))
+    torch.testing.assert_close(expected[0], recall_loss(logits, target, ignore_index=255, sync_counts=False))
+    # a one-process group: nothing to add up, nothing called either
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.testing.assert_close(results(), expected)
+    finally:
+        dist.destroy_process_group()
+    assert calls == []
 
 
 # ---------------------------------------------------------------------------------------
