@@ -46,10 +46,11 @@ weighting" [abstract] is this identity read along training [derived]; the book's
 chapter measures whether training follows it.
 
 **Moving average** [code, development version]. With ``momentum`` :math:`\alpha`, the
-module keeps :math:`w` across batches. The official development code
-(``ptsemseg/loss/recall_loss.py`` and ``recallfocal_loss.py`` of PotatoTian/recall-semseg,
-present only as compiled ``__pycache__/*.cpython-36.pyc`` files; ``EMA=True``,
-:math:`\alpha = 0.5`) does, per call:
+module keeps :math:`w` across batches. The official development code, in the repository
+PotatoTian/recall-semseg only as compiled files (``ptsemseg/loss/__pycache__/``
+``recall_loss.cpython-36.pyc`` and ``recallfocal_loss.cpython-36.pyc``; the source
+``ptsemseg/loss/recall_loss.py`` is the earlier version without an average), does with
+``EMA=True`` (default ``False``) and :math:`\alpha = 0.5`, per call:
 
 .. math::
     \text{first batch:}\quad w_c = \begin{cases} \mathrm{FN}_c / N_c & N_c > 0 \\
@@ -69,8 +70,9 @@ current batch's (:math:`\alpha = 1`), and ``init`` makes no difference.
 
 **Focal variant** [code, development version]: ``gamma`` :math:`= \gamma > 0` multiplies
 each pixel by :math:`(1 - p_{i,y_i})^\gamma` (:math:`\gamma = 1` in that code), and the
-official code **detaches** the factor (``p = exp(-CE).detach()``): it weights the pixel
-like :math:`w_{y_i}` and carries no gradient,
+official code (``recallfocal_loss.cpython-36.pyc``) **detaches** the factor
+(``p = exp(-CE).detach()``): it weights the pixel like :math:`w_{y_i}` and carries no
+gradient,
 
 .. math::
     \ell_i = w_{y_i}\, \mathrm{sg}\big[(1 - p_{i,y_i})^\gamma\big]\, \mathrm{CE}_i,
