@@ -100,6 +100,7 @@ def _counting_loss(monkeypatch):
         (["--loss", "lmp", "--loss-option", "base=dice"], "must be one of ('ce', 'focal')"),
         (["--loss", "dice", "--loss-option", "per_image=maybe"], "must be true or false"),
         (["--loss", "recall", "--loss-option", "momentum"], "must read NAME=VALUE"),
+        (["--loss", "recall", "--loss-option", "init=zeros"], "must be one of ('first_batch', 'ones')"),
         (["--output-stride", "3"], "output_stride must be a power of two"),
         (["--output-stride", "8"], "exceeds the coarsest level"),
         (["--lr", "inf"], "lr must be finite"),
@@ -171,7 +172,8 @@ def test_cli_offers_every_registered_loss_with_its_options(capsys):
     assert {"ce", "inverse-ce", "median-ce", "focal", "dice", "recall", "lmp"} <= set(names)
     for name in names:
         assert f"  {name}: " in text
-    for option in ("gamma=2.0", "smooth=1.0", "momentum=none", "p=1.7", "ratio=0.3", "base=ce (ce|focal)"):
+    for option in ("gamma=2.0", "smooth=1.0", "momentum=none", "p=1.7", "ratio=0.3", "base=ce (ce|focal)",
+                   "init=first_batch (first_batch|ones)", "detach_focal=true", "sync_counts=true"):
         assert option in text
 
 
@@ -180,6 +182,7 @@ def _registered_runs():
 
     runs = [(name, []) for name in loss_names()]
     runs += [("lmp", ["p=1.3", "base=focal", "gamma=1.0", "per_image=true"])]  # options: test_registry.py
+    runs += [("recall", ["momentum=0.5", "gamma=1.0", "init=ones", "detach_focal=false", "sync_counts=false"])]
     return runs
 
 

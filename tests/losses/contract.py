@@ -162,6 +162,12 @@ class LossSpec:
         ``False`` when the entries of ``reduction="none"`` carry weights held constant in the
         backward pass whose sum only is differentiable (loss max-pooling: Danskin's theorem
         holds for the max, not for each term); gradcheck then checks the map's sum.
+    frozen : callable or None
+        For a loss with a smooth factor held constant in the backward pass (a stop-gradient,
+        e.g. recall loss's official detached focal factor), whose gradient is on purpose not
+        the derivative of its value: ``frozen(x0, target, C, ignore_index, reduction) -> f``,
+        the loss with that factor frozen at the logits ``x0``. Gradcheck then checks ``f``,
+        and that the loss has ``f``'s value and gradient at ``x0``.
     """
 
     id: str
@@ -177,6 +183,7 @@ class LossSpec:
     reference: Optional[Callable] = None
     nan: str = "nan"
     none_differentiable: bool = True
+    frozen: Optional[Callable] = None
 
     def __str__(self) -> str:  # the pytest id
         return self.id
@@ -207,9 +214,38 @@ def _class_weights(c: int) -> torch.Tensor:
 RECALL_MOMENTUM = 0.5
 
 
+def _recall_focal_frozen(x0, target, c, ignore_index, reduction, gamma=1.0):
+    r"""Recall loss with the official detached focal factor, as a differentiable function of the
+    logits :math:`z` with the factor frozen at :math:`x_0`:
+    :math:`z \mapsto w_{y_i}\,(1 - p_i(x_0))^\gamma\,\mathrm{CE}_i(z)`, reduced over the valid pixels."""
+    x0 = x0.detach()
+    w = recall_weights(x0, target, ignore_index, absent=0.0)
+    ce0 = cross_entropy(x0, target, ignore_index=ignore_index, reduction="none")
+    factor = (-torch.expm1(-ce0)) ** gamma
+    valid = target != ignore_index
+    per_pixel = (w[target.masked_fill(~valid, 0)].view_as(ce0) * factor).detach()
+
+    def f(z):
+        loss = per_pixel * cross_entropy(z, target, ignore_index=ignore_index, reduction="none")
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        return total / valid.sum().clamp_min(1) if reduction == "mean" else total
+
+    return f
+
+
 def _recall_momentum_reference(logits, target, c, ignore_index, reduction):
-    r"""A fresh ``RecallLoss(momentum=a)``: :math:`w = a\,\mathrm{FN}/N + (1 - a)\cdot 1` on the classes of
-    the batch, 1 on the others; then the class-weighted CE with :math:`w` held constant."""
+    r"""A fresh ``RecallLoss(momentum=a)`` (``init="first_batch"``, the official start): its first
+    batch sets :math:`w = \mathrm{FN}/N` on the classes of the batch, 1 on the others; then the
+    class-weighted CE with :math:`w` held constant."""
+    w = recall_weights(logits.detach(), target, ignore_index, absent=1.0).double()
+    return cross_entropy(logits, target, w, ignore_index, reduction)
+
+
+def _recall_momentum_ones_reference(logits, target, c, ignore_index, reduction):
+    r"""A fresh ``RecallLoss(momentum=a, init="ones")``: :math:`w = a\,\mathrm{FN}/N + (1 - a)\cdot 1`
+    on the classes of the batch, 1 on the others."""
     batch = recall_weights(logits.detach(), target, ignore_index, absent=1.0).double()
     w = RECALL_MOMENTUM * batch + (1 - RECALL_MOMENTUM)
     return cross_entropy(logits, target, w, ignore_index, reduction)
@@ -232,10 +268,16 @@ SPECS = [
              none_shape=class_vector, mean_denominator=number_of_entries),
     LossSpec("recall", "recall", recall_loss, RecallLoss, module_options=lambda c: dict(num_classes=c)),
     LossSpec("recall-focal", "recall", recall_loss, RecallLoss, options=lambda c: dict(gamma=1.0),
+             module_options=lambda c: dict(num_classes=c), frozen=_recall_focal_frozen),
+    LossSpec("recall-focal-attached-nosync", "recall", recall_loss, RecallLoss,  # the non-official options
+             options=lambda c: dict(gamma=1.0, detach_focal=False, sync_counts=False),
              module_options=lambda c: dict(num_classes=c)),
     LossSpec("recall-momentum", "recall", None, RecallLoss,
              module_options=lambda c: dict(num_classes=c, momentum=RECALL_MOMENTUM),
-             state=("weights",), reference=_recall_momentum_reference),
+             state=("weights", "initialized"), reference=_recall_momentum_reference),
+    LossSpec("recall-momentum-ones", "recall", None, RecallLoss,
+             module_options=lambda c: dict(num_classes=c, momentum=RECALL_MOMENTUM, init="ones"),
+             state=("weights", "initialized"), reference=_recall_momentum_ones_reference),
     LossSpec("lmp", "lmp", loss_max_pooling, LossMaxPooling, options=lambda c: dict(p=1.7, ratio=0.3),
              none_differentiable=False),
     LossSpec("lmp-per-image", "lmp", loss_max_pooling, LossMaxPooling,

@@ -99,7 +99,15 @@ def test_gradcheck(spec, layout, reduction):
     if spec.state:  # one update, then freeze the state for the finite differences
         loss(x.detach(), t)
         loss.eval()
-    if reduction == "none" and not spec.none_differentiable:
+    if spec.frozen is not None:  # a stop-gradient factor: check the loss with it frozen at x
+        frozen = spec.frozen(x, t, c, IGNORE, reduction)
+        out, ref = loss(x, t), frozen(x)
+        torch.testing.assert_close(out, ref)
+        cotangent = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(torch.autograd.grad(out, x, cotangent)[0],
+                                   torch.autograd.grad(ref, x, cotangent)[0])
+        assert torch.autograd.gradcheck(frozen, (x,))
+    elif reduction == "none" and not spec.none_differentiable:
         assert torch.autograd.gradcheck(lambda z: loss(z, t).sum(), (x,))
     else:
         assert torch.autograd.gradcheck(lambda z: loss(z, t), (x,))
@@ -242,8 +250,8 @@ def test_state_dict_round_trip(spec, layout):
     assert set(spec.state) <= set(state)
     fresh = spec.make_module(c, IGNORE)
     with torch.no_grad():
-        for b in fresh.buffers():
-            b.mul_(0.3).add_(0.2)
+        for b in fresh.buffers():  # every buffer changed: numbers scaled, flags flipped
+            b.logical_not_() if b.dtype == torch.bool else b.mul_(0.3).add_(0.2)
     probe = copy.deepcopy(fresh).eval()
     changed = probe(x2, t2)
     fresh.load_state_dict(state)

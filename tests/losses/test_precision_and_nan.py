@@ -236,11 +236,13 @@ def test_sync_checks_switch():
     lambda: functools.partial(focal_loss, ignore_index=255),
     lambda: functools.partial(recall_loss, ignore_index=255),
     lambda: RecallLoss(5, momentum=0.5, ignore_index=255).cuda(),
+    lambda: RecallLoss(5, momentum=0.5, gamma=1.0, ignore_index=255, init="ones").cuda(),
+    lambda: functools.partial(recall_loss, gamma=1.0, ignore_index=255, detach_focal=False),
     lambda: functools.partial(loss_max_pooling, ignore_index=255),
     lambda: LossMaxPooling(per_image=True, ignore_index=255),
     lambda: functools.partial(soft_dice_loss, ignore_index=255),
     lambda: FocalLoss(alpha=torch.ones(5), ignore_index=255).cuda(),
-], ids=["ce", "focal", "recall", "RecallLoss", "lmp", "LossMaxPooling", "dice", "FocalLoss(alpha)"])
+], ids=["ce", "focal", "recall", "RecallLoss", "RecallLoss(focal,ones)", "recall(attached)", "lmp", "LossMaxPooling", "dice", "FocalLoss(alpha)"])
 def test_no_host_sync_on_cuda(make):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 32, 32, generator=g).cuda().requires_grad_(True)

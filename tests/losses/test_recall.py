@@ -4,8 +4,15 @@ the public code (one test each), detached weights, the moving average, limit cas
 The properties every loss shares (module == functional, gradcheck, dtypes, all-ignored batch,
 reductions, memory layouts, state_dict, NaN, validation, torch.compile) are in test_contract.py."""
 
+import functools
+import io
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -185,8 +192,8 @@ def test_pitfall_single_label_batch(ignore, binary):
     module = RecallLoss(2 if binary else 5, momentum=0.5, ignore_index=255).double()
     module(logits, target)
     w = module.weights
-    assert w[1].item() == pytest.approx(0.5 * fn[1].item() / n[1].item() + 0.5)
-    assert torch.all(w[torch.arange(len(w)) != 1] == 1)  # absent classes keep their weight
+    assert w[1].item() == pytest.approx(fn[1].item() / n[1].item())  # the first batch's weight
+    assert torch.all(w[torch.arange(len(w)) != 1] == 1)  # absent classes: 1
 
 
 def test_pitfall_not_normalised_by_weight_sum():
@@ -233,18 +240,75 @@ def test_pitfall_device_agnostic(device):
 # ---------------------------------------------------------------------------------------
 # Gradients: the weights carry no gradient (gradcheck: test_contract.py)
 # ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("detach_focal", [True, False])
 @pytest.mark.parametrize("gamma", [0.0, 1.0])
-def test_weights_are_detached(gamma):
-    # the gradient is that of a weighted CE (or focal loss) with the weights held fixed
+def test_weights_are_detached(gamma, detach_focal):
+    # the weights are constants; detach_focal=False: the gradient of a focal loss with alpha = w
     logits, target = multiclass_inputs(ignore_index=255, requires_grad=True)
-    recall_loss(logits, target, gamma, 255).backward()
+    recall_loss(logits, target, gamma, 255, detach_focal=detach_focal).backward()
     grad = logits.grad.clone()
     w = recall_weights(logits, target, 255, absent=0.0)
     x = logits.detach().clone().requires_grad_(True)
-    ref = focal_loss(x, target, gamma, w, 255) if gamma else cross_entropy(x, target, w, 255)
-    ref.backward()
+    if gamma and not detach_focal:
+        focal_loss(x, target, gamma, w, 255).backward()
+    else:
+        _official_focal_reference(x, target, w, gamma, 255).backward()
     torch.testing.assert_close(grad, x.grad)
     assert not recall_weights(logits, target, 255).requires_grad
+
+
+def _official_focal_reference(x, target, w, gamma, ignore_index):
+    r"""Autograd reference of the development code's focal variant, ignored pixels kept out:
+    :math:`\frac{1}{|V|}\sum_{i\in V} w_{y_i}\,(1 - p_i)^\gamma\,\mathrm{CE}_i` with
+    ``p = exp(-CE).detach()`` (binary: the BCE of the logit)."""
+    valid = target != ignore_index
+    safe = target.masked_fill(~valid, 0)
+    if x.shape[1] == 1:
+        ce = F.binary_cross_entropy_with_logits(x[:, 0], safe.to(x.dtype), reduction="none")
+    else:
+        ce = F.cross_entropy(x, safe, reduction="none")
+    p = torch.exp(-ce).detach()
+    per_pixel = (1 - p) ** gamma * w.to(x.dtype)[safe] * ce
+    return per_pixel[valid].sum() / valid.sum()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_focal_factor_is_detached_by_default(binary, gamma):
+    # official (recallfocal_loss.py): p = exp(-CE).detach(); the module and the functional agree
+    make = binary_inputs if binary else multiclass_inputs
+    logits, target = make(n=3, ignore_index=255, seed=11, requires_grad=True)
+    c = 2 if binary else 4
+    w = recall_weights(logits, target, 255, absent=0.0)
+    x = logits.detach().clone().requires_grad_(True)
+    ref = _official_focal_reference(x, target, w, gamma, 255)
+    ref.backward()
+    for loss_fn in (functools.partial(recall_loss, gamma=gamma, ignore_index=255),
+                    RecallLoss(c, gamma=gamma, ignore_index=255).double()):
+        z = logits.detach().clone().requires_grad_(True)
+        out = loss_fn(z, target)
+        out.backward()
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(z.grad, x.grad)
+    # the non-detached option: the same value, the focal loss's gradient, which differs
+    z = logits.detach().clone().requires_grad_(True)
+    attached = RecallLoss(c, gamma=gamma, ignore_index=255, detach_focal=False).double()(z, target)
+    attached.backward()
+    torch.testing.assert_close(attached, ref)
+    y = logits.detach().clone().requires_grad_(True)
+    focal_loss(y, target, gamma, w, 255).backward()
+    torch.testing.assert_close(z.grad, y.grad)
+    assert not torch.allclose(z.grad, x.grad)
+
+
+def test_focal_reductions_and_detached_factor_at_gamma_zero():
+    logits, target = multiclass_inputs(ignore_index=255, seed=12)
+    for reduction in REDUCTIONS:  # the detached map, reduced like every other
+        torch.testing.assert_close(recall_loss(logits, target, 1.0, 255, reduction),
+                                   recall_loss(logits, target, 1.0, 255, reduction, detach_focal=False))
+    # gamma = 0: detach_focal changes nothing
+    torch.testing.assert_close(recall_loss(logits, target, 0.0, 255, detach_focal=False),
+                               recall_loss(logits, target, 0.0, 255))
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,26 +323,36 @@ def test_without_momentum_the_buffer_holds_the_last_batch_weights(binary):
     torch.testing.assert_close(module.weights, recall_weights(logits, target, 255, absent=1.0))
 
 
-def test_moving_average_update_by_hand():
-    module = RecallLoss(3, momentum=0.25).double()
+@pytest.mark.parametrize("init", ["first_batch", "ones"])
+def test_moving_average_update_by_hand(init):
+    module = RecallLoss(3, momentum=0.25, init=init).double()
+    assert module.initialized.item() == (init == "ones")
     logits, target = _hand_batch()  # w_batch = (1/2, 1/2, 1/2)
     module(logits, target)
-    torch.testing.assert_close(module.weights, torch.full((3,), 0.25 * 0.5 + 0.75, dtype=torch.float64))
+    first = 0.5 if init == "first_batch" else 0.25 * 0.5 + 0.75  # the batch's weights, or an update of 1
+    torch.testing.assert_close(module.weights, torch.full((3,), first, dtype=torch.float64))
+    assert module.initialized.item()
     # second batch: class 0 only, all recalled (w_batch = 0); classes 1 and 2 absent keep their weight
     t2 = torch.zeros(1, 2, 2, dtype=torch.long)
     out = module(perfect_logits(t2, 3), t2)
-    expected = torch.tensor([0.75 * 0.875, 0.875, 0.875], dtype=torch.float64)
+    expected = torch.tensor([0.75 * first, first, first], dtype=torch.float64)
     torch.testing.assert_close(module.weights, expected)
-    assert out.item() == pytest.approx(0.75 * 0.875 * cross_entropy(perfect_logits(t2, 3), t2).item())
+    assert out.item() == pytest.approx(0.75 * first * cross_entropy(perfect_logits(t2, 3), t2).item())
     module.reset_weights()
-    assert torch.all(module.weights == 1)
+    assert torch.all(module.weights == 1) and module.initialized.item() == (init == "ones")
 
 
-def test_moving_average_uses_updated_weights_and_eval_does_not_store():
+@pytest.mark.parametrize("init", ["first_batch", "ones"])
+def test_moving_average_uses_updated_weights_and_eval_does_not_store(init):
     logits, target = multiclass_inputs(ignore_index=255, seed=7)
-    module = RecallLoss(4, momentum=0.5, ignore_index=255).double()
+    module = RecallLoss(4, momentum=0.5, ignore_index=255, init=init).double()
     w_batch = recall_weights(logits, target, 255, absent=1.0)
-    expected_w = 0.5 * w_batch + 0.5  # from the initial w = 1
+    module.eval()  # eval() computes the weights but stores nothing, not even "initialized"
+    torch.testing.assert_close(module(logits, target), cross_entropy(
+        logits, target, w_batch if init == "first_batch" else 0.5 * w_batch + 0.5, 255))
+    assert torch.all(module.weights == 1) and module.initialized.item() == (init == "ones")
+    module.train()
+    expected_w = w_batch if init == "first_batch" else 0.5 * w_batch + 0.5  # the first batch, or from w = 1
     loss = module(logits, target)
     torch.testing.assert_close(module.weights, expected_w)
     torch.testing.assert_close(loss, cross_entropy(logits, target, expected_w, 255))
@@ -289,18 +363,173 @@ def test_moving_average_uses_updated_weights_and_eval_does_not_store():
     torch.testing.assert_close(eval_loss, cross_entropy(logits, target, 0.5 * w_batch + 0.5 * before, 255))
 
 
-def test_all_ignored_batch_keeps_the_weights():
-    logits, target = multiclass_inputs(requires_grad=True)
-    target = torch.full_like(target, 255)
+def _official_moving_average(batches, num_classes, alpha, ignore_index=None, counters_at_one=False):
+    r"""An independent transcription (numpy, loops) of the development code's update rule
+    (``recall_loss.py`` / ``recallfocal_loss.py`` with ``EMA=True``, read from the compiled files):
+    the first call sets :math:`w_c = \mathrm{FN}_c / N_c`, 1 for a class without pixels;
+    each later call sets :math:`w_c = \alpha\,\mathrm{FN}_c/N_c + (1-\alpha)\,w_c` for the
+    classes of the batch only. The prediction is the argmax (no ties in random float64
+    logits). ``counters_at_one``: the code's counters, which start at 1 and are overwritten by
+    the counts that occur (a class with no miss gets FN = 1); by default the counts start at
+    0, the library's fix, and ignored pixels count nowhere (the code mapped them onto
+    class 0). Returns the weights after each batch and the losses (the code's focal-free
+    ``(w[target] * CE).mean()`` over the valid pixels)."""
+    w, history, losses = None, [], []
+    for logits, target in batches:
+        z = logits.detach().double().numpy()
+        y = target.numpy()
+        pred = z.argmax(1)
+        n = np.zeros(num_classes)
+        fn = np.zeros(num_classes)
+        for idx in np.ndindex(y.shape):
+            if ignore_index is not None and y[idx] == ignore_index:
+                continue
+            n[y[idx]] += 1
+            fn[y[idx]] += pred[idx] != y[idx]
+        present = n > 0
+        if counters_at_one:
+            ratio = np.where(fn > 0, fn, 1.0) / np.where(n > 0, n, 1.0)
+        else:
+            ratio = np.where(present, fn / np.maximum(n, 1), 1.0)
+        if w is None:
+            w = ratio.copy()
+        else:
+            w = w.copy()
+            for c in range(num_classes):
+                if present[c]:
+                    w[c] = alpha * ratio[c] + (1 - alpha) * w[c]
+        history.append(w)
+        total, count = 0.0, 0
+        for idx in np.ndindex(y.shape):
+            if ignore_index is not None and y[idx] == ignore_index:
+                continue
+            zi = z[(idx[0], slice(None)) + idx[1:]]
+            ce = np.log(np.exp(zi - zi.max()).sum()) + zi.max() - zi[y[idx]]
+            total += w[y[idx]] * ce
+            count += 1
+        losses.append(total / max(count, 1))
+    return history, losses
+
+
+def _appearing_and_disappearing_batches(ignore_index=None, every_class_missed=False, seed=0):
+    """Six batches of 5 classes whose label sets change: {0,1,2}, {1,3}, {0,4}, {2,3,4}, {3}, all."""
+    g = torch.Generator().manual_seed(seed)
+    label_sets = [[0, 1, 2], [1, 3], [0, 4], [2, 3, 4], [3], [0, 1, 2, 3, 4]]
+    batches = []
+    for labels in label_sets:
+        logits = torch.randn(2, 5, 4, 5, generator=g, dtype=torch.float64)
+        pick = torch.randint(0, len(labels), (2, 4, 5), generator=g)
+        target = torch.tensor(labels)[pick]
+        for c in labels:  # raise the label's logit on most pixels: some classes are well recalled
+            logits[:, c] += 2.0 * (target == c)
+        if every_class_missed:  # one miss per present class: the code's counters-at-1 cannot bite
+            for c in target.unique().tolist():
+                first = (target == c).nonzero()[0]
+                logits[first[0], c, first[1], first[2]] = -10.0
+        if ignore_index is not None:
+            target[torch.rand(2, 4, 5, generator=g) < 0.25] = ignore_index
+        batches.append((logits, target))
+    return batches
+
+
+def _round_trip(module):
+    """A fresh module (initialized = False, weights = 1) loaded from ``module``'s saved state."""
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = RecallLoss(module.num_classes, momentum=module.momentum, ignore_index=module.ignore_index).double()
+    fresh.load_state_dict(torch.load(buffer))
+    return fresh
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255])
+def test_moving_average_matches_the_official_update_rule(ignore_index):
+    # classes appear and disappear; every step goes through a state_dict round trip into a
+    # fresh module, so the "first batch seen" flag has to survive it
+    batches = _appearing_and_disappearing_batches(ignore_index)
+    history, losses = _official_moving_average(batches, 5, 0.5, ignore_index)
+    module = RecallLoss(5, momentum=0.5, ignore_index=ignore_index).double()
+    for (logits, target), w, expected in zip(batches, history, losses):
+        loss = module(logits, target)
+        torch.testing.assert_close(module.weights, torch.from_numpy(w), rtol=1e-12, atol=0)
+        assert loss.item() == pytest.approx(expected, rel=1e-12)
+        module = _round_trip(module)
+        assert module.initialized.item()
+    # the same stream without round trips, and the first step without the flag, differ
+    unsaved = RecallLoss(5, momentum=0.5, ignore_index=ignore_index).double()
+    for logits, target in batches:
+        unsaved(logits, target)
+    torch.testing.assert_close(unsaved.weights, torch.from_numpy(history[-1]), rtol=1e-12, atol=0)
+    restarted = RecallLoss(5, momentum=0.5, ignore_index=ignore_index).double()
+    restarted(*batches[1])  # a module that forgot the first batch treats the second as the first
+    assert not torch.allclose(restarted.weights, torch.from_numpy(history[1]))
+
+
+def test_moving_average_matches_the_official_counters_where_they_agree():
+    # The code's counters start at 1 (pitfall: a class with no miss gets 1/N_c). On batches where
+    # every present class has a miss and nothing is ignored, the literal rule gives our weights.
+    batches = _appearing_and_disappearing_batches(every_class_missed=True, seed=3)
+    literal, losses = _official_moving_average(batches, 5, 0.5, counters_at_one=True)
+    fixed, _ = _official_moving_average(batches, 5, 0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(literal, fixed))
+    module = RecallLoss(5, momentum=0.5).double()
+    for (logits, target), w, expected in zip(batches, literal, losses):
+        loss = module(logits, target)
+        torch.testing.assert_close(module.weights, torch.from_numpy(w), rtol=1e-12, atol=0)
+        assert loss.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_init_ones_is_the_earlier_start():
+    batches = _appearing_and_disappearing_batches(255)
+    history, _ = _official_moving_average(batches, 5, 0.5, 255)
+    module = RecallLoss(5, momentum=0.5, ignore_index=255, init="ones").double()
+    w = np.ones(5)
+    for logits, target in batches:
+        module(logits, target)
+        fn, n = recall_counts(logits, target, 255)
+        present = (n > 0).numpy()
+        w = np.where(present, 0.5 * fn.numpy() / np.maximum(n.numpy(), 1) + 0.5 * w, w)
+        torch.testing.assert_close(module.weights, torch.from_numpy(w), rtol=1e-12, atol=0)
+    assert not np.allclose(w, history[-1])
+
+
+def test_state_dict_without_the_flag_continues_the_average():
+    # a state_dict saved before the `initialized` buffer existed: its weights are an average
+    # that started from 1, so loading continues it rather than restarting at the next batch
+    logits, target = multiclass_inputs(ignore_index=255, seed=7)
+    old = {"weights": torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=torch.float64)}
     module = RecallLoss(4, momentum=0.5, ignore_index=255).double()
-    module(logits, target)  # the loss itself (a zero with a graph): test_contract.py
+    module.load_state_dict(old)
+    assert module.initialized.item()
+    module(logits, target)
+    w_batch = recall_weights(logits, target, 255, absent=1.0)
+    present = recall_counts(logits, target, 255)[1] > 0
+    torch.testing.assert_close(module.weights, torch.where(present, 0.5 * w_batch + 0.5 * old["weights"],
+                                                           old["weights"]))
+
+
+@pytest.mark.parametrize("init", ["first_batch", "ones"])
+def test_all_ignored_batch_keeps_the_weights(init):
+    logits, target = multiclass_inputs(requires_grad=True)
+    ignored = torch.full_like(target, 255)
+    module = RecallLoss(4, momentum=0.5, ignore_index=255, init=init).double()
+    module(logits, ignored)  # the loss itself (a zero with a graph): test_contract.py
     assert torch.all(module.weights == 1)  # an all-ignored batch leaves the moving average alone
-    assert torch.all(recall_counts(logits, target, 255)[1] == 0)
+    assert module.initialized.item() == (init == "ones")  # ... and is not "the first batch"
+    assert torch.all(recall_counts(logits, ignored, 255)[1] == 0)
+    module(logits, target)
+    w_batch = recall_weights(logits, target, 255, absent=1.0)
+    torch.testing.assert_close(module.weights, w_batch if init == "first_batch" else 0.5 * w_batch + 0.5)
+    before = module.weights.clone()
+    module(logits, ignored)
+    assert torch.equal(module.weights, before)
 
 
-def test_repr():
+def test_repr_and_official_defaults():
     module = RecallLoss(3, momentum=0.5)
     assert "momentum=0.5" in repr(module) and "num_classes=3" in repr(module)
+    assert (module.init, module.detach_focal, module.sync_counts) == ("first_batch", True, True)
+    assert "init='first_batch', detach_focal=True, sync_counts=True" in repr(module)
 
 
 def test_optimising_logits_raises_every_class_recall():
@@ -320,6 +549,75 @@ def test_optimising_logits_raises_every_class_recall():
 
 
 # ---------------------------------------------------------------------------------------
+# Data parallelism: the counts of the whole batch (official: nn.DataParallel)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sync_counts_under_ddp_gives_the_weights_of_the_whole_batch(tmp_path):
+    """2 CPU ranks (gloo, torchrun), uneven shards: with sync_counts (default) every rank's
+    weights equal a single process's on the concatenated batch, step after step of a moving
+    average; the functional uses them with the shard's own mean. Without, each rank's weights
+    are its shard's."""
+    import pixelweight
+    from helpers import recall_ddp_worker as worker
+
+    tests, src = Path(__file__).parents[1], Path(pixelweight.__file__).parents[1]  # this checkout's library
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(tests), str(src)])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           worker.__file__, str(tmp_path)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    c, ii = worker.NUM_CLASSES, worker.IGNORE
+    whole = RecallLoss(c, momentum=0.5, ignore_index=ii).double()
+    shards = [RecallLoss(c, momentum=0.5, ignore_index=ii).double() for _ in worker.SHARDS]
+    for step, (logits, target) in enumerate(worker.batches()):
+        whole(logits, target)
+        w = recall_weights(logits, target, ii, absent=0.0)  # the whole batch's FN_c / N_c
+        for r, shard in enumerate(worker.SHARDS):
+            rec = ranks[r]
+            assert torch.equal(rec["synced"][step], whole.weights), (r, step)
+            shards[r](logits[shard], target[shard])
+            assert torch.equal(rec["local"][step], shards[r].weights), (r, step)
+            x = logits[shard].clone().requires_grad_(True)
+            ref = cross_entropy(x, target[shard], weight=w, ignore_index=ii)  # sum_shard w CE / |V_shard|
+            ref.backward()
+            torch.testing.assert_close(rec["loss"][step], ref.detach())
+            torch.testing.assert_close(rec["grad"][step], x.grad)
+            x = logits[shard].clone().requires_grad_(True)
+            ref = _official_focal_reference(x, target[shard], w, 1.0, ii)
+            ref.backward()
+            torch.testing.assert_close(rec["focal_loss"][step], ref.detach())
+            torch.testing.assert_close(rec["focal_grad"][step], x.grad)
+    for r in range(2):  # the shards' own counts give other weights
+        assert not all(torch.equal(a, b) for a, b in zip(ranks[r]["local"], ranks[r]["synced"]))
+
+
+def test_sync_counts_without_a_process_group_calls_nothing(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, "all_reduce", lambda *args, **kwargs: calls.append(args))
+    logits, target = multiclass_inputs(ignore_index=255, seed=13)
+
+    def results():
+        module = RecallLoss(4, momentum=0.5, ignore_index=255).double()
+        return recall_loss(logits, target, ignore_index=255), module(logits, target), module.weights
+
+    assert not dist.is_initialized()
+    expected = results()
+    local = RecallLoss(4, momentum=0.5, ignore_index=255, sync_counts=False).double()
+    torch.testing.assert_close(expected[1:], (local(logits, target), local.weights))
+    torch.testing.assert_close(expected[0], recall_loss(logits, target, ignore_index=255, sync_counts=False))
+    # a one-process group: nothing to add up, nothing called either
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.testing.assert_close(results(), expected)
+    finally:
+        dist.destroy_process_group()
+    assert calls == []
+
+
+# ---------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -327,6 +625,8 @@ def test_optimising_logits_raises_every_class_recall():
     [
         (dict(gamma=-1.0), ValueError, "gamma must be >= 0.0"),
         (dict(gamma="2"), TypeError, "gamma must be a real number"),
+        (dict(detach_focal=1), TypeError, r"detach_focal must be a bool, got int \(1\)"),
+        (dict(sync_counts="yes"), TypeError, "sync_counts must be a bool, got str"),
     ],
 )
 def test_functional_argument_errors(kwargs, exc, match):
@@ -358,6 +658,10 @@ def test_input_errors():
         (dict(num_classes=3, momentum=1.5), ValueError, r"momentum must be <= 1.0"),
         (dict(num_classes=3, momentum="0.5"), TypeError, "momentum must be a real number"),
         (dict(num_classes=3, gamma=-0.5), ValueError, "gamma must be >= 0.0"),
+        (dict(num_classes=3, init="zeros"), ValueError, r"init must be one of \('first_batch', 'ones'\)"),
+        (dict(num_classes=3, init=None), TypeError, "init must be a str"),
+        (dict(num_classes=3, detach_focal=None), TypeError, "detach_focal must be a bool"),
+        (dict(num_classes=3, sync_counts=0), TypeError, "sync_counts must be a bool"),
     ],
 )
 def test_module_constructor_errors(kwargs, exc, match):

@@ -22,6 +22,8 @@ from pixelweight.losses import (
     loss_names,
     loss_spec,
     parse_loss_options,
+    recall_counts,
+    recall_weights,
     register_loss,
 )
 from pixelweight.losses import registry
@@ -43,7 +45,7 @@ def test_every_library_loss_is_registered_with_its_options():
     options = {name: [o.name for o in loss_spec(name).options] for name in loss_names()[:7]}
     assert options == {
         "ce": [], "inverse-ce": [], "median-ce": [], "focal": ["gamma"], "dice": ["smooth", "per_image"],
-        "recall": ["momentum", "gamma"], "lmp": ["p", "ratio", "per_image", "base", "gamma"],
+        "recall": ["momentum", "gamma", "init", "detach_focal", "sync_counts"], "lmp": ["p", "ratio", "per_image", "base", "gamma"],
     }
     assert all(loss_spec(n).help for n in loss_names())
 
@@ -72,6 +74,15 @@ def test_options_reach_the_loss():
     torch.testing.assert_close(lmp(logits, target), ref, rtol=0, atol=0)
     rec = build_loss("recall", CTX, momentum=0.5, gamma=1)
     assert (rec.momentum, rec.gamma, rec.num_classes) == (0.5, 1.0, 3)
+    # the defaults are the official behaviour; every other one is an option
+    assert (rec.init, rec.detach_focal, rec.sync_counts) == ("first_batch", True, True)
+    rec = build_loss("recall", CTX, **parse_loss_options(
+        "recall", ["momentum=0.5", "init=ones", "detach_focal=false", "sync_counts=false"]))
+    assert (rec.init, rec.detach_focal, rec.sync_counts) == ("ones", False, False)
+    rec(logits, target)  # init=ones: the first batch is an update of w = 1
+    w = torch.where(recall_counts(logits, target, 255)[1] > 0,
+                    0.5 * recall_weights(logits, target, 255, absent=1.0) + 0.5, torch.ones(3))
+    torch.testing.assert_close(rec.weights, w)
     assert build_loss("dice", CTX, smooth=0, per_image=False).smooth == 0.0
     assert build_loss("recall", LossContext(1)).num_classes == 2  # binary logits: two classes
 
@@ -92,6 +103,8 @@ def test_parse_loss_options_from_text():
         (lambda: build_loss("focal", CTX, gamma=math.inf), ValueError, "gamma must be finite"),
         (lambda: build_loss("dice", CTX, per_image=1), TypeError, "option 'per_image' must be a bool"),
         (lambda: build_loss("lmp", CTX, base="dice"), ValueError, r"must be one of \('ce', 'focal'\)"),
+        (lambda: build_loss("recall", CTX, init="zero"), ValueError, r"must be one of \('first_batch', 'ones'\)"),
+        (lambda: parse_loss_options("recall", ["sync_counts=maybe"]), ValueError, "must be true or false"),
         (lambda: build_loss("lmp", CTX, gamma=1.0), ValueError, "applies to base=focal only"),
         (lambda: build_loss("inverse-ce", LossContext(3)), ValueError, "needs the training split's class counts"),
         (lambda: build_loss("ce", {"num_classes": 3}), TypeError, "LossContext"),

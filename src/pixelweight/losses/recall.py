@@ -46,16 +46,58 @@ weighting" [abstract] is this identity read along training [derived]; the book's
 chapter measures whether training follows it.
 
 **Moving average** [code, development version]. With ``momentum`` :math:`\alpha`, the
-module keeps :math:`w` across batches and, for the classes present in the batch
-(:math:`N_c > 0`), updates :math:`w_c \leftarrow \alpha\,\mathrm{FN}_c / N_c + (1 -
-\alpha)\, w_c` (:math:`\alpha = 0.5` in that code); absent classes keep their weight.
-The starting value :math:`w = 1` (plain CE) is this library's choice [unverified: the
-development code's initial value is not documented]. Without ``momentum`` the weights are
-the current batch's (:math:`\alpha = 1`).
+module keeps :math:`w` across batches. The official development code, in the repository
+PotatoTian/recall-semseg only as compiled files (``ptsemseg/loss/__pycache__/``
+``recall_loss.cpython-36.pyc`` and ``recallfocal_loss.cpython-36.pyc``; the source
+``ptsemseg/loss/recall_loss.py`` is the earlier version without an average), does with
+``EMA=True`` (default ``False``) and :math:`\alpha = 0.5`, per call:
 
-**Focal variant** [code]: ``gamma`` :math:`= \gamma > 0` multiplies each pixel by
-:math:`(1 - p_{i,y_i})^\gamma` (:math:`\gamma = 1` in the reference code), i.e.
-:func:`~pixelweight.losses.focal_loss` with ``alpha`` :math:`= w`.
+.. math::
+    \text{first batch:}\quad w_c = \begin{cases} \mathrm{FN}_c / N_c & N_c > 0 \\
+    1 & N_c = 0 \end{cases}
+    \qquad\quad
+    \text{later:}\quad w_c \leftarrow \begin{cases}
+    \alpha\,\mathrm{FN}_c / N_c + (1 - \alpha)\, w_c & N_c > 0 \\
+    w_c & N_c = 0 \end{cases}
+
+so the average starts from the **first batch's weights**, not from 1. That is the default
+here, ``init="first_batch"``; the buffer ``initialized`` records whether a batch with at
+least one valid pixel has been seen (an all-ignored batch changes nothing) and is saved in
+the ``state_dict``. ``init="ones"`` is this library's earlier choice: the average starts
+from :math:`w = 1` (plain CE), so the first batch already gives
+:math:`\alpha\,\mathrm{FN}_c/N_c + 1 - \alpha`. Without ``momentum`` the weights are the
+current batch's (:math:`\alpha = 1`), and ``init`` makes no difference.
+
+**Focal variant** [code, development version]: ``gamma`` :math:`= \gamma > 0` multiplies
+each pixel by :math:`(1 - p_{i,y_i})^\gamma` (:math:`\gamma = 1` in that code), and the
+official code (``recallfocal_loss.cpython-36.pyc``) **detaches** the factor
+(``p = exp(-CE).detach()``): it weights the pixel like :math:`w_{y_i}` and carries no
+gradient,
+
+.. math::
+    \ell_i = w_{y_i}\, \mathrm{sg}\big[(1 - p_{i,y_i})^\gamma\big]\, \mathrm{CE}_i,
+    \qquad
+    \frac{\partial \ell_i}{\partial z_i} = w_{y_i} (1 - p_{i,y_i})^\gamma
+    \frac{\partial \mathrm{CE}_i}{\partial z_i},
+
+with :math:`\mathrm{sg}` the stop-gradient. That is the default, ``detach_focal=True``.
+``detach_focal=False`` lets the gradient through the factor as in Lin et al.'s focal loss,
+:func:`~pixelweight.losses.focal_loss` with ``alpha`` :math:`= w`; the loss values are the
+same, the gradients differ.
+
+**Data parallelism** [code]. The official ``train.py`` wraps the model in
+``nn.DataParallel`` and calls the loss on the gathered output, so :math:`N_c` and
+:math:`\mathrm{FN}_c` are counted over the **whole batch**. Under
+``DistributedDataParallel`` each process sees only its shard; with ``sync_counts=True``
+(default) the :math:`(\mathrm{FN}_c, N_c)` of the shards are summed with one
+``all_reduce`` (integer counts, one ``(2, C)`` tensor, no host synchronisation) **before**
+the weights are computed, so every process uses the weights of the whole batch and a moving
+average stays identical on every process. The loss itself stays the mean over the
+process's own valid pixels, as for every loss under DDP (which averages the gradients of
+the processes). Without an initialised process group (or with one process) nothing is
+called. ``sync_counts=False`` uses each shard's own counts. As with any collective, every
+process must then call the loss equally often (a validation loop over uneven shards must
+pass ``sync_counts=False``).
 
 **Pitfalls of the public code** [code], each guarded by a test here:
 
@@ -68,7 +110,13 @@ the current batch's (:math:`\alpha = 1`).
   :func:`~pixelweight.losses.cross_entropy` with ``normalize="pixels"``);
 * the counters started at one, so a class with no false negative got :math:`w_c = 1/N_c`
   instead of 0, and the mean ran over ignored pixels too; the counters lived on
-  ``.cuda()`` (here: exact zeros, the mean over :math:`V`, any device).
+  ``.cuda()`` (here: exact zeros, the mean over :math:`V`, any device);
+* [code, development version] the moving average was updated by every call, validation
+  batches included (the loss module is not part of the model, so ``model.eval()`` does not
+  reach it), and the ignored label, mapped to class 0, made class 0 "present" and so
+  updated on every batch with ignored pixels (here only training-mode calls update the
+  average, like batch normalisation's running statistics, and only classes with valid
+  pixels count as present).
 
 **Which pixels are missed (the tie rule)** [ours]. The reference code takes
 :math:`\hat y_i = \arg\max_c z_{i,c}`, and PyTorch's ``argmax`` resolves a tie towards the
@@ -103,11 +151,13 @@ import math
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from .._validation import (
     accumulation_dtype,
+    check_choice,
     check_float,
     check_ignore_index,
     check_int,
@@ -382,29 +432,70 @@ def _check_momentum(momentum) -> Optional[float]:
     return check_float(momentum, "momentum", minimum=0.0, maximum=1.0, min_inclusive=False)
 
 
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+#: How the moving average starts: the official code's first batch, or this library's earlier 1.
+INITS = ("first_batch", "ones")
+
+
+def _sync_counts(fn: torch.Tensor, n: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`(\sum_r \mathrm{FN}_c^{(r)}, \sum_r N_c^{(r)})` over the processes :math:`r` of the
+    default process group: one ``all_reduce`` of a ``(2, C)`` long tensor (asynchronous on
+    the device, no host synchronisation). Without an initialised group, or with a single
+    process, the counts are returned as they are and nothing is called."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return fn, n
+    both = torch.stack((fn, n))
+    dist.all_reduce(both, op=dist.ReduceOp.SUM)  # the counts of the whole batch, as under nn.DataParallel
+    return both[0], both[1]
+
+
+def _detached_focal_factor(ce: torch.Tensor, gamma: float) -> torch.Tensor:
+    r""":math:`\mathrm{sg}[(1 - p_t)^\gamma]` from :math:`\mathrm{CE} = -\log p_t` (no graph), with
+    :math:`1 - p_t = -\operatorname{expm1}(-\mathrm{CE})` in float32 at least; 0 where
+    :math:`\mathrm{CE} = 0` (a perfect or an ignored pixel), NaN stays NaN."""
+    with torch.no_grad():
+        c = ce.detach().to(accumulation_dtype(ce.dtype))
+        return torch.expm1(-c).neg_().pow_(gamma).to(ce.dtype)  # (1 - p_t)^gamma, as p = exp(-CE).detach()
+
+
 def _recall_loss(p: _Prepared, logits, target, gamma: float, ignore_index, reduction: str,
                  weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 commit: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
-    r"""The loss once the inputs are validated; ``weights(FN, N)`` turns the batch's counts
-    into the class weights :math:`w` (the batch's own, or a moving average), and
-    ``commit(w)``, if given, stores them once the loss has been computed (so that a batch
-    whose labels fail the check changes no state).
+                 commit: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None,
+                 detach_focal: bool = True, sync_counts: bool = True) -> torch.Tensor:
+    r"""The loss once the inputs are validated; ``weights(FN, N)`` turns the counts into the
+    class weights :math:`w` (the batch's own, or a moving average), and ``commit(w, N)``, if
+    given, stores them once the loss has been computed (so that a batch whose labels fail the
+    check changes no state). With ``sync_counts`` the counts are summed over the processes
+    first (:func:`_sync_counts`).
 
     The weights depend on the logits only through the (non-differentiable) misses, so they
     are known before the loss: the loss is then PyTorch's fused class-weighted
     cross-entropy, :math:`\sum_{i\in V} w_{y_i}\mathrm{CE}_i` from
-    ``F.cross_entropy(weight=w, reduction="sum")``, divided by :math:`|V| = \sum_c N_c`
+    ``F.cross_entropy(weight=w, reduction="sum")``, divided by :math:`|V|` of this process
     (not by :math:`\sum_i w_{y_i}` as ``reduction="mean"`` would). Float16 and bfloat16
-    sum the per-pixel map in float32 instead.
+    sum the per-pixel map in float32 instead. The focal variant multiplies the map by
+    :math:`\mathrm{sg}[(1-p_t)^\gamma]` (``detach_focal``) or is
+    :func:`~pixelweight.losses.focal_loss` with ``alpha`` :math:`= w`.
     """
     fn, n = _counts(p, _misses(p))  # on the CPU the labels are checked by the loss's kernel below
+    count = n.sum()  # |V| of this process
+    if sync_counts:
+        fn, n = _sync_counts(fn, n)  # N_c, FN_c of the whole batch
     w = weights(fn, n).detach()  # constants: no gradient through w
     wl = class_weight_for(w, p, "weight")
-    count = n.sum()  # |V|
-    if gamma != 0.0:
+    if gamma != 0.0 and not detach_focal:
         loss = focal_loss(logits, target, gamma, wl, ignore_index, reduction)  # -w_{y_i} (1-p_t)^gamma log p_t
-    elif p.binary:
-        loss = reduce_masked(pixel_weight(wl, p) * pixel_ce(p), count, reduction)
+    elif gamma != 0.0 or p.binary:
+        ce = pixel_ce(p)  # CE_i, 0 at ignored pixels
+        loss = pixel_weight(wl, p) * ce  # w_{y_i} CE_i
+        if gamma != 0.0:
+            loss = loss * _detached_focal_factor(ce, gamma)  # w_{y_i} sg[(1 - p_t)^gamma] CE_i
+        loss = reduce_masked(loss, count, reduction)
     elif reduction == "none" or p.logits.dtype not in (torch.float32, torch.float64):
         loss = reduce_masked(p.cross_entropy("none", weight=wl), count, reduction)  # w_{y_i} CE_i, 0 if ignored
     else:
@@ -412,7 +503,7 @@ def _recall_loss(p: _Prepared, logits, target, gamma: float, ignore_index, reduc
         if reduction == "mean":
             loss = loss / count.clamp_min(1).to(loss.dtype)
     if commit is not None:
-        commit(w)
+        commit(w, n)
     return loss
 
 
@@ -422,6 +513,9 @@ def recall_loss(
     gamma: float = 0.0,
     ignore_index: Optional[int] = None,
     reduction: str = "mean",
+    *,
+    detach_focal: bool = True,
+    sync_counts: bool = True,
 ) -> torch.Tensor:
     r"""Recall loss :math:`\frac{1}{|V|}\sum_{i\in V} w_{y_i}\mathrm{CE}_i` with :math:`w_c = 1 - \mathrm{recall}_c` of the batch.
 
@@ -441,6 +535,19 @@ def recall_loss(
     reduction : {"mean", "sum", "none"}
         ``"mean"`` divides by the number of valid pixels :math:`|V|` (not by
         :math:`\sum w`); ``"none"`` gives the per-pixel map (0 at ignored pixels).
+    detach_focal : bool
+        With ``gamma > 0``: ``True`` (default, the official behaviour, ``p =
+        exp(-CE).detach()`` in the development code's ``recallfocal_loss.py``) holds the
+        focal factor constant in the backward pass, like :math:`w`; ``False`` lets the
+        gradient through it (Lin et al.'s focal loss weighted by :math:`w`). Same value,
+        different gradient. No effect when ``gamma == 0``.
+    sync_counts : bool
+        ``True`` (default, the official behaviour: ``nn.DataParallel`` counts over the
+        whole batch): in an initialised ``torch.distributed`` process group of more than
+        one process, sum :math:`N_c` and :math:`\mathrm{FN}_c` over the processes (one
+        ``all_reduce``; every process must call the loss) before computing :math:`w`; the
+        mean stays over this process's :math:`|V|`. Without a process group nothing is
+        called. ``False``: each process's own counts.
 
     Returns
     -------
@@ -475,12 +582,15 @@ def recall_loss(
     gamma = _check_gamma(gamma)
     check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
+    detach_focal = _check_bool(detach_focal, "detach_focal")
+    sync_counts = _check_bool(sync_counts, "sync_counts")
     p = prepare(logits, target, ignore_index, kernel_checks_labels=True)
 
     def batch_weights(fn, n):  # w_c = FN_c / N_c; an absent class has no pixel: any value will do
         return _ratio(fn, n, p.logits.dtype, 0.0)
 
-    return _recall_loss(p, logits, target, gamma, ignore_index, reduction, batch_weights)
+    return _recall_loss(p, logits, target, gamma, ignore_index, reduction, batch_weights,
+                        detach_focal=detach_focal, sync_counts=sync_counts)
 
 
 class RecallLoss(nn.Module):
@@ -493,28 +603,57 @@ class RecallLoss(nn.Module):
     momentum : float, optional
         :math:`\alpha \in (0, 1]`: for each class present in the batch,
         :math:`w_c \leftarrow \alpha\,\mathrm{FN}_c/N_c + (1-\alpha)\,w_c` before the loss
-        is computed (0.5 in the development code). ``None`` (default) means
-        :math:`\alpha = 1`: the batch's own weights, exactly :func:`recall_loss`.
+        is computed (0.5 in the development code, where ``EMA=False`` is the default).
+        ``None`` (default) means :math:`\alpha = 1`: the batch's own weights, exactly
+        :func:`recall_loss`.
     gamma : float
         Focal factor exponent (see :func:`recall_loss`).
     ignore_index : int, optional
         Label of pixels that count nowhere.
     reduction : {"mean", "sum", "none"}
         As in :func:`recall_loss`.
+    init : {"first_batch", "ones"}
+        Where the moving average starts. ``"first_batch"`` (default, the official
+        behaviour of the development code's ``recall_loss.py``): the first training-mode
+        batch with a valid pixel sets :math:`w_c = \mathrm{FN}_c/N_c` for its classes and 1
+        for the others; the average runs from there. ``"ones"``: the average starts from
+        :math:`w = 1` (plain CE), the first batch included. No effect without ``momentum``.
+    detach_focal : bool
+        ``True`` (default, official): no gradient through the focal factor; see
+        :func:`recall_loss`.
+    sync_counts : bool
+        ``True`` (default, official: the counts of the whole batch): under
+        ``torch.distributed``, all-reduce :math:`N_c` and :math:`\mathrm{FN}_c` before the
+        weights, so every process computes (and stores) the same weights; see
+        :func:`recall_loss`.
 
     Attributes
     ----------
     weights : torch.Tensor
         ``(C,)`` buffer, the class weights used by the last training-mode call (for
-        plotting); starts at 1 (plain CE). A class absent from a batch keeps its previous
+        plotting); 1 before the first call. A class absent from a batch keeps its previous
         weight. It follows ``.to(device/dtype)`` and is saved in the ``state_dict``.
+    initialized : torch.Tensor
+        0-dim bool buffer: whether ``weights`` holds an average to update (``init="ones"``:
+        from the start; ``"first_batch"``: once a training-mode batch with a valid pixel
+        has been seen). Saved in the ``state_dict``, so a resumed run continues the average.
 
     Notes
     -----
-    Like batch normalisation's running statistics, the buffer is updated only in training
-    mode; in ``eval()`` mode the weights are computed the same way but not stored.
-    Under data parallelism each process uses its own shard's counts (as the reference
-    code does).
+    In a call, with :math:`a_c = \mathrm{FN}_c / N_c` the batch's weights and :math:`I` the
+    ``initialized`` flag (no host synchronisation: the choices are ``torch.where``):
+
+    .. math::
+        w_c = \begin{cases} \alpha\, a_c + (1-\alpha)\, w_c & N_c > 0,\ I \\
+        a_c & N_c > 0,\ \neg I \\ w_c & N_c = 0,\ I \\ 1 & N_c = 0,\ \neg I \end{cases}
+        \qquad I \leftarrow I \lor (|V| > 0).
+
+    Like batch normalisation's running statistics, the buffers are updated only in training
+    mode; in ``eval()`` mode the weights are computed the same way but not stored (the
+    official code also updates on validation batches).
+    Under ``DistributedDataParallel``, with ``sync_counts=True`` (default) each process
+    uses the counts of the whole batch, as the official ``nn.DataParallel`` training does,
+    and the buffers stay identical across processes.
 
     In the book: derived in :doc:`Recall loss: the derivation </notebooks/02_recall/01_derivation>`; trained (batch weights and moving average) in
     :doc:`Recall loss: experiments on a long tail </notebooks/02_recall/02_experiments>`.
@@ -528,14 +667,20 @@ class RecallLoss(nn.Module):
     >>> target = torch.randint(0, 3, (2, 4, 4))
     >>> loss_fn = RecallLoss(num_classes=3, momentum=0.5)
     >>> round(loss_fn(logits, target).item(), 4)
-    1.5585
-    >>> loss_fn.weights                  # 0.5 * FN_c / N_c + 0.5 * 1
-    tensor([0.8750, 0.8929, 0.9000])
+    1.3659
+    >>> loss_fn.weights                  # the first batch's FN_c / N_c = 6/8, 11/14, 8/10
+    tensor([0.7500, 0.7857, 0.8000])
+    >>> # the same batch again: 0.5 * FN_c / N_c + 0.5 * w_c leaves w where it is
     >>> round(loss_fn(logits, target).item(), 4)
-    1.4622
-    >>> # the same batch again: half-way closer to FN_c / N_c
-    >>> loss_fn.weights
-    tensor([0.8125, 0.8393, 0.8500])
+    1.3659
+
+    The earlier start from :math:`w = 1` (plain CE):
+
+    >>> ones = RecallLoss(num_classes=3, momentum=0.5, init="ones")
+    >>> round(ones(logits, target).item(), 4)
+    1.5585
+    >>> ones.weights                     # 0.5 * FN_c / N_c + 0.5 * 1
+    tensor([0.8750, 0.8929, 0.9000])
     """
 
     def __init__(
@@ -545,6 +690,9 @@ class RecallLoss(nn.Module):
         gamma: float = 0.0,
         ignore_index: Optional[int] = None,
         reduction: str = "mean",
+        init: str = "first_batch",
+        detach_focal: bool = True,
+        sync_counts: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = check_int(num_classes, "num_classes", minimum=2)
@@ -552,12 +700,29 @@ class RecallLoss(nn.Module):
         self.gamma = _check_gamma(gamma)
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = check_reduction(reduction)
+        self.init = check_choice(init, "init", INITS)
+        self.detach_focal = _check_bool(detach_focal, "detach_focal")
+        self.sync_counts = _check_bool(sync_counts, "sync_counts")
         self.register_buffer("weights", torch.ones(self.num_classes))
+        self.register_buffer("initialized", torch.tensor(self.init == "ones"))
 
     def reset_weights(self) -> None:
-        """Set every class weight back to 1 (plain CE)."""
+        """Start again: every class weight back to 1 and, with ``init="first_batch"``, the
+        next training batch sets the weights."""
         with torch.no_grad():
             self.weights.fill_(1.0)
+            self.initialized.fill_(self.init == "ones")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # A state_dict saved before the `initialized` buffer existed holds a running average
+        # that started from 1: continue it (as init="ones" would) instead of failing.
+        key = prefix + "initialized"
+        if key not in state_dict and prefix + "weights" in state_dict:
+            state_dict = dict(state_dict)
+            state_dict[key] = torch.ones((), dtype=torch.bool)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p = prepare(logits, target, self.ignore_index, kernel_checks_labels=True)
@@ -575,20 +740,25 @@ class RecallLoss(nn.Module):
 
         @torch.no_grad()
         def moving_weights(fn, n):
-            batch = _ratio(fn, n, self.weights.dtype, 0.0)  # FN_c / N_c
-            # w_c <- alpha FN_c / N_c + (1 - alpha) w_c on present classes; absent ones keep w_c
-            return torch.where(n > 0, alpha * batch + (1.0 - alpha) * self.weights, self.weights)
+            old, started = self.weights, self.initialized
+            batch = _ratio(fn, n, old.dtype, 1.0)  # a_c = FN_c / N_c (1 where N_c = 0)
+            # present classes: w_c <- alpha a_c + (1 - alpha) w_c once started, a_c on the first batch;
+            # absent classes: keep w_c once started, 1 on the first batch
+            present = torch.where(started, alpha * batch + (1.0 - alpha) * old, batch)
+            return torch.where(n > 0, present, torch.where(started, old, batch))
 
         @torch.no_grad()
-        def commit(w):
+        def commit(w, n):
             if self.training:
                 self.weights.copy_(w)
+                self.initialized.logical_or_(n.sum() > 0)  # a batch with a valid pixel was seen
 
         return _recall_loss(p, logits, target, self.gamma, self.ignore_index, self.reduction, moving_weights,
-                            commit)
+                            commit, detach_focal=self.detach_focal, sync_counts=self.sync_counts)
 
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, momentum={self.momentum}, gamma={self.gamma}, "
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, init={self.init!r}, "
+            f"detach_focal={self.detach_focal}, sync_counts={self.sync_counts}"
         )

@@ -24,7 +24,8 @@ Registered here (name: loss; options):
 - ``median-ce``: CE with median-frequency weights :math:`w_c = \mathrm{median}(f) / f_c`;
 - ``focal``: focal loss :math:`-(1-p_t)^\gamma \log p_t`; ``gamma``;
 - ``dice``: soft Dice, per image and class; ``smooth``, ``per_image``;
-- ``recall``: recall loss, class weights :math:`1 - \mathrm{recall}_c`; ``momentum``, ``gamma``;
+- ``recall``: recall loss, class weights :math:`1 - \mathrm{recall}_c`; ``momentum``, ``gamma``,
+  ``init``, ``detach_focal``, ``sync_counts`` (defaults: the official code's behaviour);
 - ``lmp``: loss max-pooling of CE or focal pixel losses; ``p``, ``ratio``, ``per_image``,
   ``base``, ``gamma`` (of the focal base).
 """
@@ -333,8 +334,9 @@ def build_loss(name: str, context: LossContext, **options: Any) -> nn.Module:
     Examples
     --------
     >>> from pixelweight.losses import LossContext, build_loss
-    >>> build_loss("recall", LossContext(num_classes=3, ignore_index=255), momentum=0.5)
-    RecallLoss(num_classes=3, momentum=0.5, gamma=0.0, ignore_index=255, reduction='mean')
+    >>> loss = build_loss("recall", LossContext(num_classes=3, ignore_index=255), momentum=0.5)
+    >>> loss.num_classes, loss.momentum, loss.ignore_index, loss.init
+    (3, 0.5, 255, 'first_batch')
     """
     if not isinstance(context, LossContext):
         raise TypeError(f"context must be a LossContext, got {type(context).__name__}")
@@ -392,12 +394,19 @@ register_loss(
 )
 register_loss(
     "recall",
-    lambda ctx, momentum, gamma: RecallLoss(ctx.loss_classes, momentum=momentum, gamma=gamma,
-                                            ignore_index=ctx.ignore_index),
+    lambda ctx, momentum, gamma, init, detach_focal, sync_counts: RecallLoss(
+        ctx.loss_classes, momentum=momentum, gamma=gamma, ignore_index=ctx.ignore_index, init=init,
+        detach_focal=detach_focal, sync_counts=sync_counts),
     options=[
         LossOption("momentum", float, None, "moving-average factor in (0, 1] of the class weights "
                    "(none: each batch's own weights)", optional=True),
         LossOption("gamma", float, 0.0, "focal exponent (0: plain recall loss)"),
+        LossOption("init", str, "first_batch", "start of the moving average: the first batch's weights "
+                   "(official) or 1 (plain CE)", choices=("first_batch", "ones")),
+        LossOption("detach_focal", bool, True, "no gradient through the focal factor (official; "
+                   "false: through it, as focal loss)"),
+        LossOption("sync_counts", bool, True, "under torch.distributed, all-reduce the class counts "
+                   "before the weights (official: counts of the whole batch)"),
     ],
     help="recall loss, class weights 1 - recall_c (Tian et al., ICRA 2022)",
 )
