@@ -325,9 +325,14 @@ glue("toy_pixels", int(labels_sim.numel()))
 # each class present in the batch,
 # $w_c \leftarrow \alpha\, \mathrm{FN}_c / N_c + (1 - \alpha)\, w_c$, with $\alpha = 0.5$;
 # `RecallLoss(num_classes, momentum=0.5)` does this and keeps $w$ in a buffer
-# (`loss.weights`) that starts at 1, i.e. at CE (the starting value is our choice
-# **[unverified]**). A focal variant multiplies each pixel by $(1 - p_{i,y_i})^{\gamma}$
-# with $\gamma = 1$ **[code]** (`gamma=1.0`).
+# (`loss.weights`). As in the development code **[code]** (read from the repository's compiled
+# files), the first training batch sets $w_c = \mathrm{FN}_c / N_c$ (1 for the classes it
+# lacks) and the average starts from there (`init="first_batch"`, the default;
+# `init="ones"` starts at 1, i.e. at CE). A focal variant multiplies each pixel by
+# $(1 - p_{i,y_i})^{\gamma}$ with $\gamma = 1$ **[code]** (`gamma=1.0`), with no gradient
+# through that factor, as there (`detach_focal=True`). The official training wraps the model
+# in `nn.DataParallel`, so the counts come from the whole batch; under DDP the loss sums
+# $N_c$ and $\mathrm{FN}_c$ over the processes before the weights (`sync_counts=True`).
 #
 # ## Pitfalls of the public code
 #
