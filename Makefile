@@ -10,6 +10,13 @@
 #   make sync                  jupytext --sync every notebook pair, write each notebook's first
 #                              cell (the setup cell of _config.yml's release), clear the outputs
 #   make save-times            copy the last run's notebook times into results/notebook_times.csv
+#   make results CHAPTER=02_recall
+#                              train the chapter's runs at PROFILE (default here: full) outside the
+#                              book, JOBS processes at a time, records under results/<chapter>/
+#                              (commit them: the book takes its verdicts from them)
+#   make verify RECORDS=results/00_testbed
+#                              retrain the runs those records describe and compare every metric
+#   make constraints           rewrite constraints.txt from the venv (after an upgrade)
 #   make clean                 remove _build/ (the venv stays; `make distclean` removes it too)
 
 PYTHON      ?= python3
@@ -24,10 +31,14 @@ BOOK_ARGS   ?=
 PYTEST_ARGS ?=
 
 BIN   := $(VENV)/bin
-# Re-installs only when pyproject.toml changes (or after `make distclean`).
+# Re-installs only when pyproject.toml or constraints.txt change (or after `make distclean`).
+# constraints.txt pins the exact versions of the book's build (Colab keeps its own torch).
 STAMP := $(VENV)/.pixelweight-installed
+RESULTS_PROFILE ?= full
+CHAPTER     ?=
+RECORDS     ?=
 
-.PHONY: book html test sync save-times install clean distclean
+.PHONY: book html test sync save-times install clean distclean results verify constraints
 
 book: $(STAMP)
 	$(BIN)/python tools/build_book.py --profile "$(PROFILE)" --device "$(DEVICE)" --jobs "$(JOBS)" $(BOOK_ARGS)
@@ -50,10 +61,22 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "$(PYTHON) is Python %d.%d; Python >= 3.10 is needed (make PYTHON=python3.11 ...)" % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[test,book]"
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -c constraints.txt "$(TORCH)"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test,book]"
 	touch $@
+
+results: $(STAMP)
+	@test -n "$(CHAPTER)" || { echo "make results CHAPTER=<folder under notebooks/>, e.g. CHAPTER=02_recall"; exit 2; }
+	$(BIN)/python -m pixelweight.results run "$(CHAPTER)" --profile "$(RESULTS_PROFILE)" --jobs "$(JOBS)" --device "$(DEVICE)"
+
+verify: $(STAMP)
+	@test -n "$(RECORDS)" || { echo "make verify RECORDS=<record file or folder>"; exit 2; }
+	$(BIN)/python -m pixelweight.results verify $(RECORDS)
+
+constraints: $(STAMP)
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf _build
