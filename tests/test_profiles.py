@@ -57,7 +57,7 @@ def test_budget_states_the_steps_seeds_and_what_they_mean():
     ci = get_profile("ci", steps=340)
     assert ci.budget() == "`ci` (early training): 340 steps, 3 seeds"
     one = get_profile("full", seeds=(0,))
-    assert one.budget() == "`full` (longer training): 4000 steps, 1 seed"
+    assert one.budget() == "`full` (converged budget): 4000 steps, 1 seed"
     custom = dataclasses.replace(ci, name="mine")
     assert custom.budget() == "`mine`: 340 steps, 3 seeds"
 

@@ -56,8 +56,9 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # pixels — by how badly their class is recalled (recall loss), by how large their loss
 # is (loss max-pooling), by where they are (Weighted F-measure) — to change that.
 #
-# **Needs:** a CPU for the `ci` profile (3 seeds); the `full` profile (5 seeds, longer
-# training, a wider U-Net) is meant for one GPU.
+# **Needs:** a CPU for the `ci` profile (3 seeds); the converged `full` profile (5 seeds,
+# 4,000 steps, the plateau of each run recorded) runs outside the book with
+# `make results CHAPTER=00_testbed`: well under 90 minutes on two CPU cores.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -215,8 +216,8 @@ plt.show()
 # %% [markdown]
 # ## Committed `full`-profile runs
 #
-# Runs made with `profile = "full"` on a GPU are committed under `results/00_testbed/`
-# with their provenance (library version, git commit, device). A record whose
+# Converged runs (the `full` profile, `make results CHAPTER=00_testbed`) are committed under
+# `results/00_testbed/` with their provenance (library version, git commit, device). A record whose
 # configuration differs from what this notebook would run today is flagged.
 
 # %%

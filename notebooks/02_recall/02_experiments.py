@@ -64,8 +64,8 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # CPU can train in minutes, not its numbers.
 #
 # **Needs:** a CPU for the `ci` profile (6 losses x 3 seeds of a short training on small
-# scenes); the `full` profile (5 seeds, longer training on chapter 0's 64 x 64 scenes, a
-# wider U-Net) is meant for one GPU.
+# scenes); the converged `full` profile (the same scenes and model, 5 seeds, 3,000 steps, the
+# plateau of each run recorded) runs outside the book with `make results CHAPTER=02_recall`.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -87,7 +87,7 @@ from pixelweight.stats import mean_ci, paired_difference_ci
 
 plotting.set_style()
 # The chapter's typed setup (pixelweight.chapters.recall): at `ci` the profile shrunk to the
-# book's CPU build (32 x 32 scenes, fewer steps and samples), at `full` the GPU profile; the
+# book's CPU build (32 x 32 scenes, fewer steps and samples), at `full` trained to a plateau; the
 # six losses are its arms, and the harness logs every step in `ci` (weight trajectory from step 1).
 setup = recall.setup("experiments", profile, device=device, results_dir=results_dir, chapter=chapter)
 P = setup.profile
@@ -354,7 +354,8 @@ glue("digits_below_half", int((final_ma.drop("background") < 0.5).sum()))
 # %% [markdown]
 # ## Committed `full`-profile runs
 #
-# Runs made with `profile = "full"` on a GPU are committed under `results/02_recall/` with
+# Converged runs (the `full` profile, `make results CHAPTER=02_recall`) are committed under
+# `results/02_recall/` with
 # their provenance. A record whose configuration differs from what this notebook would run
 # today is flagged.
 

@@ -54,8 +54,8 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # of the experiments notebook.
 #
 # **Needs:** a CPU for the `ci` profile (3 values of $s$ x 2 losses x 3 seeds of a short
-# training on small scenes); the `full` profile (5 seeds, longer training on chapter 0's
-# 64 x 64 scenes) is meant for one GPU.
+# training on small scenes); the converged `full` profile (5 seeds, 3,000 steps, the plateau
+# of each run recorded) runs outside the book with `make results CHAPTER=02_recall`.
 
 # %% tags=["parameters"]
 profile = "ci"

@@ -223,7 +223,8 @@ glue("limits_exact_worst", f"{exact['relative_difference'].abs().max():.1e}")
 # %% [markdown]
 # ## Committed `full`-profile runs
 #
-# Runs made with `profile = "full"` on a GPU are committed under `results/04_lmp/` with
+# Converged runs (the `full` profile, `make results CHAPTER=04_lmp`) are committed under
+# `results/04_lmp/` with
 # their provenance; a record whose configuration differs from what this notebook would
 # run today is flagged.
 

@@ -74,7 +74,7 @@ class Profile:
 #: What a profile's numbers describe, printed beside every verdict measured with it.
 BUDGET_MEANING: Dict[str, str] = {
     "ci": "early training",
-    "full": "longer training",
+    "full": "converged budget",
 }
 
 PROFILES: Dict[str, Profile] = {

@@ -415,6 +415,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run.add_argument("--profile", default="full", help="the profile to run (default: full)")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time, one process each (default: 1)")
     run.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    run.add_argument("--arm", action="append", help="only the arm with this label (repeatable)")
     run.add_argument("--out", help="folder of the records (default: results/<chapter>)")
     run.add_argument("--device", default="auto")
     run.add_argument("--allow-dirty", action="store_true", help="run from uncommitted code (records say so)")
@@ -430,12 +431,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.command == "run":
         if args.list:
-            for job in _runner.chapter_jobs(args.chapter, args.profile, args.stage):
+            for job in _runner.chapter_jobs(args.chapter, args.profile, args.stage, args.arm):
                 print(f"{job.stage}/{job.name} seed {job.seed}")
             return 0
         try:
             _runner.run_chapter(args.chapter, args.profile, jobs=args.jobs, out=args.out, device=args.device,
-                                stages=args.stage, allow_dirty=args.allow_dirty)
+                                stages=args.stage, arms=args.arm, allow_dirty=args.allow_dirty)
         except (RuntimeError, ValueError) as err:
             parser.error(str(err))
         return 0

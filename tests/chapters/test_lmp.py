@@ -28,21 +28,29 @@ SCENES = DataSpec("DigitScenes", size=64, options={"imbalance": 1.0})
 # ---------------------------------------------------------------------------------------
 # the stages: exactly what the notebooks ran before the chapter module
 # ---------------------------------------------------------------------------------------
+SMALL = DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits": (1, 3), "digit_size": (12, 24)})
+
+
 @pytest.mark.parametrize("stage, name, profile, data, model", [
     ("maps", "ci", get_profile("ci", seeds=(0,), steps=300, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
-    ("maps", "full", get_profile("full", seeds=(0,)), SCENES, ModelSpec(width=32)),
     ("headline", "ci", get_profile("ci", steps=240, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
-    ("headline", "full", get_profile("full"), SCENES, ModelSpec(width=32)),
-    ("grid", "ci", get_profile("ci", steps=190, lr=6e-3, eval_every=0),
-     DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits": (1, 3), "digit_size": (12, 24)}),
-     ModelSpec(width=8)),
-    ("grid", "full", get_profile("full"), SCENES, ModelSpec(width=32)),
+    ("grid", "ci", get_profile("ci", steps=190, lr=6e-3, eval_every=0), SMALL, ModelSpec(width=8)),
 ])
 def test_stage_scales(stage, name, profile, data, model):
     scale = lmp.STAGES[stage].scale(name)
     assert scale.profile == profile and scale.data == data and scale.model == model
     assert scale.model.depth == 3 and not scale.train
     assert scale.data.build("val", 2).config["imbalance"] == 1.0  # valid DigitScenes arguments
+
+
+@pytest.mark.parametrize("stage", ["maps", "headline", "grid"])
+def test_full_scales_are_the_ci_experiments_trained_to_a_plateau(stage):
+    full, ci = lmp.STAGES[stage].scale("full"), lmp.STAGES[stage].scale("ci")
+    assert full.data == ci.data and full.model == ci.model and full.profile.lr == ci.profile.lr
+    assert full.profile.steps >= 10 * ci.profile.steps
+    assert len(full.profile.seeds) == (1 if stage == "maps" else 5)
+    assert full.train["plateau_metric"] == "miou"
+    assert full.profile.steps * full.train["plateau_window"] // full.profile.eval_every >= 3
 
 
 def test_stages_seeds_and_descriptions():

@@ -60,17 +60,20 @@ def test_ci_scale_is_what_the_chapter_ran(stage):
 
 
 @pytest.mark.parametrize("stage", ["experiments", "sweep"])
-def test_full_scale_is_the_gpu_profile_on_chapter_0s_scenes(stage):
-    scale = recall.STAGES[stage].scale("full")
-    assert scale.profile == get_profile("full") and len(scale.profile.seeds) >= 5
-    assert (scale.data.dataset, scale.data.size, dict(scale.data.options)) == ("DigitScenes", 64, {"imbalance": 1.0})
-    assert (scale.model.width, scale.model.depth) == (32, 3)
+def test_full_scale_is_the_ci_experiment_trained_to_a_plateau(stage):
+    full, ci = recall.STAGES[stage].scale("full"), recall.STAGES[stage].scale("ci")
+    assert len(full.profile.seeds) >= 5 and full.profile.steps >= 10 * ci.profile.steps
+    assert full.data == ci.data and full.model == ci.model  # the same experiment, trained longer
+    assert full.train["plateau_metric"] == "miou" and full.profile.eval_every > 0
+    # at least 3 validations in the last quarter, so that the plateau can be measured
+    assert full.profile.steps * full.train["plateau_window"] // full.profile.eval_every >= 3
 
 
 def test_experiments_logs_400_times_per_run_and_the_sweep_at_the_default():
     # ci: every step (the weight trajectory starts at step 1), full: 4000 // 400
     assert dict(recall.STAGES["experiments"].scale("ci").train) == {"log_every": 1}
-    assert dict(recall.STAGES["experiments"].scale("full").train) == {"log_every": 10}
+    full = recall.STAGES["experiments"].scale("full")
+    assert full.train["log_every"] == full.profile.steps // 400
     assert dict(recall.STAGES["sweep"].scale("ci").train) == {}
 
 
@@ -299,7 +302,7 @@ def test_experiments_claims_judging_rules():
 
 def test_experiments_claims_at_full_say_longer_training():
     table = recall.experiments_claims(recall.setup("experiments", "full"), **effects())
-    assert table.scope == "`full` (longer training): 4000 steps, 5 seeds, 64x64 scenes, width-32 U-Net"
+    assert table.scope == "`full` (converged budget): 3000 steps, 5 seeds, 32x32 scenes, width-16 U-Net"
 
 
 @pytest.mark.parametrize("change, error, match", [

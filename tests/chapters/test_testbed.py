@@ -9,7 +9,8 @@ def test_baseline_stage_is_what_the_book_ran():
     assert (ci.profile.steps, len(ci.profile.seeds), ci.data.size, ci.model.width) == (450, 3, 64, 16)
     assert dict(ci.data.options) == {"imbalance": 1.0}
     full = testbed.setup("baseline", "full").scale
-    assert len(full.profile.seeds) >= 5 and full.model.width == 32
+    assert len(full.profile.seeds) >= 5 and full.data == ci.data and full.model == ci.model
+    assert full.train["plateau_metric"] == "miou" and full.profile.steps * 0.25 // full.profile.eval_every >= 3
     assert testbed.setup("baseline", "ci").run_names() == ["ch0-ce"]
 
 

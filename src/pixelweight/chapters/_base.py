@@ -37,6 +37,7 @@ from ..train import TrainConfig, TrainResult, seed_everything, train
 
 __all__ = [
     "DATA_SEEDS",
+    "PLATEAU",
     "Splits",
     "DataSpec",
     "ModelSpec",
@@ -56,6 +57,10 @@ __all__ = [
 DATA_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 
 _RESERVED_DATA = ("split", "num_samples", "seed", "size")
+
+#: The plateau rule of the converged (``full``) scales: validation mIoU within 0.01 over the
+#: last quarter of training (:func:`pixelweight.train.measure_plateau`), recorded in each run.
+PLATEAU = {"plateau_metric": "miou", "plateau_window": 0.25, "plateau_tolerance": 0.01}
 
 
 def _frozen(mapping: Optional[Mapping[str, Any]], name: str) -> Mapping[str, Any]:

@@ -39,8 +39,10 @@ class RunJob:
     name: str
 
 
-def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[str]] = None) -> List[RunJob]:
-    """Every run of the chapter ``folder`` at ``profile``, in a stable order."""
+def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[str]] = None,
+                 arms: Optional[Sequence[str]] = None) -> List[RunJob]:
+    """Every run of the chapter ``folder`` at ``profile``, in a stable order (only the
+    ``stages`` and the arms labelled ``arms`` when given)."""
     from . import get_chapter
 
     module = get_chapter(folder)
@@ -51,6 +53,8 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
         for variant in (stage.variants or {"": {}}):
             setup = module.setup(stage_name, profile).variant(variant)
             for arm in stage.arms:
+                if arms is not None and arm.label not in arms:
+                    continue
                 for seed in setup.profile.seeds:
                     jobs.append(RunJob(folder, stage_name, variant, arm.label, int(seed), setup.run_name(arm)))
     if not jobs:
@@ -76,8 +80,8 @@ def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int) -> 
 
 
 def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union[str, Path, None] = None,
-                device: str = "auto", stages: Optional[Sequence[str]] = None, allow_dirty: bool = False,
-                skip_existing: bool = True) -> List[str]:
+                device: str = "auto", stages: Optional[Sequence[str]] = None, arms: Optional[Sequence[str]] = None,
+                allow_dirty: bool = False, skip_existing: bool = True) -> List[str]:
     """Train every run of a chapter (:func:`chapter_jobs`) in ``jobs`` processes and write the
     records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
     changes (the records' commit would not name the code that made them) unless
@@ -96,7 +100,7 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
                            "records name the code that made them (or pass allow_dirty)")
     root = find_results_root() or Path("results")
     out = Path(out) if out is not None else root / folder
-    todo = chapter_jobs(folder, profile, stages)
+    todo = chapter_jobs(folder, profile, stages, arms)
     if skip_existing:
         todo = [j for j in todo if not (out / j.stage / f"{j.name}--seed{j.seed}.json").is_file()]
     threads = max(1, (os.cpu_count() or 1) // jobs)

@@ -30,7 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from ..claims import Check, Claim, ClaimsTable, Evidence
 from ..profiles import get_profile
 from ..stats import Interval, paired_difference_ci
-from ._base import Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Stage
+from ._base import PLATEAU, Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Stage
 
 __all__ = [
     "CHAPTER",
@@ -112,13 +112,19 @@ def _grid_arms() -> Tuple[Arm, ...]:
     return tuple(arms)
 
 
+#: The converged (``full``) budget of the 64 x 64 stages, sized for a CPU: 5 seeds, 3,000 steps,
+#: validation every 200 steps for the plateau rule.
+_FULL_64 = get_profile("full", steps=3000, batch_size=16, lr=4e-3, train_samples=1200, val_samples=200,
+                       test_samples=400, eval_every=200)
+
 STAGES = {
     "maps": Stage(
         "maps", "the pixel losses of a U-Net trained with CE for a short while, which the derivation weights",
         scales={
             "ci": Scale(get_profile("ci", seeds=(0,), steps=300, lr=4e-3, eval_every=0), SCENES,
                         ModelSpec(width=16, depth=3)),
-            "full": Scale(get_profile("full", seeds=(0,)), SCENES, ModelSpec(width=32, depth=3)),
+            "full": Scale(dataclasses.replace(_FULL_64, seeds=(0,)), SCENES,
+                          ModelSpec(width=16, depth=3), train=PLATEAU),
         },
         arms=(Arm("CE", "ce"),), prefix="ch4-maps",
     ),
@@ -126,7 +132,7 @@ STAGES = {
         "headline", "CE against LMP at the public defaults on chapter 0's long tail",
         scales={
             "ci": Scale(get_profile("ci", steps=240, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16, depth=3)),
-            "full": Scale(get_profile("full"), SCENES, ModelSpec(width=32, depth=3)),
+            "full": Scale(_FULL_64, SCENES, ModelSpec(width=16, depth=3), train=PLATEAU),
         },
         arms=(Arm("CE", "ce"),
               Arm("LMP", "lmp", {"p": P_DEFAULT, "ratio": RATIO_DEFAULT, "per_image": False})),
@@ -137,7 +143,9 @@ STAGES = {
         scales={
             "ci": Scale(get_profile("ci", steps=190, lr=6e-3, eval_every=0), SMALL_SCENES,
                         ModelSpec(width=8, depth=3)),
-            "full": Scale(get_profile("full"), SCENES, ModelSpec(width=32, depth=3)),
+            "full": Scale(get_profile("full", steps=2000, batch_size=16, lr=6e-3, train_samples=1200,
+                                      val_samples=200, test_samples=400, eval_every=125),
+                          SMALL_SCENES, ModelSpec(width=8, depth=3), train=PLATEAU),
         },
         arms=_grid_arms(), prefix="ch4-grid",
     ),
