@@ -254,7 +254,7 @@ def benchmark_calls(
     The timing loop of :func:`time_calls`: the calls take turns within each round, the order
     rotates from round to round, and each call's time is divided by the first call's time
     **in the same round**; the ratios are summarised by their median and quartiles over the
-    rounds. With ``no_grad`` (default) the calls run under :func:`torch.no_grad`, so a
+    rounds. With ``no_grad`` (default) the calls run under ``torch.no_grad()``, so a
     forward pass builds no autograd graph; :func:`benchmark_losses` times forward and
     backward passes of losses instead.
 
@@ -269,7 +269,7 @@ def benchmark_calls(
     timer : {"wall", "cpu"}
         What is timed, see :func:`time_calls`.
     no_grad : bool
-        Run the calls under :func:`torch.no_grad`.
+        Run the calls under ``torch.no_grad()``.
 
     Returns
     -------

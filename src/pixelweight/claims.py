@@ -14,17 +14,17 @@ once, as :class:`Claim` objects in a :class:`ClaimsTable`, and the same object
 
 Example, in a notebook::
 
-    table = ClaimsTable("02_recall", budget=P.budget(), scope=P.describe(), claims=[
+    table = ClaimsTable("02_recall", budget=setup.budget(), scope=setup.describe(), claims=[
         Claim("recall loss raises mean accuracy over CE", source="abstract",
               ran="recall (batch) vs CE, mean accuracy", label="(a)",
               evidence=Evidence("Δ mean acc.", d_acc, direction=+1)),
     ])
+    table.show()
+    table.record(results_dir)
 
 In the book the claim texts live in the chapter modules (:mod:`pixelweight.chapters`), which
 build the table from the effects a notebook measured; ``setup.claims_table(claims)`` labels
 it with the budget and scale.
-    table.show()
-    table.record(results_dir)
 
 Source tags say where a claim comes from (the evidence tags of ``shared/papers.md``):
 :data:`SOURCES`.
@@ -332,7 +332,7 @@ class ClaimsTable:
         prints it beside each claim.
     scope : str, optional
         The budget with the scale of the experiment, one line (e.g. with "32x32 scenes,
-        width-16 U-Net", :meth:`pixelweight.profiles.Profile.describe`); the chapter's table
+        width-16 U-Net", :meth:`pixelweight.chapters.Setup.describe`); the chapter's table
         states it above its rows (the budget alone when it is empty).
     section : str
         The anchor of the page section that shows the table (the slug of its heading, e.g.

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._validation import check_float
 
-#: The verdicts, in the order the book counts them.
+# The verdicts, in the order the book counts them (documented in book/api/stats.md).
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable at this scale")
 
 

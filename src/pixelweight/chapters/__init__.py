@@ -1,7 +1,7 @@
 """The book's chapters: one module per chapter, holding its typed setup and its analyses.
 
 A paper lives in three places that name each other: its idea module (e.g.
-:mod:`pixelweight.losses.recall`), its chapter module here (:mod:`pixelweight.chapters.recall`)
+``pixelweight.losses.recall``), its chapter module here (:mod:`pixelweight.chapters.recall`)
 and its folder of notebooks (``notebooks/02_recall``). A chapter module declares
 
 - ``STAGES``: its experiments as :class:`Stage` objects — at each profile (``ci``, ``full``)
@@ -24,7 +24,6 @@ The drivers every chapter shares (:func:`run_seeds`, :func:`per_class_frame`, ..
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from ._base import (
     DATA_SEEDS,
@@ -70,7 +69,7 @@ CHAPTERS = {
 }
 
 
-def get_chapter(folder: str) -> ModuleType:
+def get_chapter(folder: str):
     """The chapter module of ``folder`` (e.g. ``"02_recall"`` → :mod:`pixelweight.chapters.recall`)."""
     if folder not in CHAPTERS:
         raise ValueError(f"no chapter module for {folder!r}; chapters: {sorted(CHAPTERS)}")

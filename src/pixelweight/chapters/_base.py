@@ -18,7 +18,7 @@ and a notebook asks for one of them at its profile::
                          chapter=chapter)
     runs = setup.run()            # {arm label: [TrainResult per seed]}
 
-The :class:`Setup` builds the splits (fixed data seeds, :data:`DATA_SEEDS`), the model and
+The :class:`Setup` builds the splits (fixed data seeds, ``DATA_SEEDS``), the model and
 metric factories, each arm's loss (through :mod:`pixelweight.losses.registry`, so a record
 names the loss and its options) and the record config, which the specs write themselves:
 a record holds what is needed to rebuild its run.
@@ -136,7 +136,7 @@ class DataSpec:
         return dataclasses.replace(self, options={**self.options, **options})
 
     def build(self, split: str, num_samples: int, seed: Optional[int] = None):
-        """One split: ``seed`` defaults to the split's :data:`DATA_SEEDS` entry."""
+        """One split: ``seed`` defaults to the split's ``DATA_SEEDS`` entry."""
         if split not in DATA_SEEDS:
             raise ValueError(f"split must be one of {sorted(DATA_SEEDS)}, got {split!r}")
         seed = DATA_SEEDS[split] if seed is None else seed
@@ -145,7 +145,7 @@ class DataSpec:
 
     def splits(self, profile: Profile) -> Splits:
         """The train/val/test splits at the profile's sample counts. They draw from disjoint
-        source digits and use the fixed data seeds (:data:`DATA_SEEDS`)."""
+        source digits and use the fixed data seeds (``DATA_SEEDS``)."""
         if not isinstance(profile, Profile):
             raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
         sizes = {"train": profile.train_samples, "val": profile.val_samples, "test": profile.test_samples}
@@ -480,7 +480,7 @@ class Setup:
                      results_dir=self.results_dir, data=self.data.replace(**options), variant=self.variant_name)
 
     def variant(self, name: str) -> "Setup":
-        """The stage on its data variant ``name`` (a key of :attr:`Stage.variants`; ``""``:
+        """The stage on its data variant ``name`` (a key of ``Stage.variants``; ``""``:
         the scale's own data); runs are recorded as ``<prefix>-<name>-<arm.run>``."""
         if not name:
             return self

@@ -2,7 +2,7 @@ r"""Chapter 4, loss max-pooling (``notebooks/04_lmp``): its stages, where the LM
 on an image, the limits of the closed form checked on a trained model's losses, what LMP
 costs next to CE, and the chapter's claims.
 
-Stages (:data:`STAGES`):
+Stages (``STAGES``):
 
 - ``maps`` (``01_derivation``): one U-Net trained with CE for a short while, whose pixel
   losses the derivation weights;

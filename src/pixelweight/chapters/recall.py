@@ -1,8 +1,8 @@
 r"""Chapter 2, recall loss (``notebooks/02_recall``): CE against recall loss and the usual
 re-weightings on a long tail, the recall-loss weights during training, and how the gain
-depends on the imbalance. The loss itself is :mod:`pixelweight.losses.recall`.
+depends on the imbalance. The loss itself is ``pixelweight.losses.recall``.
 
-Stages (:data:`STAGES`):
+Stages (``STAGES``):
 
 - ``experiments`` (``02_experiments``): six losses on ``DigitScenes`` with a Zipf class law
   (:math:`s = 1`): CE, inverse- and median-frequency CE (weights from the training split),
