@@ -207,7 +207,9 @@ def test_chapter_code_links_to_the_api(notebook, book):
     links = re.findall(r'<a class="sphinx-codeautolink-a" href="([^"]+)"', text)
     targets = {urlsplit(h).fragment for h in links}
     for module, name in _imported_names(source):
-        assert f"pixelweight.{module}.{name}" in targets, (
+        # an imported object links to its entry; an imported module (a chapter module) to its
+        # module entry
+        assert {f"pixelweight.{module}.{name}", f"module-pixelweight.{module}.{name}"} & targets, (
             f"{notebook}: {name} (imported from pixelweight.{module}) does not link to its API entry")
     # every link into the API reference lands on an anchor of the build
     api_links = [h for h in re.findall(r'href="([^"]+)"', _main(text)) if "book/api/" in h]
