@@ -149,3 +149,23 @@ def test_record_plateau_field():
     old = RunRecord(**kwargs).to_dict()
     del old["plateau"]  # a record written before the rule existed
     assert RunRecord.from_dict(old).plateau is None
+
+
+def test_evaluation_does_not_wait_for_a_log_step(tmp_path):
+    """eval_every need not be a multiple of log_every: every eval_every-th step is evaluated
+    (the plateau rule needs its evaluations), and the record's provenance is the one of the
+    start of training."""
+    from helpers.toy import threshold_task
+
+    from pixelweight.metrics import SegmentationMetrics
+    from pixelweight.train import TrainConfig, train
+    from torch import nn
+
+    data = threshold_task(n=32, size=8)
+    config = TrainConfig(steps=40, batch_size=8, log_every=7, eval_every=10, device="cpu", progress=False,
+                         plateau_metric="miou")
+    result = train(nn.Conv2d(1, 2, 1), nn.CrossEntropyLoss(), data, config,
+                   metrics_factory=lambda: SegmentationMetrics(2), val_set=data, name="toy", results_dir=tmp_path)
+    evaluated = [h["step"] for h in result.history if "val_miou" in h]
+    assert evaluated == [10, 20, 30, 40]
+    assert result.plateau["steps"] == [30, 40] or result.plateau["reason"]

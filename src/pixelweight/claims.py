@@ -61,7 +61,7 @@ VERDICT_LABELS = {
     "supported": ("success", "✓"),
     "contradicted": ("danger", "✗"),
     "inconclusive": ("warning", "?"),
-    "not testable at this scale": ("secondary", "–"),
+    "not testable at this scale": ("dark", "–"),
 }
 if set(VERDICT_LABELS) != set(VERDICTS):  # pragma: no cover - a verdict added without its label
     raise RuntimeError("pixelweight.claims.VERDICT_LABELS must cover pixelweight.stats.VERDICTS")

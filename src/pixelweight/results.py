@@ -425,6 +425,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     verify.add_argument("--device", default="cpu")
     verify.add_argument("--tolerance", type=float, default=0.0,
                         help="largest absolute metric difference that passes (default 0: exact, same CPU)")
+    verify.add_argument("--cheapest", action="store_true",
+                        help="verify only the record with the shortest training (what CI does)")
     args = parser.parse_args(argv)
 
     from .chapters import _runner
@@ -444,6 +446,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for item in args.paths:
         path = Path(item)
         paths += sorted(p for p in path.rglob("*.json")) if path.is_dir() else [path]
+    if args.cheapest and paths:
+        paths = [min(paths, key=lambda p: (load_record(p).wall_time_s, str(p)))]
+    if not paths:
+        parser.error("no record to verify")
     failed = 0
     for path in paths:
         outcome = _runner.verify_record(path, device=args.device, tolerance=args.tolerance)

@@ -361,3 +361,47 @@ def test_sweep_claims_input_errors(gains, growth, error, match):
 def test_the_headline_claims_are_primary():
     table = recall.experiments_claims(recall.setup("experiments", "ci"), **effects())
     assert [c.label for c in table.claims if c.primary] == ["(a)", "(b)"]
+
+
+def _fake_runs(gains, steps=(200, 400)):
+    """CommittedRun-like runs of CE and recall (batch): final test metrics and a val history."""
+    import types
+
+    def run(seed, acc, miou):
+        record = types.SimpleNamespace(provenance={"git_commit": "abc1234567"}, name="x")
+        history = [{"step": s, "val_mean_accuracy": acc * s / steps[-1]} for s in steps]
+        return types.SimpleNamespace(seed=seed, metrics={"test_mean_accuracy": acc, "test_miou": miou},
+                                     history=history, plateau={"reached": True}, stale=[], record=record,
+                                     wall_time_s=100.0, device="cpu (x86_64, 1 threads)")
+
+    return {"CE": [run(s, 0.5, 0.4) for s in range(len(gains))],
+            "recall (batch)": [run(s, 0.5 + g, 0.4 - g / 10) for s, g in enumerate(gains)]}
+
+
+def test_converged_claims_replace_the_early_ones_and_say_their_status():
+    full = recall.setup("experiments", "full")
+    runs = _fake_runs([0.10, 0.12, 0.11, 0.09, 0.13])
+    table = recall.converged_claims(full, runs)
+    early = recall.experiments_claims(recall.setup("experiments", "ci"), **effects())
+    assert [c.text for c in table.claims] == [c.text for c in early.claims[:2]]  # same keys: they replace
+    assert all(c.primary for c in table.claims) and table.section == "converged-claims"
+    assert [c.verdict for c in table.claims] == ["supported", "supported"]
+    assert "10 of 10 runs reached the plateau" in table.scope and "records current" in table.scope
+    assert "converged budget" in table.budget
+    with pytest.raises(ValueError, match="full setup"):
+        recall.converged_claims(recall.setup("experiments", "ci"), runs)
+
+
+def test_learning_curve_pairs_the_seeds_at_each_evaluation():
+    curve = recall.learning_curve(_fake_runs([0.1, 0.2, 0.3]))
+    assert list(curve["step"]) == [200, 400] and list(curve["n"]) == [3, 3]
+    assert curve["mean"].iloc[-1] == pytest.approx(0.2) and curve["mean"].iloc[0] == pytest.approx(0.1)
+    assert recall.learning_curve({}).empty
+
+
+def test_show_converged_without_records_says_so(monkeypatch, tmp_path):
+    shown = []
+    monkeypatch.setattr("pixelweight.book.markdown", shown.append)
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    out = recall.show_converged(recall.setup("experiments", "full"))
+    assert out["verdict_a"] == "—" and out["curve"].empty and "make results CHAPTER=02_recall" in shown[0]

@@ -96,3 +96,34 @@ def test_staleness_follows_the_code_the_numbers_depend_on(tiny_record):
     assert _runner.stale_paths(unknown) is None
     unknown.provenance["git_commit"] = "0" * 40  # not in this clone
     assert _runner.stale_paths(unknown) is None
+
+
+def test_committed_runs_pair_the_seeds_and_match_the_stage(monkeypatch, tmp_path):
+    """The converged records a chapter reads: only those of its full scale as it is today, only
+    seeds every arm has, in seed order; and the section's fallback without records."""
+    from pixelweight.chapters import committed_status
+
+    chapter = fake_chapter().CHAPTER
+    folder = tmp_path / "09_tiny"
+    full = Setup("09_tiny", chapter.stage("tiny"), "full", device="cpu", results_dir=str(folder))
+    tiny_full = Setup("09_tiny", chapter.stage("tiny"), "ci", device="cpu", results_dir=str(folder))
+    # records of the ci scale do not count as converged records
+    tiny_full.run_arm(tiny_full.arm("CE"), seeds=[0])
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    assert full.committed_runs() == {}
+    # write "full" records cheaply: the ci runs relabelled with the full scale's config
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text())
+        data["config"]["profile"] = full.profile.to_dict()
+        for seed in (1, 0):
+            for name, label in (("t-ce", "CE"), ("t-rma", "recall (moving average)")):
+                if (name, seed) == ("t-rma", 1):
+                    continue  # seed 1 lacks its recall run: left out of the pairs
+                out = {**data, "name": name, "seed": seed,
+                       "config": {**data["config"], "loss": {**data["config"]["loss"], "label": label}}}
+                (folder / f"{name}--seed{seed}.json").write_text(json.dumps(out))
+    runs = full.committed_runs()
+    assert list(runs) == ["CE", "recall (moving average)"]
+    assert [r.seed for r in runs["CE"]] == [0] and [r.seed for r in runs["recall (moving average)"]] == [0]
+    status = committed_status(runs)
+    assert status["runs"] == 2 and status["devices"] and status["hours"] >= 0

@@ -51,16 +51,22 @@ class Release:
         return f"{self.url}/commit/{sha}"
 
 
+def _read_yaml_mapping(path: Path, missing: str, what: str) -> dict:
+    """The YAML mapping in ``path``; :class:`BuildError` (``missing`` / "``what`` must be a
+    YAML mapping") when it is absent or something else."""
+    if not path.is_file():
+        raise BuildError(missing)
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, dict):
+        raise BuildError(f"{what} must be a YAML mapping")
+    return data
+
+
 def read_config(root: Path) -> dict:
     """``_config.yml`` as a dict."""
     path = root / CONFIG_FILE
-    if not path.is_file():
-        raise BuildError(f"no book configuration at {path}")
-    with path.open(encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    if not isinstance(config, dict):
-        raise BuildError(f"{path} must be a YAML mapping")
-    return config
+    return _read_yaml_mapping(path, f"no book configuration at {path}", str(path))
 
 
 def release_of(config: dict) -> Release:
@@ -194,13 +200,7 @@ def read_bib(root: Path) -> dict[str, str]:
 
 def read_citation(root: Path) -> dict:
     path = root / CITATION_FILE
-    if not path.is_file():
-        raise BuildError(f"no {CITATION_FILE} at {path}")
-    with path.open(encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
-    if not isinstance(data, dict):
-        raise BuildError(f"{CITATION_FILE} must be a YAML mapping")
-    return data
+    return _read_yaml_mapping(path, f"no {CITATION_FILE} at {path}", CITATION_FILE)
 
 
 @dataclass

@@ -587,6 +587,30 @@ class Setup:
         return committed_frame(self.chapter, full.profile.to_dict(),
                                self.run_names(variants=True) if names is None else names, columns=columns)
 
+    def committed_runs(self, arms: Optional[Sequence[Arm]] = None) -> Dict[str, List["CommittedRun"]]:
+        """The committed converged records of this stage (``results/<chapter>/``), as runs:
+        ``{arm label: [CommittedRun per seed]}`` for the arms with records, seeds in order,
+        only the seeds every such arm has (the comparisons are paired), and only records made
+        with the stage's ``full`` scale as it is today (profile, data, model). Empty when none
+        is committed (e.g. a notebook opened alone on Colab)."""
+        from ..results import committed_records
+
+        full = self.stage.scale("full")
+        data = self.data if self.variant_name else full.data
+        wanted = {"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": full.model.to_dict()}
+        records = committed_records(self.chapter)
+        found: Dict[str, Dict[int, CommittedRun]] = {}
+        for arm in self.arms if arms is None else arms:
+            name = self.run_name(arm)
+            for record in records:
+                if record.name != name or any(_plain(record.config.get(k)) != _plain(v) for k, v in wanted.items()):
+                    continue
+                found.setdefault(arm.label, {})[record.seed] = CommittedRun(record)
+        if not found:
+            return {}
+        seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))
+        return {label: [by_seed[s] for s in seeds] for label, by_seed in found.items()} if seeds else {}
+
     def show_committed(self, names: Optional[Sequence[str]] = None,
                        columns: Sequence[str] = ("seed", "test_miou", "device", "commit")) -> None:
         """Display the committed ``full`` records of this stage, or say that none is committed."""
@@ -601,6 +625,42 @@ class Setup:
 
     def __repr__(self) -> str:
         return f"Setup({self.chapter!r}, stage={self.stage.name!r}, {self.describe()})"
+
+
+class CommittedRun:
+    """A committed run record read as a run: ``metrics``, ``history``, ``seed`` and ``plateau``
+    like a :class:`~pixelweight.train.TrainResult` (no model), and ``stale``: the library files
+    changed since the record's commit (empty: current; ``None``: unknown, e.g. no git)."""
+
+    def __init__(self, record):
+        from ._runner import stale_paths
+
+        self.record = record
+        self.metrics = record.metrics
+        self.history = record.history
+        self.seed = record.seed
+        self.plateau = record.plateau
+        self.wall_time_s = record.wall_time_s
+        self.device = record.device
+        self.stale = stale_paths(record)
+
+    def __repr__(self) -> str:
+        return f"CommittedRun({self.record.name!r}, seed={self.seed})"
+
+
+def committed_status(runs: Mapping[str, Sequence[CommittedRun]]) -> Dict[str, Any]:
+    """What a chapter says about its committed runs: how many, how many reached the plateau
+    (of those that measured one), the library files changed since (``stale``: a sorted list;
+    empty when current) and whether staleness could be told."""
+    flat = [r for rs in runs.values() for r in rs]
+    measured = [r for r in flat if r.plateau and r.plateau.get("reached") is not None]
+    stale = sorted({p for r in flat for p in (r.stale or [])})
+    return {"runs": len(flat), "plateau_measured": len(measured),
+            "plateau_reached": sum(bool(r.plateau["reached"]) for r in measured),
+            "stale": stale, "known": all(r.stale is not None for r in flat),
+            "commits": sorted({r.record.provenance.get("git_commit", "unknown")[:10] for r in flat}),
+            "devices": sorted({r.device for r in flat}),
+            "hours": sum(r.wall_time_s for r in flat) / 3600}
 
 
 def metric_frame(results: Mapping[str, Sequence[TrainResult]], keys: Sequence[str]):
@@ -723,4 +783,4 @@ class Chapter:
         return Setup(self.folder, self.stage(stage), profile, device=device, results_dir=results_dir)
 
 
-__all__ += ["Chapter"]
+__all__ += ["Chapter", "CommittedRun", "committed_status"]

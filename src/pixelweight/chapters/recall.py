@@ -47,6 +47,10 @@ __all__ = [
     "log_loss_weights",
     "setup",
     "sweep_claims",
+    "converged_claims",
+    "show_converged",
+    "learning_curve",
+    "paired_effect",
     "sweep_run_name",
     "sweep_variant",
     "train_class_weights",
@@ -241,6 +245,113 @@ def _check_intervals(**effects: Any) -> None:
             raise TypeError(f"{name} must be an Interval (pixelweight.stats), got {type(value).__name__}")
 
 
+def _claim_a(acc_gain: Interval, detail: str = "") -> Claim:
+    return Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)", primary=True,
+                 ran="recall (batch) vs CE, mean accuracy (test)", detail=detail,
+                 evidence=Evidence("Δ mean acc.", acc_gain, direction=+1))
+
+
+def _claim_b(miou_change: Interval) -> Claim:
+    return Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract",
+                 primary=True, label="(b)", ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}",
+                 evidence=Evidence("Δ mIoU", miou_change, tolerance=MIOU_TOLERANCE))
+
+
+def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -> Interval:
+    """The paired difference ``a - b`` of the final metric ``key`` over the seeds (runs of
+    :meth:`Setup.run` or :meth:`Setup.committed_runs`, seeds in the same order)."""
+    from ..stats import paired_difference_ci
+
+    for label in (a, b):
+        if label not in runs:
+            raise KeyError(f"no runs of {label!r}; there are {sorted(runs)}")
+    return paired_difference_ci([r.metrics[key] for r in runs[a]], [r.metrics[key] for r in runs[b]])
+
+
+def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
+    """The primary claims (a) and (b) of ``02_experiments`` at the converged budget, from the
+    committed ``full`` records (:meth:`Setup.committed_runs` of the ``full`` setup): the same
+    claim texts as :func:`experiments_claims`, so that their recorded verdicts replace the
+    early-training ones on the landing page and the scorecard. The scope says how many runs
+    reached the plateau and whether the library changed since the records were made."""
+    from ._base import committed_status
+
+    _check_setup(setup, "experiments")
+    if setup.profile.name != "full":
+        raise ValueError(f"converged claims need the full setup, got profile {setup.profile.name!r}")
+    status = committed_status(runs)
+    acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
+    ce_acc = sum(r.metrics["test_mean_accuracy"] for r in runs["CE"]) / len(runs["CE"])
+    table = setup.claims_table(section="converged-claims", claims=[
+        _claim_a(acc, f"{100 * acc.mean / ce_acc:+.0f}% relative"),
+        _claim_b(paired_effect(runs, "recall (batch)", "CE", "test_miou")),
+    ])
+    plateau = (f"{status['plateau_reached']} of {status['plateau_measured']} runs reached the plateau"
+               if status["plateau_measured"] else "plateau not measured")
+    stale = ("records current with the library" if status["known"] and not status["stale"] else
+             "STALE: the library changed since the records were made (" + ", ".join(status["stale"]) + ")"
+             if status["stale"] else "staleness unknown (no git history)")
+    return ClaimsTable(table.chapter, table.claims, budget=table.budget, section=table.section,
+                       scope=f"{table.scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
+
+
+def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
+    """The converged section of ``02_experiments`` in one call: reads the committed ``full``
+    records of the stage (``setup`` is the ``full`` setup), shows :func:`converged_claims` and
+    records its verdicts in ``results_dir`` (after the early-training ones, which they replace),
+    or says that no converged record is committed. Returns what the prose cites: the
+    verdicts, effects and status as text (``"—"`` without records), the runs and the
+    :func:`learning_curve` frame (empty without records)."""
+    from ..book import markdown
+    from ._base import committed_status
+
+    runs = setup.committed_runs()
+    if not {"CE", "recall (batch)"} <= set(runs):
+        markdown("No converged (`full`) record of CE and recall loss is committed for this chapter: the "
+                 f"claims above are measured early in training only. `make results CHAPTER={setup.chapter}` "
+                 "makes them.")
+        return {"runs": {}, "curve": learning_curve({}), "verdict_a": "—", "verdict_b": "—",
+                "effect_a": "—", "effect_b": "—", "plateau": "—", "seeds": "0", "hours": "—"}
+    table = converged_claims(setup, runs)
+    table.show()
+    if results_dir is not None:
+        table.record(results_dir)
+    status = committed_status(runs)
+    a, b = table.claims
+    return {"runs": runs, "curve": learning_curve(runs), "verdict_a": a.verdict, "verdict_b": b.verdict,
+            "effect_a": a.effect_text(), "effect_b": b.effect_text(),
+            "plateau": f"{status['plateau_reached']} of {status['plateau_measured']}",
+            "seeds": str(len(runs["CE"])), "hours": f"{status['hours']:.1f}"}
+
+
+def learning_curve(runs: Mapping[str, Sequence[Any]], a: str = "recall (batch)", b: str = "CE",
+                   key: str = "mean_accuracy"):
+    """The paired difference ``a - b`` of the validation metric ``key`` at every evaluation
+    of the runs' histories (``val_<key>``): a DataFrame of ``step``, ``mean``, ``low``,
+    ``high`` (95% interval over seeds) and ``n``. Shows whether a difference measured early
+    in training survives to the plateau."""
+    import pandas as pd
+
+    from ..stats import paired_difference_ci
+
+    column = f"val_{key}"
+    rows = []
+    if a not in runs or b not in runs:
+        return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "n"])
+    steps = sorted({h["step"] for r in runs[a] for h in r.history if column in h})
+    for step in steps:
+        values = []
+        for ra, rb in zip(runs[a], runs[b]):
+            va = [h[column] for h in ra.history if h["step"] == step and column in h]
+            vb = [h[column] for h in rb.history if h["step"] == step and column in h]
+            if va and vb:
+                values.append((va[0], vb[0]))
+        if len(values) >= 2:
+            iv = paired_difference_ci([v[0] for v in values], [v[1] for v in values])
+            rows.append({"step": step, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "n"])
+
+
 def experiments_claims(
     setup: Setup,
     *,
@@ -288,13 +399,8 @@ def experiments_claims(
     if isinstance(relative_gain, bool) or not isinstance(relative_gain, Real):
         raise TypeError(f"relative_gain must be a number (percent), got {type(relative_gain).__name__}")
     return setup.claims_table([
-        Claim("recall loss raises mean accuracy over CE", source="abstract", label="(a)", primary=True,
-              ran="recall (batch) vs CE, mean accuracy (test)",
-              detail=f"{relative_gain:+.0f}% relative; moving average Δ = {acc_gain_ma.format(3)}",
-              evidence=Evidence("Δ mean acc.", acc_gain, direction=+1)),
-        Claim(f"recall loss keeps a competitive mIoU (within {MIOU_TOLERANCE} of CE)", source="abstract", primary=True,
-              label="(b)", ran=f"recall (batch) vs CE, mIoU (test), tolerance {MIOU_TOLERANCE}",
-              evidence=Evidence("Δ mIoU", miou_change, tolerance=MIOU_TOLERANCE)),
+        _claim_a(acc_gain, f"{relative_gain:+.0f}% relative; moving average Δ = {acc_gain_ma.format(3)}"),
+        _claim_b(miou_change),
         Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
               ran="inverse-frequency CE vs CE, mean accuracy and mean precision",
               evidence=[Evidence("Δ mean acc.", inverse_acc_gain, direction=+1),

@@ -270,8 +270,10 @@ def _final_evaluation(run: _Run, val_set, test_set, metrics_factory, train_time:
     return final
 
 
-def _record(run: _Run, name, results_dir, record_config, final, wall, plateau):
-    """Rank 0 writes the :class:`~pixelweight.results.RunRecord`; returns it and its path."""
+def _record(run: _Run, name, results_dir, record_config, final, wall, plateau, origin):
+    """Rank 0 writes the :class:`~pixelweight.results.RunRecord`; returns it and its path.
+    ``origin``: the provenance taken when training started (the commit and the state of the
+    tree the code was loaded from, not whatever the tree holds when the run ends)."""
     if not (run.ctx.is_main and name is not None):
         return None, None
     full_config = {"train": run.config.to_dict(), "world_size": run.ctx.world_size,
@@ -280,7 +282,7 @@ def _record(run: _Run, name, results_dir, record_config, final, wall, plateau):
     record = RunRecord(
         name=name, config=full_config, metrics=final, seed=run.config.seed, wall_time_s=wall,
         device=device_description(run.device), history=run.history,
-        provenance=provenance(run.device), plateau=plateau,
+        provenance=origin, plateau=plateau,
     )
     return record, str(save_record(record, results_dir))
 
@@ -348,7 +350,7 @@ def train(
     -----
     The loop is short functions of ``pixelweight.train.loop``: ``_setup`` (device,
     DDP wrapper, optimiser, schedule, autocast, batch stream), then per step ``_step``
-    (and ``_log`` every ``log_every`` steps, which evaluates every ``eval_every``), then
+    (and ``_log`` every ``log_every`` steps and at every ``eval_every``-th step, which it evaluates), then
     ``_final_evaluation``, the plateau rule and ``_record``.
 
     The non-finite check costs no host-device synchronisation per step: the running loss
@@ -368,6 +370,7 @@ def train(
         check_results_dir(results_dir)
     run = _setup(model, loss_fn, train_set, config, task, ctx)
 
+    origin = provenance(run.device) if ctx.is_main and name is not None else None
     start = time.perf_counter()
     run.net.train()
     progress = None
@@ -378,7 +381,8 @@ def train(
     try:
         for step in range(1, config.steps + 1):
             _step(run, step)
-            if step % config.log_every == 0 or step == config.steps:
+            evaluates = val_set is not None and config.eval_every and step % config.eval_every == 0
+            if step % config.log_every == 0 or step == config.steps or evaluates:
                 entry = _log(run, step, on_log, val_set, metrics_factory)
                 if progress is not None:
                     progress.set_postfix(loss=f"{entry['loss']:.4f}")
@@ -391,7 +395,7 @@ def train(
     final = _final_evaluation(run, val_set, test_set, metrics_factory, time.perf_counter() - start)
     wall = time.perf_counter() - start
     plateau = run_plateau(config, run.history, val_set is not None)
-    record, path = _record(run, name, results_dir, record_config, final, wall, plateau)
+    record, path = _record(run, name, results_dir, record_config, final, wall, plateau, origin)
     if ctx.enabled:
         dist.barrier()  # no rank leaves before rank 0 has written the record
     return TrainResult(
