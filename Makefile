@@ -14,7 +14,7 @@
 #                              train the chapter's runs at PROFILE (default here: full) outside the
 #                              book, JOBS processes at a time, records under results/<chapter>/
 #                              (commit them: the book takes its verdicts from them)
-#   make verify RECORDS=results/00_testbed
+#   make verify RECORDS=results/02_recall
 #                              retrain the runs those records describe and compare every metric
 #   make constraints           rewrite constraints.txt from the venv (after an upgrade)
 #   make clean                 remove _build/ (the venv stays; `make distclean` removes it too)
@@ -61,9 +61,11 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "$(PYTHON) is Python %d.%d; Python >= 3.10 is needed (make PYTHON=python3.11 ...)" % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 
+# constraints.txt was frozen under Python 3.11: on another Python the install is unpinned (said).
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -c constraints.txt "$(TORCH)"
-	$(BIN)/python -m pip install -c constraints.txt -e ".[test,book]"
+	@pins=$$($(BIN)/python -c 'import sys; print("-c constraints.txt" if sys.version_info[:2] == (3, 11) else "")'); \
+	if [ -z "$$pins" ]; then echo "note: constraints.txt pins the book's Python 3.11 build; $$($(BIN)/python -V) installs unpinned versions"; fi; \
+	set -x; $(BIN)/python -m pip install $$pins "$(TORCH)" && $(BIN)/python -m pip install $$pins -e ".[test,book]"
 	touch $@
 
 results: $(STAMP)
@@ -75,7 +77,7 @@ verify: $(STAMP)
 	$(BIN)/python -m pixelweight.results verify $(RECORDS)
 
 constraints: $(STAMP)
-	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > constraints.txt.new
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:

@@ -432,27 +432,46 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .chapters import _runner
 
     if args.command == "run":
+        try:  # the arguments, checked before any training (a training error keeps its traceback)
+            jobs = _runner.chapter_jobs(args.chapter, args.profile, args.stage, args.arm)
+        except ValueError as err:
+            parser.error(str(err))
         if args.list:
-            for job in _runner.chapter_jobs(args.chapter, args.profile, args.stage, args.arm):
+            for job in jobs:
                 print(f"{job.stage}/{job.name} seed {job.seed}")
             return 0
         try:
             _runner.run_chapter(args.chapter, args.profile, jobs=args.jobs, out=args.out, device=args.device,
-                                stages=args.stage, arms=args.arm, allow_dirty=args.allow_dirty)
-        except (RuntimeError, ValueError) as err:
+                                stages=args.stage, arms=args.arm, allow_dirty=args.allow_dirty,
+                                check_tree=True)
+        except _runner.DirtyTree as err:
             parser.error(str(err))
         return 0
+    if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
+        parser.error(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
     paths: List[Path] = []
     for item in args.paths:
         path = Path(item)
-        paths += sorted(p for p in path.rglob("*.json")) if path.is_dir() else [path]
-    if args.cheapest and paths:
-        paths = [min(paths, key=lambda p: (load_record(p).wall_time_s, str(p)))]
+        if not path.exists():
+            parser.error(f"no such record or folder: {path}")
+        paths += sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")) if path.is_dir() else [path]
+    if args.cheapest:
+        # a stale record is shown as stale in the book, not retrained as if current
+        current = [p for p in paths if _runner.stale_paths(load_record(p)) in ([], None)]
+        for p in sorted(set(paths) - set(current)):
+            print(f"{p}: stale (the library changed since its commit): not verified", flush=True)
+        paths = [min(current, key=lambda p: (load_record(p).wall_time_s, str(p)))] if current else []
     if not paths:
-        parser.error("no record to verify")
+        print("no current record to verify")
+        return 0 if args.cheapest else 1
     failed = 0
     for path in paths:
-        outcome = _runner.verify_record(path, device=args.device, tolerance=args.tolerance)
+        try:
+            outcome = _runner.verify_record(path, device=args.device, tolerance=args.tolerance)
+        except ValueError as err:
+            print(f"{path}: cannot verify: {err}", flush=True)
+            failed += 1
+            continue
         print(outcome.report(), flush=True)
         failed += not outcome.passed
     return 1 if failed else 0

@@ -120,10 +120,27 @@ def test_committed_runs_pair_the_seeds_and_match_the_stage(monkeypatch, tmp_path
                 if (name, seed) == ("t-rma", 1):
                     continue  # seed 1 lacks its recall run: left out of the pairs
                 out = {**data, "name": name, "seed": seed,
-                       "config": {**data["config"], "loss": {**data["config"]["loss"], "label": label}}}
+                       "config": {**data["config"], "loss": full.arm(label).to_dict()}}
                 (folder / f"{name}--seed{seed}.json").write_text(json.dumps(out))
     runs = full.committed_runs()
     assert list(runs) == ["CE", "recall (moving average)"]
     assert [r.seed for r in runs["CE"]] == [0] and [r.seed for r in runs["recall (moving average)"]] == [0]
     status = committed_status(runs)
     assert status["runs"] == 2 and status["devices"] and status["hours"] >= 0
+    # a record of another loss option (momentum 0.9 instead of 0.5) is not a record of this arm
+    moved = json.loads((folder / "t-rma--seed0.json").read_text())
+    moved["config"]["loss"]["options"]["momentum"] = 0.9
+    (folder / "t-rma--seed0.json").write_text(json.dumps(moved))
+    assert list(full.committed_runs()) == ["CE"]
+
+
+def test_the_command_line_checks_its_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "02_recall", "--profile", "ci", "--arm", "Dice", "--list"])
+    assert "no arm ['Dice']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "07_nope", "--list"])
+    with pytest.raises(SystemExit):
+        main(["verify", "no/such/record.json"])
+    with pytest.raises(SystemExit):
+        main(["verify", "--tolerance", "-1", "x.json"])

@@ -587,25 +587,30 @@ class Setup:
         return committed_frame(self.chapter, full.profile.to_dict(),
                                self.run_names(variants=True) if names is None else names, columns=columns)
 
+    def full_config(self, arm: Arm) -> Dict[str, Any]:
+        """What a converged record of ``arm`` on this stage (and variant) must hold today: the
+        ``full`` scale's profile, data, model and training overrides, the arm's loss and the
+        number of classes (as JSON, so that it compares with a record's config)."""
+        full = self.stage.scale("full")
+        data = full.data.replace(**self.stage.variants[self.variant_name]) if self.variant_name else full.data
+        return _plain({"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": full.model.to_dict(),
+                       "train_overrides": dict(full.train), "loss": arm.to_dict(), "num_classes": self.num_classes})
+
     def committed_runs(self, arms: Optional[Sequence[Arm]] = None) -> Dict[str, List["CommittedRun"]]:
         """The committed converged records of this stage (``results/<chapter>/``), as runs:
         ``{arm label: [CommittedRun per seed]}`` for the arms with records, seeds in order,
         only the seeds every such arm has (the comparisons are paired), and only records made
-        with the stage's ``full`` scale as it is today (profile, data, model). Empty when none
-        is committed (e.g. a notebook opened alone on Colab)."""
+        with the stage's ``full`` scale and the arm as they are today (:meth:`full_config`).
+        Empty when none is committed (e.g. a notebook opened alone on Colab)."""
         from ..results import committed_records
 
-        full = self.stage.scale("full")
-        data = self.data if self.variant_name else full.data
-        wanted = {"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": full.model.to_dict()}
         records = committed_records(self.chapter)
         found: Dict[str, Dict[int, CommittedRun]] = {}
         for arm in self.arms if arms is None else arms:
-            name = self.run_name(arm)
+            name, wanted = self.run_name(arm), self.full_config(arm)
             for record in records:
-                if record.name != name or any(_plain(record.config.get(k)) != _plain(v) for k, v in wanted.items()):
-                    continue
-                found.setdefault(arm.label, {})[record.seed] = CommittedRun(record)
+                if record.name == name and all(_plain(record.config.get(k)) == v for k, v in wanted.items()):
+                    found.setdefault(arm.label, {})[record.seed] = CommittedRun(record)
         if not found:
             return {}
         seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))

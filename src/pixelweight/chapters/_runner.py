@@ -1,7 +1,7 @@
 r"""Run a chapter's runs outside the book, and rerun a record to verify it.
 
 ``python -m pixelweight.results run 02_recall --profile full --jobs 2`` trains every run of a
-chapter's stages at a profile — one process per run, ``cores // jobs`` threads each — and
+chapter's stages at a profile — ``jobs`` worker processes, ``cores // jobs`` threads each — and
 writes the records under ``results/<chapter>/<stage>/``: the committed converged records the
 book takes its verdicts from. ``python -m pixelweight.results verify PATH`` rebuilds the run a
 record describes from the record alone (data, model, loss, budget, seed) and reports the
@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_record", "stale_paths",
-           "CODE_PATHS"]
+           "CODE_PATHS", "DirtyTree"]
+
+
+class DirtyTree(RuntimeError):
+    """The working tree has uncommitted changes: records would not name the code that made them."""
 
 #: The library folders whose code shapes a run's numbers: a committed record made before a
 #: change to any of them is stale (:func:`stale_paths`). A change of a stage's specs (budget,
@@ -55,6 +59,10 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
         stage = module.CHAPTER.stage(stage_name)
         for variant in (stage.variants or {"": {}}):
             setup = module.setup(stage_name, profile).variant(variant)
+            if arms is not None:
+                unknown = sorted(set(arms) - {a.label for a in stage.arms})
+                if unknown:
+                    raise ValueError(f"stage {stage_name!r} has no arm {unknown}; its arms: {[a.label for a in stage.arms]}")
             for arm in stage.arms:
                 if arms is not None and arm.label not in arms:
                     continue
@@ -65,12 +73,19 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
     return jobs
 
 
-def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int) -> Tuple[str, float]:
+def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int,
+             commit: Optional[Dict[str, Any]] = None) -> Tuple[str, float]:
     import time
 
     import torch
 
+    from ..results import git_commit
     from . import get_chapter
+
+    if commit is not None and git_commit() != commit:  # the records must name the code that ran
+        raise RuntimeError(f"the working tree changed during the run (was {commit}, now {git_commit()}): "
+                           "the runs that remain would record another commit than the code they run; "
+                           "restart the command (finished runs are kept)")
 
     torch.set_num_threads(threads)
     os.environ["PIXELWEIGHT_PROGRESS"] = "0"
@@ -84,7 +99,7 @@ def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int) -> 
 
 def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union[str, Path, None] = None,
                 device: str = "auto", stages: Optional[Sequence[str]] = None, arms: Optional[Sequence[str]] = None,
-                allow_dirty: bool = False, skip_existing: bool = True) -> List[str]:
+                allow_dirty: bool = False, skip_existing: bool = True, check_tree: bool = True) -> List[str]:
     """Train every run of a chapter (:func:`chapter_jobs`) in ``jobs`` processes and write the
     records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
     changes (the records' commit would not name the code that made them) unless
@@ -99,32 +114,48 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     commit = git_commit()
     if commit.get("dirty") and not allow_dirty:
-        raise RuntimeError("the working tree has uncommitted changes: commit them first, so that the "
+        raise DirtyTree("the working tree has uncommitted changes: commit them first, so that the "
                            "records name the code that made them (or pass allow_dirty)")
     root = find_results_root() or Path("results")
     out = Path(out) if out is not None else root / folder
     todo = chapter_jobs(folder, profile, stages, arms)
     if skip_existing:
-        todo = [j for j in todo if not (out / j.stage / f"{j.name}--seed{j.seed}.json").is_file()]
+        todo = [j for j in todo if not _current(out / j.stage / f"{j.name}--seed{j.seed}.json", j, profile)]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     paths: List[str] = []
     print(f"{folder}: {len(todo)} runs at profile {profile!r}, {jobs} at a time, {threads} thread(s) each -> {out}",
           flush=True)
     if jobs == 1:
         for i, job in enumerate(todo, 1):
-            path, seconds = _run_job(job, profile, str(out), device, threads)
+            path, seconds = _run_job(job, profile, str(out), device, threads, commit if check_tree else None)
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
         return paths
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_run_job, job, profile, str(out), device, threads): job for job in todo}
+        futures = {pool.submit(_run_job, job, profile, str(out), device, threads, commit if check_tree else None): job
+                   for job in todo}
         for i, future in enumerate(cf.as_completed(futures), 1):
             job = futures[future]
             path, seconds = future.result()
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
     return sorted(paths)
+
+
+def _current(path: Path, job: RunJob, profile: str) -> bool:
+    """Whether the record at ``path`` exists and was made with the job's configuration as the
+    chapter declares it today (a resumed run skips it; an outdated one is trained again)."""
+    from ..results import load_record
+    from . import get_chapter
+    from ._base import _plain
+
+    if not path.is_file():
+        return False
+    setup = get_chapter(job.chapter).setup(job.stage, profile).variant(job.variant)
+    wanted = setup.full_config(setup.arm(job.arm)) if profile == "full" else {}
+    config = load_record(path).config
+    return all(_plain(config.get(k)) == v for k, v in wanted.items())
 
 
 @dataclasses.dataclass
@@ -180,7 +211,6 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     compare every final metric (numbers and per-class lists; times left out)."""
     from ..profiles import Profile
     from ..results import load_record
-    from ..train import TrainConfig
     from ._base import Arm, DataSpec, ModelSpec
 
     record = load_record(path)
@@ -202,29 +232,31 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     splits = spec.splits(profile)
     if config.get("data") is not None and _tuples(config["data"]) != _tuples(splits.config):
         raise ValueError(f"{path}: the data generated today differ from the record's (generator version?)")
-    train_cfg = TrainConfig(**{**config["train"], "device": device, "progress": False})
     # CPU kernels sum in another order with another number of threads: retrain with the record's
     import re
 
     import torch
 
+    from ..train import resolve_device
+
     threads = re.search(r"(\d+) threads?\)", record.device or "")
     previous = torch.get_num_threads()
-    if threads and str(device).startswith("cpu"):
+    if threads and resolve_device(device).type == "cpu":
         torch.set_num_threads(int(threads.group(1)))
     try:
-        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, train_cfg, tolerance)
+        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance)
     finally:
         torch.set_num_threads(previous)
 
 
-def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, train_cfg, tolerance) -> "Verification":
+def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device,
+                         tolerance) -> "Verification":
+    """Retrain through the chapters' own driver (:func:`run_seeds`), so that a change of the
+    seeding or of the factories between the specs and the harness shows too."""
     from ..metrics import SegmentationMetrics
-    from ..results import package_differences
-    from ..train import seed_everything, train
+    from ..results import _jsonable, package_differences
+    from ._base import run_seeds
 
-    seed_everything(record.seed)
-    net = model.build(num_classes)
     counts = getattr(splits.train, "pixel_counts", None)
 
     def class_counts():
@@ -232,16 +264,22 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, tr
 
         return torch.as_tensor(counts).sum(dim=0)
 
-    criterion = arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None)
     names = list(getattr(spec.dataset_class, "class_names", [str(c) for c in range(num_classes)]))
-    result = train(net, criterion, splits.train, train_cfg,
-                   metrics_factory=lambda: SegmentationMetrics(num_classes, class_names=names),
-                   val_set=splits.val, test_set=splits.test)
+    overrides = {k: v for k, v in record.config["train"].items()
+                 if k not in ("steps", "batch_size", "lr", "eval_every", "seed", "device", "progress")}
+    (result,) = run_seeds(
+        record.name, lambda: model.build(num_classes),
+        lambda: arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None),
+        splits, profile, lambda: SegmentationMetrics(num_classes, class_names=names), device=device,
+        train_overrides={**overrides, "progress": False}, seeds=[record.seed])
+    fresh = _jsonable(result.metrics)  # as a record stores it (non-finite numbers as null)
     differences, worst, compared = {}, 0.0, 0
     for key, old in record.metrics.items():
-        if key.endswith("time_s") or key.endswith("class_names"):
+        # times differ by nature; confusion matrices are raw pixel counts (one pixel is 1),
+        # the metrics derived from them are compared
+        if key.endswith(("time_s", "class_names", "confusion_matrix")):
             continue
-        new = result.metrics.get(key)
+        new = fresh.get(key)
         a, b = _numbers(old), _numbers(new)
         if len(a) != len(b):
             differences[key] = (old, new)

@@ -495,7 +495,8 @@ def _rare_claim(text: str, ran: str, effect: Interval, rare_iou: Mapping[str, fl
 
 def _reversed(effect: Interval) -> Interval:
     """The paired difference the other way round (b - a for a - b)."""
-    return Interval(-effect.mean, -effect.high, -effect.low, effect.n, effect.confidence)
+    return Interval(-effect.mean, -effect.high, -effect.low, effect.n, effect.confidence,
+                    tuple(-v for v in effect.values))
 
 
 def headline_claims(setup: Setup, diffs: Mapping[str, Interval], rare_iou: Mapping[str, float],

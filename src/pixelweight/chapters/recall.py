@@ -262,10 +262,19 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -
     :meth:`Setup.run` or :meth:`Setup.committed_runs`, seeds in the same order)."""
     from ..stats import paired_difference_ci
 
+    import math
+
+    from ..stats import Interval
+
     for label in (a, b):
         if label not in runs:
             raise KeyError(f"no runs of {label!r}; there are {sorted(runs)}")
-    return paired_difference_ci([r.metrics[key] for r in runs[a]], [r.metrics[key] for r in runs[b]])
+    values = [[r.metrics[key] for r in runs[label]] for label in (a, b)]
+    undefined = [v for side in values for v in side if v is None or not math.isfinite(v)]
+    if undefined:  # a metric not defined at this scale (records store NaN as null): not testable
+        nan = float("nan")
+        return Interval(nan, nan, nan, len(values[0]), 0.95)
+    return paired_difference_ci(*values)
 
 
 def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
@@ -291,7 +300,9 @@ def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsT
     stale = ("records current with the library" if status["known"] and not status["stale"] else
              "STALE: the library changed since the records were made (" + ", ".join(status["stale"]) + ")"
              if status["stale"] else "staleness unknown (no git history)")
-    return ClaimsTable(table.chapter, table.claims, budget=table.budget, section=table.section,
+    # a stale verdict says so wherever it is shown: the scorecard prints the budget
+    budget = table.budget + ("; STALE records" if status["stale"] else "")
+    return ClaimsTable(table.chapter, table.claims, budget=budget, section=table.section,
                        scope=f"{table.scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
 
 
@@ -305,7 +316,7 @@ def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
     from ..book import markdown
     from ._base import committed_status
 
-    runs = setup.committed_runs()
+    runs = setup.committed_runs([setup.arm("CE"), setup.arm("recall (batch)")])  # paired on their own seeds
     if not {"CE", "recall (batch)"} <= set(runs):
         markdown("No converged (`full`) record of CE and recall loss is committed for this chapter: the "
                  f"claims above are measured early in training only. `make results CHAPTER={setup.chapter}` "
