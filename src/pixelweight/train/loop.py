@@ -38,7 +38,7 @@ class TrainResult:
     model : nn.Module
         The trained model (outside any DDP wrapper).
     history : list of dict
-        One entry per log step (every ``log_every`` steps, the last step and every evaluation step): ``step``, ``loss`` (the mean since the last entry),
+        One entry per log step: ``step``, ``loss`` (the mean since the last entry),
         ``lr``, what ``on_log`` and the task's :meth:`~pixelweight.train.Task.log`
         returned, and ``val_*`` at evaluation steps (the final evaluation in the last).
     metrics : dict
