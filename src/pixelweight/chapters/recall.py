@@ -259,7 +259,7 @@ def _claim_b(miou_change: Interval) -> Claim:
 
 def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -> Interval:
     """The paired difference ``a - b`` of the final metric ``key`` over the seeds (runs of
-    :meth:`Setup.run` or :meth:`Setup.committed_runs`, seeds in the same order)."""
+    :meth:`~pixelweight.chapters.Setup.run` or :meth:`~pixelweight.chapters.Setup.committed_runs`, seeds in the same order)."""
     from ..stats import paired_difference_ci
 
     import math
@@ -279,7 +279,7 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -
 
 def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
     """The primary claims (a) and (b) of ``02_experiments`` at the converged budget, from the
-    committed ``full`` records (:meth:`Setup.committed_runs` of the ``full`` setup): the same
+    committed ``full`` records (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full`` setup): the same
     claim texts as :func:`experiments_claims`, so that their recorded verdicts replace the
     early-training ones on the landing page and the scorecard. The scope says how many runs
     reached the plateau and whether the library changed since the records were made."""
