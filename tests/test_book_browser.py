@@ -395,14 +395,16 @@ def test_page_in_the_browser(page, book, server, browser):
     if empty:
         problems.append(f"{empty} empty figure(s)")
 
-    # a notebook that recorded verdicts shows them in its claims table, as labelled badges
+    # a notebook that recorded verdicts shows them in a claims table, as labelled badges (a
+    # claim may be in two tables, early training and converged: the recorded verdict, the
+    # later one, must be in one of them)
     recorded = book["verdicts"].get(page) or []
     if recorded:
         claims = browser.execute_script(
-            "const t = Array.from(document.querySelectorAll('table')).find(t =>"
+            "const ts = Array.from(document.querySelectorAll('table')).filter(t =>"
             "  /Source/.test(t.tHead?.textContent || '') && /Verdict/.test(t.tHead?.textContent || ''));"
-            "return t ? Array.from(t.tBodies[0].rows).map(r => r.cells[0].textContent + ' => '"
-            "  + (r.cells[4].querySelector('.sd-badge')?.textContent || '')) : null;")
+            "return ts.length ? ts.flatMap(t => Array.from(t.tBodies[0].rows).map(r => r.cells[0].textContent"
+            "  + ' => ' + (r.cells[4].querySelector('.sd-badge')?.textContent || ''))) : null;")
         if claims is None:
             problems.append("no claims table (columns Source ... Verdict) on a page that recorded verdicts")
         else:
