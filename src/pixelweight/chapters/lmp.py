@@ -131,7 +131,7 @@ STAGES = {
     "headline": Stage(
         "headline", "CE against LMP at the public defaults on chapter 0's long tail",
         scales={
-            "ci": Scale(get_profile("ci", steps=240, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16, depth=3)),
+            "ci": Scale(get_profile("ci", steps=215, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16, depth=3)),
             "full": Scale(_FULL_64, SCENES, ModelSpec(width=16, depth=3), train=PLATEAU),
         },
         arms=(Arm("CE", "ce"),
