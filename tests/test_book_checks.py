@@ -86,20 +86,20 @@ def test_scorecard_table_lists_every_recorded_claim():
     line = {"chapter": "02_recall", "claim": "recall loss raises mean accuracy over CE", "verdict": "supported",
             "source": "abstract", "ran": "recall vs CE", "effect": "+0.111 [0.028, 0.194]",
             "budget": "`ci` profile (early training): 340 steps, 3 seeds", "section": "claims", "label": "(a)",
-            "role": "primary", "design": "3 of 3 seeds; detectable ≥ 0.090"}
+            "scale": "DigitScenes 32x32, width-16 U-Net", "role": "primary", "design": "3 of 3 seeds; detectable ≥ 0.090"}
     old_style = {"chapter": "00_testbed", "claim": "CE under-recalls | rare classes", "verdict": "inconclusive"}
     execution = {"notebooks": {"notebooks/00_testbed/02_ce_baseline": {"verdicts": [old_style]},
                                "notebooks/02_recall/02_experiments": {"verdicts": [line]},
                                "notebooks/02_recall/01_derivation": {"verdicts": []}}}
     built = list(execution["notebooks"])
     rows = bb.scorecard_table(chapters, built, execution).splitlines()
-    assert rows[0] == "| Paper | Claim | Source | Budget | Effect [95% CI] | Verdict |"
+    assert rows[0] == "| Paper | Claim | Source | Budget and scale | Effect [95% CI] | Verdict |"
     assert len(rows) == 4
     assert rows[2] == ("| testbed | [CE under-recalls \\| rare classes](../notebooks/00_testbed/02_ce_baseline.ipynb) "
                        "| — | — | — | {bdg-warning}`? inconclusive` |")
     assert rows[3] == ("| {cite:t}`tian2022recall` | [**(a) recall loss raises mean accuracy over CE**]"
                        "(../notebooks/02_recall/02_experiments.ipynb#claims) | [abstract] | "
-                       "`ci` profile (early training): 340 steps, 3 seeds | +0.111 [0.028, 0.194] | "
+                       "`ci` profile (early training): 340 steps, 3 seeds; DigitScenes 32x32, width-16 U-Net | +0.111 [0.028, 0.194] | "
                        "{bdg-success}`✓ supported` (3 of 3 seeds; detectable ≥ 0.090) |")
     assert bb.scorecard_table(chapters, [], {"notebooks": {}}) == "No notebook of this build recorded a verdict yet."
 

@@ -95,7 +95,8 @@ def test_markdown_table_one_row_per_claim():
 
 
 def test_record_writes_the_scorecard_fields(tmp_path):
-    table = ClaimsTable("04_lmp", budget="`ci` profile: 300 steps, 3 seeds", section="claims-at-this-scale", claims=[
+    table = ClaimsTable("04_lmp", budget="`ci` profile: 300 steps, 3 seeds", section="claims-at-this-scale",
+                        scale="DigitScenes 64x64, width-16 U-Net", claims=[
         _claim(text="LMP improves mIoU over CE", label="(a)"),
         _claim(text="LMP beats focal loss", source="ours", verdict="contradicted", record=False),
     ])
@@ -108,6 +109,7 @@ def test_record_writes_the_scorecard_fields(tmp_path):
         "04_lmp", "supported", "abstract", "claims-at-this-scale", "(a)")
     assert line["effect"] == "+0.111 [0.028, 0.194]"
     assert line["budget"] == "`ci` profile: 300 steps, 3 seeds"
+    assert line["scale"] == "DigitScenes 64x64, width-16 U-Net"  # every row states its scope
     assert set(DETAIL_FIELDS) <= set(line)
     # recording again replaces, and a table of unrecorded rows records nothing
     table.record(tmp_path)

@@ -340,6 +340,10 @@ class ClaimsTable:
     checks : sequence of Check
         The chapter's numerical identities, shown in their own table below the claims and
         not recorded as claims.
+    scale : str, optional
+        The testbed and model, a few words (e.g. "DigitScenes 32x32, width-16 U-Net",
+        :meth:`pixelweight.chapters.Setup.scale_text`): recorded with every claim, so that
+        each scorecard row states its scope beside its budget.
     """
 
     chapter: str
@@ -348,6 +352,7 @@ class ClaimsTable:
     scope: str = ""
     section: str = "claims"
     checks: Sequence[Check] = ()
+    scale: str = ""
 
     def __post_init__(self):
         if not isinstance(self.chapter, str) or not _CHAPTER_RE.match(self.chapter):
@@ -370,6 +375,7 @@ class ClaimsTable:
         object.__setattr__(self, "checks", checks)
         _one_line(self.budget, "budget")
         _one_line(self.scope, "scope", empty=True)
+        _one_line(self.scale, "scale", empty=True)
         if not isinstance(self.section, str) or not _SECTION_RE.match(self.section):
             raise ValueError(f"section must be a heading anchor such as 'claims', got {self.section!r}")
 
@@ -408,14 +414,14 @@ class ClaimsTable:
         return {c.text: c.verdict for c in self.claims if c.record}
 
     def record(self, results_dir: Union[str, Path]) -> Optional[Path]:
-        """Record the verdicts, with source, what was run, effect, budget and section, in
+        """Record the verdicts, with source, what was run, effect, budget, scale and section, in
         ``results_dir`` (:func:`pixelweight.book.record_verdicts`). Returns the file's path,
         or ``None`` when no claim of the table is to be recorded."""
         from .book import record_verdicts
 
         details = {
             c.text: {"source": c.source, "ran": c.ran, "effect": c.effect_text(), "budget": self.budget,
-                     "section": self.section, "label": c.label, "role": "primary" if c.primary else "secondary",
+                     "scale": self.scale, "section": self.section, "label": c.label, "role": "primary" if c.primary else "secondary",
                      "design": c.design_text()}
             for c in self.claims if c.record
         }

@@ -266,9 +266,13 @@ def test_experiments_claims_texts_tags_and_verdicts():
     # an interval wholly on the claimed side: supported, for every claim
     assert {c.verdict for c in table.claims} == {"supported"}
     assert claims["(a)"].effect_text() == "+0.050 [0.020, 0.080] (+32% relative; moving average Δ = 0.050 [0.020, 0.080])"
-    assert claims["(d)"].ran == "frequency exponent β of the recall (batch) weights, last tenth of training vs step 1"
-    assert claims["(d)"].effect_text() == ("+0.60 [0.50, 0.70] (β 0.00 [-0.02, 0.02] at step 1, "
-                                           "0.60 [0.50, 0.70] at the end; inverse frequency: 1)")
+    assert claims["(d)"].ran == ("frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): "
+                                 "within ±0.25 of 0 at step 1, rising to the last tenth of training, and not past "
+                                 "1 + 0.1 there")
+    assert claims["(d)"].effect_text() == (
+        "β at the start (≈ 0) = 0.00 [-0.02, 0.02] (supported); −β at the start (≈ 0) = 0.00 [-0.02, 0.02] "
+        "(supported); Δ β (end − start) = +0.60 [0.50, 0.70] (supported); 1 − β at the end (not past inverse "
+        "frequency) = +0.40 [0.30, 0.50] (supported)")
     assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (supported); "
                                            "Δ mean prec. = -0.050 [-0.080, -0.020] (supported)")
     assert all(c.record for c in table.claims)
@@ -296,8 +300,18 @@ def test_experiments_claims_judging_rules():
     assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "contradicted"
     assert by_label(recall.experiments_claims(s, **effects(prec_vs_inverse=straddling_up())))["(c′)"].verdict \
         == "inconclusive"
-    # (d): β must rise
+    # (d): β must rise ...
     assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "contradicted"
+    # ... from near CE: a start far from β = 0 contradicts "from CE", one that may be is inconclusive
+    far = Interval(0.5, 0.4, 0.6, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_first=far)))["(d)"].verdict == "contradicted"
+    unsure = Interval(0.2, 0.1, 0.3, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_first=unsure)))["(d)"].verdict == "inconclusive"
+    # ... and "toward" inverse frequency, not past it
+    past = Interval(1.4, 1.3, 1.5, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_last=past)))["(d)"].verdict == "contradicted"
+    near = Interval(1.04, 0.99, 1.09, 3, 0.95)  # within the overshoot tolerance
+    assert by_label(recall.experiments_claims(s, **effects(beta_last=near)))["(d)"].verdict == "supported"
 
 
 def test_experiments_claims_at_full_say_longer_training():

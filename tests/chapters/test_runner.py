@@ -98,6 +98,44 @@ def test_staleness_follows_the_code_the_numbers_depend_on(tiny_record):
     assert _runner.stale_paths(unknown) is None
 
 
+def test_a_docstring_or_comment_changes_no_number():
+    before = 'def f(x):\n    """Double x."""\n    return 2 * x  # twice\n'
+    reworded = 'def f(x):\n    """Twice x, reworded."""\n    # a new comment\n    return 2 * x\n'
+    assert not _runner.code_changed(before, reworded)
+    assert _runner.code_changed(before, before.replace("2 * x", "3 * x"))
+    # a function that was only a docstring still differs from one with code
+    assert _runner.code_changed('def f():\n    """Doc."""\n', 'def f():\n    return 1\n')
+    assert not _runner.code_changed('class A:\n    """Doc."""\n', 'class A:\n    """Other."""\n')
+    # not Python, or Python that does not parse: compared as text
+    assert _runner.code_changed("a: 1\n", "a: 1 \n", "config.yaml")
+    assert _runner.code_changed("def (:\n", "def  (:\n")
+    assert not _runner.code_changed("x = 1\n", "x = 1\n", "config.yaml")
+
+
+def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    code = tmp_path / "src/pixelweight/losses/x.py"
+    code.parent.mkdir(parents=True)
+    code.write_text('def f():\n    """Doc."""\n    return 1\n')
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    record = types.SimpleNamespace(provenance={"git_commit": first, "git_dirty": False})
+    code.write_text('def f():\n    """Reworded doc."""\n    return 1  # same number\n')
+    git("commit", "-qam", "docs")
+    assert _runner.stale_paths(record, tmp_path) == []
+    code.write_text('def f():\n    """Reworded doc."""\n    return 2\n')
+    git("commit", "-qam", "code")
+    assert _runner.stale_paths(record, tmp_path) == ["src/pixelweight/losses/x.py"]
+
+
 def test_committed_runs_pair_the_seeds_and_match_the_stage(monkeypatch, tmp_path):
     """The converged records a chapter reads: only those of its full scale as it is today, only
     seeds every arm has, in seed order; and the section's fallback without records."""

@@ -98,7 +98,7 @@ def chapters_table(chapters: list[Chapter], toc_notebooks: list[str], built: lis
 def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) -> str:
     """The scorecard page's table: every recorded claim of every chapter in this build, with
     the paper, the claim (linked to the section of the page that tests it), its source tag,
-    the budget it was tested at, the effect with its interval and the verdict's label.
+    the budget and scale it was tested at, the effect with its interval and the verdict's label.
 
     The fields come from the verdicts a notebook recorded through
     :meth:`pixelweight.claims.ClaimsTable.record`; a verdict recorded without them shows "—".
@@ -108,7 +108,7 @@ def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| Paper | Claim | Source | Budget | Effect [95% CI] | Verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| Paper | Claim | Source | Budget and scale | Effect [95% CI] | Verdict |", "|---|---|---|---|---|---|"]
     for chapter in chapters:
         papers = "; ".join(f"{{cite:t}}`{key}`" for key in chapter.papers) or "testbed"
         for entry in (e for e in built if chapter_of(e) == chapter.folder):
@@ -120,7 +120,7 @@ def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) 
                 claim = f"[{cell(title)}](../{entry}.ipynb{anchor})"  # from book/scorecard.md
                 source = f"[{line['source']}]" if line.get("source") else "—"
                 lines.append(" | ".join([
-                    f"| {papers}", claim, source, cell(line.get("budget", "—")), cell(line.get("effect", "—")),
+                    f"| {papers}", claim, source, cell("; ".join(x for x in (line.get("budget", "—"), line.get("scale")) if x)), cell(line.get("effect", "—")),
                     verdict_badge(line["verdict"]) + (f" ({cell(line['design'])})" if line.get("design") else "") + " |",
                 ]))
     if len(lines) == 2:

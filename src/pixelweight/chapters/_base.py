@@ -50,6 +50,7 @@ __all__ = [
     "metric_frame",
     "per_class_frame",
     "group_metric_frame",
+    "history_curve",
 ]
 
 #: Data seeds, fixed and separate from the training seeds: every training seed of every arm
@@ -496,6 +497,11 @@ class Setup:
         "`ci` (early training): 450 steps, 3 seeds, 64x64 scenes, width-16 U-Net"."""
         return f"{self.budget()}, {self.data.size}x{self.data.size} scenes, {self.model.describe()}"
 
+    def scale_text(self) -> str:
+        """The testbed and model of this setup, e.g. "DigitScenes 64x64, width-16 U-Net": the
+        scope every recorded claim carries beside its budget."""
+        return f"{self.data.dataset} {self.data.size}x{self.data.size}, {self.model.describe()}"
+
     # -- factories ---------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         """A fresh model (call it after seeding)."""
@@ -535,7 +541,7 @@ class Setup:
         from ..claims import ClaimsTable
 
         return ClaimsTable(self.chapter, claims, budget=self.budget(), scope=self.describe(), section=section,
-                           checks=checks)
+                           checks=checks, scale=self.scale_text())
 
     def record_config(self, **extra: Any) -> Dict[str, Any]:
         """What a record of this setup holds beside the profile and the splits' configs."""
@@ -616,6 +622,43 @@ class Setup:
         seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))
         return {label: [by_seed[s] for s in seeds] for label, by_seed in found.items()} if seeds else {}
 
+    def converged(self, claims: Callable[["Setup", Mapping[str, Sequence["CommittedRun"]]], Any],
+                  arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims") -> "Converged":
+        """The stage's claims judged on its committed converged records: ``claims(self, runs)``
+        (a chapter's claims function, e.g. :func:`pixelweight.chapters.testbed.baseline_claims`)
+        on :meth:`committed_runs` of ``arms`` (default: all the stage's), its table labelled
+        with the records' status (:func:`converged_table`). Needs the ``full`` setup. Without
+        a committed record of every arm of ``arms`` the result has no table
+        (``Converged.available`` is false)."""
+        if self.profile.name != "full":
+            raise ValueError(f"converged claims need the full setup, got profile {self.profile.name!r}")
+        if not callable(claims):
+            raise TypeError(f"claims must be a function (setup, runs) -> ClaimsTable, got {type(claims).__name__}")
+        wanted = self.arms if arms is None else tuple(arms)
+        runs = self.committed_runs(wanted)
+        missing = [a.label for a in wanted if a.label not in runs]
+        if missing:
+            return Converged(None, {}, {}, missing=tuple(missing))
+        return Converged(converged_table(claims(self, runs), runs, section=section), runs, committed_status(runs))
+
+    def show_converged(self, claims: Callable, results_dir: Optional[str] = None,
+                       arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims") -> "Converged":
+        """:meth:`converged` shown in the notebook, its verdicts recorded in ``results_dir``
+        (after the early-training ones, which they replace on the landing page and the
+        scorecard); without records, a paragraph that says so and how to make them."""
+        from ..book import markdown
+
+        result = self.converged(claims, arms=arms, section=section)
+        if not result.available:
+            markdown(f"No converged (`full`) record of {', '.join(result.missing)} is committed for this "
+                     f"stage: the claims above are measured early in training only. "
+                     f"`make results CHAPTER={self.chapter}` makes them.")
+            return result
+        result.table.show()
+        if results_dir is not None:
+            result.table.record(results_dir)
+        return result
+
     def show_committed(self, names: Optional[Sequence[str]] = None,
                        columns: Sequence[str] = ("seed", "test_miou", "device", "commit")) -> None:
         """Display the committed ``full`` records of this stage, or say that none is committed."""
@@ -666,6 +709,121 @@ def committed_status(runs: Mapping[str, Sequence[CommittedRun]]) -> Dict[str, An
             "commits": sorted({r.record.provenance.get("git_commit", "unknown")[:10] for r in flat}),
             "devices": sorted({r.device for r in flat}),
             "hours": sum(r.wall_time_s for r in flat) / 3600}
+
+
+def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: str = "converged-claims"):
+    """``table`` (a :class:`~pixelweight.claims.ClaimsTable` judged on committed runs)
+    labelled with the runs' status: its scope says from which commits the records are, how
+    many runs reached the plateau and whether the library changed since (stale); a stale
+    table's budget says "STALE records", so that the scorecard never shows a stale verdict
+    as current."""
+    from ..claims import ClaimsTable
+
+    if not isinstance(table, ClaimsTable):
+        raise TypeError(f"a claims function must return a ClaimsTable, got {type(table).__name__}")
+    status = committed_status(runs)
+    if not status["runs"]:
+        raise ValueError("converged claims need at least one committed run")
+    plateau = (f"{status['plateau_reached']} of {status['plateau_measured']} runs reached the plateau"
+               if status["plateau_measured"] else "plateau not measured")
+    if status["stale"]:
+        stale = "STALE: the library changed since the records were made (" + ", ".join(status["stale"]) + ")"
+    elif status["known"]:
+        stale = "records current with the library"
+    else:
+        stale = "staleness unknown (no git history)"
+    budget = table.budget + ("; STALE records" if status["stale"] else "")
+    return ClaimsTable(table.chapter, table.claims, budget=budget, section=section, checks=table.checks,
+                       scale=table.scale,
+                       scope=f"{table.scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Converged:
+    """A stage's converged section (:meth:`Setup.converged`): the claims ``table`` judged on the
+    committed ``runs`` and their ``status`` (:func:`committed_status`); without records
+    (``available`` false) ``table`` is ``None`` and ``missing`` names the arms without one.
+    :meth:`text` gives what the prose cites, ``"—"`` without records."""
+
+    table: Any
+    runs: Mapping[str, Sequence[CommittedRun]]
+    status: Mapping[str, Any]
+    missing: Tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.table is not None
+
+    def claim(self, label: str):
+        """The claim labelled (or, failing that, worded) ``label``."""
+        if not self.available:
+            raise ValueError(f"no converged records: {', '.join(self.missing)} missing")
+        for c in self.table.claims:
+            if label in (c.label, c.text):
+                return c
+        raise KeyError(f"no claim {label!r}; there are {[c.label or c.text for c in self.table.claims]}")
+
+    def text(self) -> Dict[str, str]:
+        """``verdict <label>`` and ``effect <label>`` of each claim, ``plateau`` ("9 of 10"),
+        ``seeds``, ``hours`` and ``stale`` ("current" / "stale" / "unknown") as text."""
+        if not self.available:
+            return {"plateau": "—", "seeds": "0", "hours": "—", "stale": "—"}
+        out = {}
+        for c in self.table.claims:
+            key = c.label or c.text
+            out[f"verdict {key}"], out[f"effect {key}"] = c.verdict, c.effect_text()
+        status = self.status
+        out.update(plateau=f"{status['plateau_reached']} of {status['plateau_measured']}",
+                   seeds=str(min(len(rs) for rs in self.runs.values())), hours=f"{status['hours']:.1f}",
+                   stale="stale" if status["stale"] else "current" if status["known"] else "unknown")
+        return out
+
+
+def history_curve(runs: Mapping[str, Sequence[Any]], value: Callable[[Mapping[str, Any]], float], a: str,
+                  b: Optional[str] = None):
+    """A quantity along training, with its 95% interval over seeds: ``value(entry)`` of every
+    history entry of the runs of ``a`` that has it (``value`` returns ``None`` for an entry
+    without it, e.g. a step without validation), as the paired difference ``a - b`` by seed
+    when ``b`` is given, else as the mean over seeds. A DataFrame of ``step``, ``mean``,
+    ``low``, ``high`` and ``n`` (steps with fewer than two seeds are left out; empty when
+    ``runs`` lacks ``a`` or ``b``): the learning curve that shows whether an effect measured
+    early in training survives to the plateau."""
+    import math
+
+    import pandas as pd
+
+    from ..stats import mean_ci, paired_difference_ci
+
+    if not callable(value):
+        raise TypeError(f"value must be a function of a history entry, got {type(value).__name__}")
+    columns = ["step", "mean", "low", "high", "n"]
+    if a not in runs or (b is not None and b not in runs):
+        return pd.DataFrame([], columns=columns)
+
+    def by_step(run) -> Dict[int, float]:
+        out = {}
+        for entry in run.history:
+            v = value(entry)
+            if v is not None:
+                if not math.isfinite(v):
+                    raise ValueError(f"the value at step {entry.get('step')} is not finite: {v!r}")
+                out[entry["step"]] = float(v)
+        return out
+
+    sides = [[by_step(r) for r in runs[a]]] + ([[by_step(r) for r in runs[b]]] if b is not None else [])
+    rows = []
+    for step in sorted({s for seed in sides[0] for s in seed}):
+        if b is None:
+            values = [seed[step] for seed in sides[0] if step in seed]
+            if len(values) >= 2:
+                iv = mean_ci(values)
+                rows.append({"step": step, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+            continue
+        pairs = [(x[step], y[step]) for x, y in zip(*sides) if step in x and step in y]
+        if len(pairs) >= 2:
+            iv = paired_difference_ci([p[0] for p in pairs], [p[1] for p in pairs])
+            rows.append({"step": step, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def metric_frame(results: Mapping[str, Sequence[TrainResult]], keys: Sequence[str]):
@@ -788,4 +946,4 @@ class Chapter:
         return Setup(self.folder, self.stage(stage), profile, device=device, results_dir=results_dir)
 
 
-__all__ += ["Chapter", "CommittedRun", "committed_status"]
+__all__ += ["Chapter", "CommittedRun", "Converged", "committed_status", "converged_table"]

@@ -12,6 +12,7 @@ stated tolerance, naming the packages whose versions differ.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import subprocess
@@ -299,22 +300,73 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, pr
 
 
 def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[str]]:
-    """The files of :data:`CODE_PATHS` changed since the commit that made ``record`` (a
-    :class:`~pixelweight.results.RunRecord`): empty when the record is current, ``None``
-    when it cannot be told (no git, or the commit is not in this clone). A record made
+    """The files of :data:`CODE_PATHS` whose code changed since the commit that made
+    ``record`` (a :class:`~pixelweight.results.RunRecord`): empty when the record is current,
+    ``None`` when it cannot be told (no git, or the commit is not in this clone). A Python
+    file counts as changed when its syntax tree, docstrings left out, differs
+    (:func:`code_changed`): a reworded docstring or comment changes no number. A record made
     from a tree with uncommitted changes is stale by its own account."""
     commit = record.provenance.get("git_commit")
     if not commit or commit == "unknown":
         return None
     repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[3]
-    try:
-        out = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *CODE_PATHS], cwd=repo,
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
+    head = _git(str(repo), "rev-parse", "HEAD")
+    changed = _changed_code(str(repo), commit, head.strip()) if head else None
+    if changed is None:
         return None
-    if out.returncode != 0:
-        return None
-    changed = [line for line in out.stdout.splitlines() if line.strip()]
+    changed = list(changed)
     if record.provenance.get("git_dirty"):
         changed.append("(uncommitted changes when the record was made)")
     return changed
+
+
+def _git(repo: str, *args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _changed_code(repo: str, commit: str, head: str) -> Optional[Tuple[str, ...]]:
+    """The files of :data:`CODE_PATHS` whose code differs between ``commit`` and ``head``
+    (cached: the records of a chapter share a few commits)."""
+    names = _git(repo, "diff", "--name-only", commit, head, "--", *CODE_PATHS)
+    if names is None:
+        return None
+    changed = []
+    for name in (line.strip() for line in names.splitlines()):
+        if not name:
+            continue
+        before, after = _git(repo, "show", f"{commit}:{name}"), _git(repo, "show", f"{head}:{name}")
+        if before is None or after is None or code_changed(before, after, name):
+            changed.append(name)  # added, removed, or changed code
+    return tuple(changed)
+
+
+def code_changed(before: str, after: str, name: str = "file.py") -> bool:
+    """Whether two versions of a file differ in what they compute: for Python, their syntax
+    trees with every docstring removed (comments and formatting are not in the tree); any
+    other file, or Python that does not parse, by its text."""
+    import ast
+
+    if not name.endswith(".py"):
+        return before != after
+    try:
+        trees = [ast.parse(text) for text in (before, after)]
+    except SyntaxError:
+        return before != after
+    return ast.dump(_without_docstrings(trees[0])) != ast.dump(_without_docstrings(trees[1]))
+
+
+def _without_docstrings(tree):
+    import ast
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree

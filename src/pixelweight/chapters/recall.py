@@ -41,6 +41,8 @@ __all__ = [
     "CHAPTER",
     "EXPONENTS",
     "MIOU_TOLERANCE",
+    "BETA_START_MARGIN",
+    "BETA_OVERSHOOT",
     "STAGES",
     "experiments_claims",
     "frequency_exponent",
@@ -48,6 +50,7 @@ __all__ = [
     "setup",
     "sweep_claims",
     "converged_claims",
+    "primary_claims",
     "show_converged",
     "learning_curve",
     "paired_effect",
@@ -121,6 +124,11 @@ EXPONENTS = (0.0, 1.0, 2.0)
 
 #: "Competitive mIoU" (claim (b)), our reading: at most this far below CE.
 MIOU_TOLERANCE = 0.02
+#: Claim (d), our reading of "from CE": the weights' frequency exponent β at the first logged
+#: step within this margin of 0 (CE), both ways ...
+BETA_START_MARGIN = 0.25
+#: ... and "toward inverse frequency", not past it: β at the end no more than this above 1.
+BETA_OVERSHOOT = 0.1
 
 
 def sweep_run_name(s: float, arm: Arm) -> str:
@@ -277,90 +285,62 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -
     return paired_difference_ci(*values)
 
 
+def primary_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
+    """The primary claims (a) and (b) of ``02_experiments`` judged on ``runs`` (live or
+    committed; ``"CE"`` and ``"recall (batch)"`` paired by seed): the same claim texts as
+    :func:`experiments_claims`, so that verdicts recorded from the converged runs replace the
+    early-training ones on the landing page and the scorecard."""
+    _check_setup(setup, "experiments")
+    acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
+    ce_acc = sum(r.metrics["test_mean_accuracy"] for r in runs["CE"]) / len(runs["CE"])
+    return setup.claims_table(section="converged-claims", claims=[
+        _claim_a(acc, f"{100 * acc.mean / ce_acc:+.0f}% relative"),
+        _claim_b(paired_effect(runs, "recall (batch)", "CE", "test_miou")),
+    ])
+
+
 def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
-    """The primary claims (a) and (b) of ``02_experiments`` at the converged budget, from the
-    committed ``full`` records (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full`` setup): the same
-    claim texts as :func:`experiments_claims`, so that their recorded verdicts replace the
-    early-training ones on the landing page and the scorecard. The scope says how many runs
-    reached the plateau and whether the library changed since the records were made."""
-    from ._base import committed_status
+    """:func:`primary_claims` at the converged budget, from the committed ``full`` records
+    (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full`` setup), labelled with
+    the records' status (:func:`~pixelweight.chapters.converged_table`: how many runs reached
+    the plateau, whether the library changed since the records were made)."""
+    from ._base import converged_table
 
     _check_setup(setup, "experiments")
     if setup.profile.name != "full":
         raise ValueError(f"converged claims need the full setup, got profile {setup.profile.name!r}")
-    status = committed_status(runs)
-    acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
-    ce_acc = sum(r.metrics["test_mean_accuracy"] for r in runs["CE"]) / len(runs["CE"])
-    table = setup.claims_table(section="converged-claims", claims=[
-        _claim_a(acc, f"{100 * acc.mean / ce_acc:+.0f}% relative"),
-        _claim_b(paired_effect(runs, "recall (batch)", "CE", "test_miou")),
-    ])
-    plateau = (f"{status['plateau_reached']} of {status['plateau_measured']} runs reached the plateau"
-               if status["plateau_measured"] else "plateau not measured")
-    stale = ("records current with the library" if status["known"] and not status["stale"] else
-             "STALE: the library changed since the records were made (" + ", ".join(status["stale"]) + ")"
-             if status["stale"] else "staleness unknown (no git history)")
-    # a stale verdict says so wherever it is shown: the scorecard prints the budget
-    budget = table.budget + ("; STALE records" if status["stale"] else "")
-    return ClaimsTable(table.chapter, table.claims, budget=budget, section=table.section,
-                       scope=f"{table.scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
+    return converged_table(primary_claims(setup, runs), runs)
 
 
 def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
     """The converged section of ``02_experiments`` in one call: reads the committed ``full``
-    records of the stage (``setup`` is the ``full`` setup), shows :func:`converged_claims` and
-    records its verdicts in ``results_dir`` (after the early-training ones, which they replace),
-    or says that no converged record is committed. Returns what the prose cites: the
+    records of CE and recall (batch) (``setup`` is the ``full`` setup), shows
+    :func:`converged_claims` and records its verdicts in ``results_dir`` (after the
+    early-training ones, which they replace), or says that no converged record is committed
+    (:meth:`~pixelweight.chapters.Setup.show_converged`). Returns what the prose cites: the
     verdicts, effects and status as text (``"—"`` without records), the runs and the
     :func:`learning_curve` frame (empty without records)."""
-    from ..book import markdown
-    from ._base import committed_status
-
-    runs = setup.committed_runs([setup.arm("CE"), setup.arm("recall (batch)")])  # paired on their own seeds
-    if not {"CE", "recall (batch)"} <= set(runs):
-        markdown("No converged (`full`) record of CE and recall loss is committed for this chapter: the "
-                 f"claims above are measured early in training only. `make results CHAPTER={setup.chapter}` "
-                 "makes them.")
+    _check_setup(setup, "experiments")
+    result = setup.show_converged(primary_claims, results_dir, arms=[setup.arm("CE"), setup.arm("recall (batch)")])
+    text = result.text()
+    if not result.available:
         return {"runs": {}, "curve": learning_curve({}), "verdict_a": "—", "verdict_b": "—",
-                "effect_a": "—", "effect_b": "—", "plateau": "—", "seeds": "0", "hours": "—"}
-    table = converged_claims(setup, runs)
-    table.show()
-    if results_dir is not None:
-        table.record(results_dir)
-    status = committed_status(runs)
-    a, b = table.claims
-    return {"runs": runs, "curve": learning_curve(runs), "verdict_a": a.verdict, "verdict_b": b.verdict,
-            "effect_a": a.effect_text(), "effect_b": b.effect_text(),
-            "plateau": f"{status['plateau_reached']} of {status['plateau_measured']}",
-            "seeds": str(len(runs["CE"])), "hours": f"{status['hours']:.1f}"}
+                "effect_a": "—", "effect_b": "—", "plateau": "—", "seeds": "0", "hours": "—", "result": result}
+    return {"runs": result.runs, "curve": learning_curve(result.runs), "verdict_a": text["verdict (a)"],
+            "verdict_b": text["verdict (b)"], "effect_a": text["effect (a)"], "effect_b": text["effect (b)"],
+            "plateau": text["plateau"], "seeds": text["seeds"], "hours": text["hours"], "result": result}
 
 
 def learning_curve(runs: Mapping[str, Sequence[Any]], a: str = "recall (batch)", b: str = "CE",
                    key: str = "mean_accuracy"):
     """The paired difference ``a - b`` of the validation metric ``key`` at every evaluation
     of the runs' histories (``val_<key>``): a DataFrame of ``step``, ``mean``, ``low``,
-    ``high`` (95% interval over seeds) and ``n``. Shows whether a difference measured early
-    in training survives to the plateau."""
-    import pandas as pd
-
-    from ..stats import paired_difference_ci
+    ``high`` (95% interval over seeds) and ``n`` (:func:`~pixelweight.chapters.history_curve`).
+    Shows whether a difference measured early in training survives to the plateau."""
+    from ._base import history_curve
 
     column = f"val_{key}"
-    rows = []
-    if a not in runs or b not in runs:
-        return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "n"])
-    steps = sorted({h["step"] for r in runs[a] for h in r.history if column in h})
-    for step in steps:
-        values = []
-        for ra, rb in zip(runs[a], runs[b]):
-            va = [h[column] for h in ra.history if h["step"] == step and column in h]
-            vb = [h[column] for h in rb.history if h["step"] == step and column in h]
-            if va and vb:
-                values.append((va[0], vb[0]))
-        if len(values) >= 2:
-            iv = paired_difference_ci([v[0] for v in values], [v[1] for v in values])
-            rows.append({"step": step, "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
-    return pd.DataFrame(rows, columns=["step", "mean", "low", "high", "n"])
+    return history_curve(runs, lambda entry: entry.get(column), a, b)
 
 
 def experiments_claims(
@@ -395,10 +375,13 @@ def experiments_claims(
       tenth of training minus at ``first_step``; ``beta_first``, ``beta_last``: the two β
       themselves (mean over seeds).
 
-    How each claim is judged: (a) and (d) the effect above 0; (b) mIoU no more than
+    How each claim is judged: (a) the effect above 0; (b) mIoU no more than
     :data:`MIOU_TOLERANCE` below CE; (c) composite, mean accuracy up **and** mean precision
-    down; (c′) composite, precision and mIoU both above inverse-frequency CE (composite
-    verdicts combine by :func:`pixelweight.stats.combine_verdicts`).
+    down; (c′) composite, precision and mIoU both above inverse-frequency CE; (d) the property
+    the abstract states, composite: β within :data:`BETA_START_MARGIN` of 0 (CE) at
+    ``first_step``, rising (``beta_change`` above 0), and at the end no more than
+    :data:`BETA_OVERSHOOT` above 1 (inverse frequency). Composite verdicts combine by
+    :func:`pixelweight.stats.combine_verdicts`.
     """
     _check_setup(setup, "experiments")
     _check_intervals(acc_gain=acc_gain, acc_gain_ma=acc_gain_ma, miou_change=miou_change,
@@ -421,12 +404,22 @@ def experiments_claims(
               evidence=[Evidence("Δ mean prec.", prec_vs_inverse, direction=+1),
                         Evidence("Δ mIoU", miou_vs_inverse, direction=+1)]),
         Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
-              ran=f"frequency exponent β of the recall (batch) weights, last tenth of training vs step {first_step}",
+              ran=f"frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): within "
+                  f"±{BETA_START_MARGIN:g} of 0 at step {first_step}, rising to the last tenth of training, and "
+                  f"not past 1 + {BETA_OVERSHOOT:g} there",
               digits=2,
-              detail=f"β {beta_first.format(2)} at step {first_step}, {beta_last.format(2)} at the end; "
-                     "inverse frequency: 1",
-              evidence=Evidence("Δ β", beta_change, direction=+1)),
+              evidence=[Evidence("β at the start (≈ 0)", beta_first, tolerance=BETA_START_MARGIN),
+                        Evidence("−β at the start (≈ 0)", _negated(beta_first), tolerance=BETA_START_MARGIN),
+                        Evidence("Δ β (end − start)", beta_change, direction=+1),
+                        Evidence("1 − β at the end (not past inverse frequency)", _negated(beta_last, 1.0),
+                                 tolerance=BETA_OVERSHOOT)]),
     ])
+
+
+def _negated(effect: Interval, offset: float = 0.0) -> Interval:
+    """``offset - effect`` as an interval (its per-seed values too)."""
+    return Interval(offset - effect.mean, offset - effect.high, offset - effect.low, effect.n, effect.confidence,
+                    tuple(offset - v for v in effect.values))
 
 
 def sweep_claims(setup: Setup, *, gains: Mapping[float, Interval], growth: Interval) -> ClaimsTable:
