@@ -112,6 +112,22 @@ def test_a_docstring_or_comment_changes_no_number():
     assert not _runner.code_changed("x = 1\n", "x = 1\n", "config.yaml")
 
 
+def test_adding_a_loss_beside_the_old_ones_changes_no_number():
+    before = ('from .ce import CrossEntropyLoss\n__all__ = ["CrossEntropyLoss"]\n'
+              'def f(x):\n    return x\nregister_loss("ce", f)\n')
+    added = ('from .ce import CrossEntropyLoss\nfrom .wfm import WeightedFMeasureLoss\n'
+             '__all__ = ["CrossEntropyLoss", "WeightedFMeasureLoss"]\n'
+             'def f(x):\n    return x\ndef g(x):\n    return -x\nregister_loss("ce", f)\nregister_loss("wfm", g)\n')
+    assert not _runner.code_changed(before, added)
+    # but redefining a name, changing or removing a statement, or any other new statement counts
+    assert _runner.code_changed(before, before + "def f(x):\n    return 2 * x\n")
+    assert _runner.code_changed(before, before.replace("return x", "return x + 0"))
+    assert _runner.code_changed(before, before.replace('register_loss("ce", f)\n', ""))
+    assert _runner.code_changed(before, before + "x = 1\n")
+    assert _runner.code_changed(before, before + "print(1)\n")
+    assert _runner.code_changed(before, before + "import math as f\n")
+
+
 def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
     import subprocess
 
@@ -130,6 +146,10 @@ def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
     record = types.SimpleNamespace(provenance={"git_commit": first, "git_dirty": False})
     code.write_text('def f():\n    """Reworded doc."""\n    return 1  # same number\n')
     git("commit", "-qam", "docs")
+    assert _runner.stale_paths(record, tmp_path) == []
+    (code.parent / "new.py").write_text("def g():\n    return 3\n")  # a new loss file: nothing old uses it
+    git("add", "-A")
+    git("commit", "-qm", "a new loss")
     assert _runner.stale_paths(record, tmp_path) == []
     code.write_text('def f():\n    """Reworded doc."""\n    return 2\n')
     git("commit", "-qam", "code")

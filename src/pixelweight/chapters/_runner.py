@@ -303,9 +303,10 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
     """The files of :data:`CODE_PATHS` whose code changed since the commit that made
     ``record`` (a :class:`~pixelweight.results.RunRecord`): empty when the record is current,
     ``None`` when it cannot be told (no git, or the commit is not in this clone). A Python
-    file counts as changed when its syntax tree, docstrings left out, differs
-    (:func:`code_changed`): a reworded docstring or comment changes no number. A record made
-    from a tree with uncommitted changes is stale by its own account."""
+    file counts as changed when its code changed (:func:`code_changed`): a reworded docstring
+    or comment, or a new loss added beside the old ones, changes no number of an existing
+    record; a new file no old code imports changes none either. A record made from a tree
+    with uncommitted changes is stale by its own account."""
     commit = record.provenance.get("git_commit")
     if not commit or commit == "unknown":
         return None
@@ -340,24 +341,77 @@ def _changed_code(repo: str, commit: str, head: str) -> Optional[Tuple[str, ...]
         if not name:
             continue
         before, after = _git(repo, "show", f"{commit}:{name}"), _git(repo, "show", f"{head}:{name}")
+        if before is None and after is not None:
+            continue  # a new file: only changed old code could import it, and that shows itself
         if before is None or after is None or code_changed(before, after, name):
-            changed.append(name)  # added, removed, or changed code
+            changed.append(name)  # removed, or changed code
     return tuple(changed)
 
 
 def code_changed(before: str, after: str, name: str = "file.py") -> bool:
-    """Whether two versions of a file differ in what they compute: for Python, their syntax
-    trees with every docstring removed (comments and formatting are not in the tree); any
-    other file, or Python that does not parse, by its text."""
+    """Whether two versions of a file differ in what they compute for code that existed before.
+
+    For Python, their syntax trees are compared with every docstring and the ``__all__``
+    lists removed (comments and formatting are not in the tree). A change that only *adds*
+    to a module is no change: new imports, functions and classes under names the module did
+    not bind before, and new ``register_loss(...)`` calls (a chapter adding a loss registers
+    it; the losses a record ran are untouched). Any other difference counts. Any other file,
+    or Python that does not parse, is compared by its text."""
     import ast
 
     if not name.endswith(".py"):
         return before != after
     try:
-        trees = [ast.parse(text) for text in (before, after)]
+        old, new = (_without_docstrings(ast.parse(text)).body for text in (before, after))
     except SyntaxError:
         return before != after
-    return ast.dump(_without_docstrings(trees[0])) != ast.dump(_without_docstrings(trees[1]))
+    old, new = ([st for st in body if not _is_all(st)] for body in (old, new))
+    old_dumps, new_dumps = [ast.dump(st) for st in old], [ast.dump(st) for st in new]
+    if old_dumps == new_dumps:
+        return False
+    bound = {n for st in old for n in _bound_names(st)}
+    kept = iter(old_dumps)
+    pending = next(kept, None)
+    for st, dump in zip(new, new_dumps):
+        if dump == pending:
+            pending = next(kept, None)
+        elif not _is_addition(st, bound):
+            return True
+    return pending is not None  # a statement of the old module is gone
+
+
+def _is_all(statement) -> bool:
+    import ast
+
+    targets = statement.targets if isinstance(statement, ast.Assign) else \
+        [statement.target] if isinstance(statement, (ast.AugAssign, ast.AnnAssign)) else []
+    return any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+
+
+def _bound_names(statement) -> List[str]:
+    import ast
+
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [statement.name]
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return [(a.asname or a.name).split(".")[0] for a in statement.names]
+    if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return []
+
+
+def _is_addition(statement, bound) -> bool:
+    """A top-level statement that adds to a module without touching what it had: a new
+    import or definition under an unused name, or a ``register_loss(...)`` call."""
+    import ast
+
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        return not set(_bound_names(statement)) & bound
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+        func = statement.value.func
+        return (func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)) == "register_loss"
+    return False
 
 
 def _without_docstrings(tree):
