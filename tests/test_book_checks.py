@@ -101,6 +101,10 @@ def test_scorecard_table_lists_every_recorded_claim():
                        "(../notebooks/02_recall/02_experiments.ipynb#claims) | [abstract] | "
                        "`ci` profile (early training): 340 steps, 3 seeds; DigitScenes 32x32, width-16 U-Net | +0.111 [0.028, 0.194] | "
                        "{bdg-success}`✓ supported` (3 of 3 seeds; detectable ≥ 0.090) |")
+    stale = {**line, "stale": "yes"}
+    execution["notebooks"]["notebooks/02_recall/02_experiments"]["verdicts"] = [stale]
+    assert bb.scorecard_table(chapters, built, execution).splitlines()[3].endswith(
+        "(3 of 3 seeds; detectable ≥ 0.090) **⚠ STALE records** |")
     assert bb.scorecard_table(chapters, [], {"notebooks": {}}) == "No notebook of this build recorded a verdict yet."
 
 

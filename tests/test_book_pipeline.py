@@ -73,6 +73,14 @@ def test_verdict_summary_counts_the_primary_claims_first():
     assert bb.verdict_summary(found) == "primary: 1 supported, 1 inconclusive (2 of 3 claims)"
 
 
+def test_verdict_summary_says_when_a_verdict_comes_from_stale_records():
+    found = [{**_v("supported"), "role": "primary", "stale": "yes"}, {**_v("inconclusive"), "role": "primary"},
+             {**_v("contradicted"), "role": "secondary", "stale": "yes"}]
+    assert bb.verdict_summary(found) == ("primary: 1 supported, 1 inconclusive (2 of 3 claims; "
+                                         "⚠ 1 from STALE records)")
+    assert bb.verdict_summary([{**_v("inconclusive"), "stale": ""}]) == "1 inconclusive (1 claim)"
+
+
 def test_chapters_table_rows():
     toc = ["notebooks/00_base/01_x", "notebooks/00_base/02_y", "notebooks/01_a/01_z", "notebooks/02_b/01_w"]
     built = toc[:3]  # a partial build: 02_b left out

@@ -241,30 +241,29 @@ _ = claims.record(results_dir)
 setup_full = testbed.setup("baseline", "full", chapter=chapter)
 converged = setup_full.show_converged(testbed.baseline_claims, results_dir)
 full_text = converged.text()
-for key in ("plateau", "seeds", "hours"):
-    glue(f"full_{key}", full_text[key])
+full_gap = testbed.rare_recall_gap(setup_full, converged.runs) if converged.available else gap
 if converged.available:
-    full_gap = testbed.rare_recall_gap(setup_full, converged.runs)
-    glue("full_gap", full_gap.gap.format(2))
-    glue("full_verdict", converged.table.claims[0].verdict)
-    glue("full_recall_rare", f"{np.mean(full_gap.recall_rare):.2f}")
-    glue("full_recall_frequent", f"{np.mean(full_gap.recall_frequent):.2f}")
-    glue("full_miou", mean_ci([r.metrics["test_miou"] for r in converged.runs["CE"]]).format(3))
-else:
-    for key in ("full_gap", "full_verdict", "full_recall_rare", "full_recall_frequent", "full_miou"):
-        glue(key, "—")
+    markdown(
+        f"At the converged budget ({full_text['seeds']} seeds; {full_text['plateau']} runs reached the plateau; "
+        f"{full_text['hours']} hours of training in all) CE reaches a test mIoU of "
+        f"{mean_ci([r.metrics['test_miou'] for r in converged.runs['CE']]).format(3)}; the five most frequent "
+        f"digits a mean recall of {np.mean(full_gap.recall_frequent):.2f}, the five rarest "
+        f"{np.mean(full_gap.recall_rare):.2f}: a gap of {full_gap.gap.format(2)}, so the claim is "
+        f"**{converged.table.claims[0].verdict}** at the plateau. The figure follows the gap along training on "
+        "the validation split.")
 
 # %% tags=["hide-input"]
-# The recall gap along training: validation recall of the frequent minus the rare half, per seed
-FREQUENT_IDX = [CLASS_NAMES.index(n) for n in gap.frequent]
-RARE_IDX = [CLASS_NAMES.index(n) for n in gap.rare]
+# The recall gap along training: validation recall of the frequent minus the rare half (the
+# halves of the converged runs' training split), per seed; records store an undefined recall as null
+FREQUENT_IDX = [CLASS_NAMES.index(n) for n in full_gap.frequent]
+RARE_IDX = [CLASS_NAMES.index(n) for n in full_gap.rare]
 
 
 def gap_at(entry):
-    recall = entry.get("val_recall")
-    if recall is None:
+    if entry.get("val_recall") is None:
         return None
-    return float(np.nanmean([recall[c] for c in FREQUENT_IDX]) - np.nanmean([recall[c] for c in RARE_IDX]))
+    recall = np.asarray(entry["val_recall"], dtype=float)
+    return float(np.nanmean(recall[FREQUENT_IDX]) - np.nanmean(recall[RARE_IDX]))
 
 
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))
@@ -282,11 +281,3 @@ ax.set_ylabel("recall gap, validation\n(frequent − rare digits)")
 ax.set_title("How much more of the frequent digits CE recalls, along training")
 ax.legend(frameon=False, fontsize="small")
 plt.show()
-
-# %% [markdown]
-# At the converged budget ({glue:text}`full_seeds` seeds; {glue:text}`full_plateau` runs
-# reached the plateau; {glue:text}`full_hours` hours of training in all) CE reaches a test
-# mIoU of {glue:text}`full_miou`, the five most frequent digits a mean recall of
-# {glue:text}`full_recall_frequent` and the five rarest {glue:text}`full_recall_rare`: a
-# gap of {glue:text}`full_gap`, so the claim is **{glue:text}`full_verdict`** at the
-# plateau. The figure follows the gap along training on the validation split.

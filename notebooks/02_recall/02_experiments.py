@@ -421,8 +421,14 @@ glue("relative_gain", f"{relative_gain:.0f}")
 
 # %%
 converged = recall.show_converged(recall.setup("experiments", "full", chapter=chapter), results_dir)
-for key in ("verdict_a", "verdict_b", "effect_a", "effect_b", "plateau", "seeds", "hours"):
-    glue(f"full_{key}", converged[key])
+if converged["runs"]:
+    markdown(
+        f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau "
+        f"of the validation mIoU; {converged['hours']} hours of training in all), claim (a) is "
+        f"**{converged['verdict_a']}** (Δ mean accuracy {converged['effect_a']}) and claim (b) "
+        f"**{converged['verdict_b']}** (Δ mIoU {converged['effect_b']}). The figure follows the difference along "
+        "training: a gain measured early in training need not survive to the plateau, which is why the book's "
+        "verdicts come from the converged runs.")
 
 # %% tags=["hide-input"]
 curve, early = converged["curve"], recall.learning_curve(runs)
@@ -438,12 +444,3 @@ ax.set_ylabel("Δ validation mean accuracy\n(recall (batch) − CE)")
 ax.set_title("The recall-loss gain in mean accuracy along training")
 ax.legend(frameon=False, fontsize="small")
 plt.show()
-
-# %% [markdown]
-# At the converged budget ({glue:text}`full_seeds` seeds; {glue:text}`full_plateau` runs
-# reached the plateau of the validation mIoU; {glue:text}`full_hours` hours of training
-# in all), claim (a) is **{glue:text}`full_verdict_a`** (Δ mean accuracy
-# {glue:text}`full_effect_a`) and claim (b) **{glue:text}`full_verdict_b`** (Δ mIoU
-# {glue:text}`full_effect_b`). The figure follows the difference along training: a gain
-# measured early in training need not survive to the plateau, which is why the book's
-# verdicts come from the converged runs.

@@ -60,8 +60,9 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # this small setting, and the claims table says so.
 #
 # **Needs:** a CPU for the `ci` profile (12 trained configurations x 3 seeds of a narrow
-# U-Net on small scenes); the `full` profile (5 seeds at chapter 0's data scale) is meant for
-# one GPU.
+# U-Net on small scenes); the converged `full` profile (the same scenes and model, 5 seeds,
+# 2,000 steps, the plateau of each run recorded) runs outside the book with
+# `make results CHAPTER=04_lmp`.
 
 # %% tags=["parameters"]
 profile = "ci"
@@ -231,9 +232,8 @@ _ = claims.record(results_dir)
 # ## Converged claims
 #
 # The grid's claims judged on the committed converged runs (`full` profile, made with
-# `make results CHAPTER=04_lmp`): the same scenes and model, 5 seeds of every cell trained
-# to a plateau of the validation mIoU. Their verdicts replace the early ones above on the
-# scorecard.
+# `make results CHAPTER=04_lmp`): the same scenes and model, every cell trained to a plateau
+# of the validation mIoU. Their verdicts replace the early ones above on the scorecard.
 
 # %%
 setup_full = lmp.setup("grid", "full", chapter=chapter)
@@ -241,7 +241,7 @@ converged = setup_full.show_converged(lmp.grid_claims_from_runs, results_dir)
 full_text = converged.text()
 if converged.available:
     full = lmp.grid_effects(*lmp.grid_frames(setup_full, converged.runs))
-    markdown(f"At the converged budget ({full_text['seeds']} seeds per cell; {full_text['plateau']} runs "
+    markdown(f"At the converged budget ({full_text['seeds']} paired seeds per cell; {full_text['plateau']} runs "
              f"reached the plateau; {full_text['hours']} hours of training in all) the public default changes "
              f"mIoU by {full.default.format(3)} over CE, the cell chosen on validation ({full.best}) by "
              f"{full.best_vs_ce.format(3)}; p = 1.7 against top-k mining at ρ = 0.3 by "

@@ -80,10 +80,11 @@ from pathlib import Path  # noqa: E402
 VERDICTS_FILE = "verdicts.jsonl"
 #: Optional fields of a recorded verdict, written by :meth:`pixelweight.claims.ClaimsTable.record`
 #: for the book's scorecard: the claim's source tag, what was run, the effect as printed, the
-#: budget it was tested at, the scale (testbed and model), the anchor of the page section that shows it, its label, its role
+#: budget it was tested at, the scale (testbed and model), whether it was judged on stale
+#: records ("yes" or empty), the anchor of the page section that shows it, its label, its role
 #: ("primary": the paper's headline, counted by the landing page; or "secondary") and the
 #: design beside the verdict (seeds in the claimed direction, smallest detectable effect).
-DETAIL_FIELDS = ("source", "ran", "effect", "budget", "scale", "section", "label", "role", "design")
+DETAIL_FIELDS = ("source", "ran", "effect", "budget", "scale", "stale", "section", "label", "role", "design")
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -344,6 +344,10 @@ class ClaimsTable:
         The testbed and model, a few words (e.g. "DigitScenes 32x32, width-16 U-Net",
         :meth:`pixelweight.chapters.Setup.scale_text`): recorded with every claim, so that
         each scorecard row states its scope beside its budget.
+    stale : bool
+        The claims were judged on committed records that the library's code has changed
+        since (:func:`pixelweight.chapters.converged_table`): recorded with every claim, so
+        that the landing page and the scorecard never show their verdicts as current.
     """
 
     chapter: str
@@ -353,6 +357,7 @@ class ClaimsTable:
     section: str = "claims"
     checks: Sequence[Check] = ()
     scale: str = ""
+    stale: bool = False
 
     def __post_init__(self):
         if not isinstance(self.chapter, str) or not _CHAPTER_RE.match(self.chapter):
@@ -376,6 +381,8 @@ class ClaimsTable:
         _one_line(self.budget, "budget")
         _one_line(self.scope, "scope", empty=True)
         _one_line(self.scale, "scale", empty=True)
+        if not isinstance(self.stale, bool):
+            raise TypeError(f"stale must be a bool, got {type(self.stale).__name__}")
         if not isinstance(self.section, str) or not _SECTION_RE.match(self.section):
             raise ValueError(f"section must be a heading anchor such as 'claims', got {self.section!r}")
 
@@ -421,7 +428,7 @@ class ClaimsTable:
 
         details = {
             c.text: {"source": c.source, "ran": c.ran, "effect": c.effect_text(), "budget": self.budget,
-                     "scale": self.scale, "section": self.section, "label": c.label, "role": "primary" if c.primary else "secondary",
+                     "scale": self.scale, "stale": "yes" if self.stale else "", "section": self.section, "label": c.label, "role": "primary" if c.primary else "secondary",
                      "design": c.design_text()}
             for c in self.claims if c.record
         }

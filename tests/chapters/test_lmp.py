@@ -275,7 +275,7 @@ def _headline(diffs=None, rare_iou=None, limits=None):
     diffs = diffs or {"miou": _iv(0.05), "rare_iou": _iv(0.02), "mean_accuracy": _iv(0.001, 0.02)}
     rare_iou = rare_iou or {"CE": 0.1, "LMP": 0.2}
     limits = lmp.lmp_limit_frame(*_limits()) if limits is None else limits
-    return lmp.headline_claims(setup, diffs, rare_iou=rare_iou, limits=limits)
+    return lmp.headline_claims(setup, diffs, rare_iou=rare_iou, limits=limits, boundary=_iv(0.03))
 
 
 def test_headline_claims():
@@ -292,17 +292,20 @@ def test_headline_claims():
     assert miou.primary and not rare.primary and not acc.primary  # the paper's headline
     assert miou.ran == ("CE vs LMP (p = 1.7, ρ = 0.3), 3 paired seeds, mIoU (test; the abstract names no metric: "
                         "mIoU is our reading)")
-    # the abstract's intra-class claim is listed with why it is not judged, and not recorded
-    assert intra.verdict == "not testable at this scale" and not intra.record and intra.ran == lmp.INTRA_CLASS_WHY
+    # the abstract's intra-class claim, judged on the accuracy on object boundaries (our reading)
+    assert intra.verdict == "supported" and intra.record and not intra.primary and "boundaries" in intra.ran
     assert table.scale == "DigitScenes 64x64, width-16 U-Net"
     assert (miou.verdict, rare.verdict, acc.verdict) == ("supported", "supported", "inconclusive")
     assert rare.ran == "same runs; IoU of the 5 rarest digits" and rare.effect_text().endswith("(CE 0.100)")
     # the limits are identities: checks beside the claims, not claims
     assert len(table.checks) == 5 and all(k.passed for k in table.checks)
     assert all(k.ran == "the CE of a trained model, 3 images" for k in table.checks)
-    assert all(c.record for c in table.claims[:3])
-    # committed runs keep no model: their table has no checks
-    assert lmp.headline_claims(lmp.setup("headline", "ci"), _headline_diffs(), {"CE": 0.1}).checks == ()
+    assert all(c.record for c in table.claims)
+    # committed runs keep no model: their table has no checks and no intra-class row
+    no_models = lmp.headline_claims(lmp.setup("headline", "ci"), _headline_diffs(), {"CE": 0.1})
+    assert no_models.checks == () and len(no_models.claims) == 3
+    with pytest.raises(TypeError, match="boundary must be an Interval"):
+        lmp.headline_claims(lmp.setup("headline", "ci"), _headline_diffs(), {"CE": 0.1}, boundary=0.1)
 
 
 def _headline_diffs():
@@ -338,7 +341,7 @@ def test_headline_effects_and_claims_from_runs():
     assert effects.diffs["miou"].mean == pytest.approx(0.05) and effects.diffs["rare_iou"].mean == pytest.approx(0.05)
     assert effects.rare_iou["CE"] == pytest.approx(0.31) and set(effects.rare).isdisjoint(effects.frequent)
     table = lmp.headline_claims_from_runs(setup, runs)
-    assert [c.verdict for c in table.claims[:3]] == ["supported"] * 3 and table.checks == ()
+    assert [c.verdict for c in table.claims] == ["supported"] * 3 and table.checks == ()  # no models: 3 rows
     with pytest.raises(ValueError, match=r"runs of \['LMP'\]"):
         lmp.headline_effects(setup, {"CE": runs["CE"]})
     with pytest.raises(ValueError, match="share their seeds"):
@@ -347,12 +350,45 @@ def test_headline_effects_and_claims_from_runs():
         lmp.headline_effects(lmp.setup("grid", "ci"), runs)
 
 
+def test_boundary_accuracy_counts_the_pixels_next_to_a_label_change():
+    class Predict(torch.nn.Module):  # predicts class 1 everywhere: right inside, half right on the rim
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            out[:, 1] = 1.0
+            return out
+
+    labels = torch.zeros(4, 4, dtype=torch.long)
+    labels[1:3, 1:3] = 1
+    data = [(torch.zeros(1, 4, 4), labels)] * 3
+    mask = __import__("pixelweight.metrics", fromlist=["boundary_mask"]).boundary_mask(labels[None])[0]
+    expected = float((labels[mask] == 1).float().mean())
+    assert lmp.boundary_accuracy(Predict(), data, batch_size=2) == pytest.approx(expected)
+    model = Predict().train()
+    lmp.boundary_accuracy(model, data)
+    assert model.training  # its mode is restored
+    with pytest.raises(ValueError, match="no boundary pixels"):
+        lmp.boundary_accuracy(Predict(), [(torch.zeros(1, 4, 4), torch.zeros(4, 4, dtype=torch.long))])
+    with pytest.raises(ValueError, match="empty"):
+        lmp.boundary_accuracy(Predict(), [])
+    with pytest.raises(TypeError, match="nn.Module"):
+        lmp.boundary_accuracy(lambda x: x, data)
+
+
+def test_boundary_effect_needs_the_models():
+    setup = lmp.setup("headline", "ci")
+    assert lmp.boundary_effect(setup, _fake_runs(setup, {"CE": 0.0, "LMP": 0.05})) is None
+
+
 def test_grid_claims_from_runs():
     setup = lmp.setup("grid", "ci")
     shifts = {arm.label: 0.0 for arm in setup.arms}
     shifts[lmp.grid_label(1.7, 0.3)] = 0.05
     table = lmp.grid_claims_from_runs(setup, _fake_runs(setup, shifts))
     assert table.claims[0].verdict == "supported"  # the public default over CE
+    unpaired = _fake_runs(setup, shifts)
+    unpaired["focal"] = _fake_runs(setup, {"focal": 0.0}, seeds=(0, 1, 5))["focal"]
+    with pytest.raises(ValueError, match="same seeds"):
+        lmp.grid_frames(setup, unpaired)
     del shifts["focal"]
     with pytest.raises(ValueError, match="missing \\['focal'\\]"):
         lmp.grid_frames(setup, _fake_runs(setup, shifts))
@@ -368,10 +404,51 @@ def test_the_converged_section_judges_the_committed_runs(monkeypatch):
     assert result.available and result.table.section == "converged-claims"
     assert "10 of 10 runs reached the plateau" in result.table.scope and "abcdef1234" in result.table.scope
     assert result.text()["verdict LMP improves mIoU over CE"] == "supported" and result.text()["seeds"] == "5"
+    assert result.table.budget == "`full` (converged budget): 3000 steps, 5 seeds; 10 of 10 runs at the plateau"
+    assert not result.table.stale
     runs["LMP"][0].stale = ["src/pixelweight/losses/lmp.py"]
     stale = full.converged(lmp.headline_claims_from_runs)
     assert stale.table.budget.endswith("; STALE records") and "STALE" in stale.table.scope
-    assert stale.text()["stale"] == "stale"
+    assert stale.text()["stale"] == "stale" and stale.table.stale
+    # the budget counts the seeds the comparison paired, not the profile's
+    runs["LMP"][0].stale = []
+    three = {k: v[:3] for k, v in runs.items()}
+    three["CE"][2].plateau = {"reached": False}
+    monkeypatch.setattr(type(full), "committed_runs", lambda self, arms=None: three)
+    table = full.converged(lmp.headline_claims_from_runs).table
+    assert table.budget == "`full` (converged budget): 3000 steps, 3 seeds; 5 of 6 runs at the plateau"
+    assert table.scope.startswith("`full` (converged budget): 3000 steps, 3 seeds, 64x64 scenes")
+    # one paired seed has no interval: no converged table
+    monkeypatch.setattr(type(full), "committed_runs", lambda self, arms=None: {k: v[:1] for k, v in runs.items()})
+    one = full.converged(lmp.headline_claims_from_runs)
+    assert not one.available and "fewer than two paired seeds" in one.missing[0]
+    with pytest.raises(TypeError, match="Arm objects"):
+        full.converged(lmp.headline_claims_from_runs, arms=["CE"])
+
+
+def test_history_curve_pairs_the_seeds_at_each_evaluation():
+    from pixelweight.chapters import history_curve
+
+    def run(seed, values):
+        return types.SimpleNamespace(seed=seed, history=[{"step": s, "val_miou": v} for s, v in values])
+
+    runs = {"A": [run(0, [(10, 0.5), (20, 0.7)]), run(1, [(10, 0.6), (20, 0.8)]), run(2, [(10, 0.7)])],
+            "B": [run(0, [(10, 0.4), (20, 0.5)]), run(1, [(10, 0.4), (20, 0.6)]), run(2, [(10, 0.5)])]}
+    value = lambda entry: entry.get("val_miou")  # noqa: E731
+    curve = history_curve(runs, value, "A", "B")
+    assert list(curve["step"]) == [10, 20] and list(curve["n"]) == [3, 2]
+    assert curve["mean"].tolist() == pytest.approx([(0.1 + 0.2 + 0.2) / 3, (0.2 + 0.2) / 2])
+    alone = history_curve(runs, value, "A")  # no b: the mean over seeds
+    assert alone["mean"].tolist() == pytest.approx([0.6, 0.75])
+    assert history_curve(runs, value, "A", "C").empty
+    swapped = {"A": runs["A"], "B": runs["B"][::-1]}
+    with pytest.raises(ValueError, match="share their seeds"):
+        history_curve(swapped, value, "A", "B")
+    runs["A"][0].history[0]["val_miou"] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        history_curve(runs, value, "A", "B")
+    with pytest.raises(TypeError, match="function"):
+        history_curve(runs, "val_miou", "A")
 
 
 def test_headline_rare_claim_needs_a_run_that_learns_the_rare_classes():

@@ -239,7 +239,7 @@ def effects(**changes):
     base = dict(acc_gain=up(), acc_gain_ma=up(), miou_change=up(), inverse_acc_gain=up(),
                 inverse_prec_change=down(), prec_vs_inverse=up(), miou_vs_inverse=up(),
                 beta_change=up(0.5, 0.7), beta_first=Interval(0.0, -0.02, 0.02, 3, 0.95),
-                beta_last=up(0.5, 0.7), first_step=1, relative_gain=32.4)
+                beta_last=Interval(0.8, 0.7, 0.9, 3, 0.95), first_step=1, relative_gain=32.4)
     base.update(changes)
     return base
 
@@ -267,12 +267,12 @@ def test_experiments_claims_texts_tags_and_verdicts():
     assert {c.verdict for c in table.claims} == {"supported"}
     assert claims["(a)"].effect_text() == "+0.050 [0.020, 0.080] (+32% relative; moving average Δ = 0.050 [0.020, 0.080])"
     assert claims["(d)"].ran == ("frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): "
-                                 "within ±0.25 of 0 at step 1, rising to the last tenth of training, and not past "
-                                 "1 + 0.1 there")
+                                 "within ±0.25 of 0 at step 1; over the last tenth of training closer to 1 than to 0 "
+                                 "(β > 0.5) and not past 1 + 0.1")
     assert claims["(d)"].effect_text() == (
         "β at the start (≈ 0) = 0.00 [-0.02, 0.02] (supported); −β at the start (≈ 0) = 0.00 [-0.02, 0.02] "
-        "(supported); Δ β (end − start) = +0.60 [0.50, 0.70] (supported); 1 − β at the end (not past inverse "
-        "frequency) = +0.40 [0.30, 0.50] (supported)")
+        "(supported); β − 0.5 at the end = +0.30 [0.20, 0.40] (supported); 1 − β at the end (not past inverse "
+        "frequency) = +0.20 [0.10, 0.30] (supported) (Δβ = 0.60 [0.50, 0.70])")
     assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (supported); "
                                            "Δ mean prec. = -0.050 [-0.080, -0.020] (supported)")
     assert all(c.record for c in table.claims)
@@ -300,11 +300,14 @@ def test_experiments_claims_judging_rules():
     assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "contradicted"
     assert by_label(recall.experiments_claims(s, **effects(prec_vs_inverse=straddling_up())))["(c′)"].verdict \
         == "inconclusive"
-    # (d): β must rise ...
-    assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "contradicted"
-    # ... from near CE: a start far from β = 0 contradicts "from CE", one that may be is inconclusive
+    # (d): β must end closer to inverse frequency than to CE ...
+    low = Interval(0.2, 0.1, 0.3, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_last=low)))["(d)"].verdict == "contradicted"
+    # ... from near CE: a start far from β = 0 (either side) contradicts "from CE", one that may be is inconclusive
     far = Interval(0.5, 0.4, 0.6, 3, 0.95)
     assert by_label(recall.experiments_claims(s, **effects(beta_first=far)))["(d)"].verdict == "contradicted"
+    below = Interval(-0.5, -0.6, -0.4, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_first=below)))["(d)"].verdict == "contradicted"
     unsure = Interval(0.2, 0.1, 0.3, 3, 0.95)
     assert by_label(recall.experiments_claims(s, **effects(beta_first=unsure)))["(d)"].verdict == "inconclusive"
     # ... and "toward" inverse frequency, not past it

@@ -126,6 +126,20 @@ def test_adding_a_loss_beside_the_old_ones_changes_no_number():
     assert _runner.code_changed(before, before + "x = 1\n")
     assert _runner.code_changed(before, before + "print(1)\n")
     assert _runner.code_changed(before, before + "import math as f\n")
+    # what could change an old name's meaning counts too
+    assert _runner.code_changed(before, before + "from ._fast import *\n")
+    assert _runner.code_changed(before, before + "def len(x):\n    return 0\n")  # shadows a builtin
+    assert _runner.code_changed(before, before + "@register\ndef h(x):\n    return x\n")
+    assert _runner.code_changed(before, before + 'register_loss("ce", f, replace=True)\n')
+
+
+def test_a_new_file_is_inert_only_if_it_defines_things():
+    assert _runner._inert('"""Doc."""\nimport torch\nEPS = 1e-6\n__all__ = ["g"]\n'
+                          '@dataclass\nclass G:\n    x: int = 0\ndef g():\n    return 1\n', "x.py")
+    assert not _runner._inert("import torch\ntorch.backends.cudnn.benchmark = True\n", "x.py")
+    assert not _runner._inert("from .ce import *\n", "x.py")
+    assert not _runner._inert("print(1)\n", "x.py")
+    assert not _runner._inert("binary", "x.bin")
 
 
 def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
@@ -151,6 +165,12 @@ def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
     git("add", "-A")
     git("commit", "-qm", "a new loss")
     assert _runner.stale_paths(record, tmp_path) == []
+    # a file moved (and edited) is a removal and an addition, not just a new file: stale
+    git("mv", "src/pixelweight/losses/x.py", "src/pixelweight/losses/y.py")
+    (code.parent / "y.py").write_text('def f():\n    """Reworded doc."""\n    return 1 + 0\n')
+    git("commit", "-qam", "move")
+    assert _runner.stale_paths(record, tmp_path) == ["src/pixelweight/losses/x.py"]
+    git("reset", "-q", "--hard", "HEAD~1")
     code.write_text('def f():\n    """Reworded doc."""\n    return 2\n')
     git("commit", "-qam", "code")
     assert _runner.stale_paths(record, tmp_path) == ["src/pixelweight/losses/x.py"]

@@ -66,9 +66,12 @@ def verdict_summary(verdicts: list[dict]) -> str:
 
     total = f"{len(verdicts)} claim{'s' if len(verdicts) != 1 else ''}"
     primary = [e for e in verdicts if e.get("role") == "primary"]
+    counted = primary or verdicts
+    stale = sum(bool(e.get("stale")) for e in counted)
+    warning = f"; ⚠ {stale} from STALE records" if stale else ""
     if primary:
-        return f"primary: {count(primary)} ({len(primary)} of {total})"
-    return f"{count(verdicts)} ({total})"
+        return f"primary: {count(primary)} ({len(primary)} of {total}{warning})"
+    return f"{count(verdicts)} ({total}{warning})"
 
 
 def chapters_table(chapters: list[Chapter], toc_notebooks: list[str], built: list[str],
@@ -121,7 +124,8 @@ def scorecard_table(chapters: list[Chapter], built: list[str], execution: dict) 
                 source = f"[{line['source']}]" if line.get("source") else "—"
                 lines.append(" | ".join([
                     f"| {papers}", claim, source, cell("; ".join(x for x in (line.get("budget", "—"), line.get("scale")) if x)), cell(line.get("effect", "—")),
-                    verdict_badge(line["verdict"]) + (f" ({cell(line['design'])})" if line.get("design") else "") + " |",
+                    verdict_badge(line["verdict"]) + (f" ({cell(line['design'])})" if line.get("design") else "")
+                    + (" **⚠ STALE records**" if line.get("stale") else "") + " |",
                 ]))
     if len(lines) == 2:
         return "No notebook of this build recorded a verdict yet."

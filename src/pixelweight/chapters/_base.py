@@ -635,11 +635,17 @@ class Setup:
         if not callable(claims):
             raise TypeError(f"claims must be a function (setup, runs) -> ClaimsTable, got {type(claims).__name__}")
         wanted = self.arms if arms is None else tuple(arms)
+        for arm in wanted:
+            if not isinstance(arm, Arm):
+                raise TypeError(f"arms must be Arm objects, got {type(arm).__name__}")
         runs = self.committed_runs(wanted)
         missing = [a.label for a in wanted if a.label not in runs]
         if missing:
             return Converged(None, {}, {}, missing=tuple(missing))
-        return Converged(converged_table(claims(self, runs), runs, section=section), runs, committed_status(runs))
+        if min(len(rs) for rs in runs.values()) < 2:  # one paired seed has no interval
+            return Converged(None, {}, {}, missing=tuple(f"{a.label} (fewer than two paired seeds)" for a in wanted))
+        table = converged_table(claims(self, runs), runs, section=section, profile=self.profile)
+        return Converged(table, runs, committed_status(runs))
 
     def show_converged(self, claims: Callable, results_dir: Optional[str] = None,
                        arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims") -> "Converged":
@@ -711,12 +717,14 @@ def committed_status(runs: Mapping[str, Sequence[CommittedRun]]) -> Dict[str, An
             "hours": sum(r.wall_time_s for r in flat) / 3600}
 
 
-def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: str = "converged-claims"):
+def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: str = "converged-claims",
+                    profile: Optional[Profile] = None):
     """``table`` (a :class:`~pixelweight.claims.ClaimsTable` judged on committed runs)
-    labelled with the runs' status: its scope says from which commits the records are, how
-    many runs reached the plateau and whether the library changed since (stale); a stale
-    table's budget says "STALE records", so that the scorecard never shows a stale verdict
-    as current."""
+    labelled with the runs' status. Its budget counts the seeds the comparison paired (of
+    ``profile``, the ``full`` profile, when given) and how many runs reached the plateau; its
+    scope adds from which commits the records are and whether the library changed since. A
+    stale table says "STALE records" in its budget and is marked ``stale``, so that the
+    landing page and the scorecard never show its verdicts as current."""
     from ..claims import ClaimsTable
 
     if not isinstance(table, ClaimsTable):
@@ -724,6 +732,14 @@ def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: 
     status = committed_status(runs)
     if not status["runs"]:
         raise ValueError("converged claims need at least one committed run")
+    budget, scope = table.budget, table.scope
+    if profile is not None:
+        if not isinstance(profile, Profile):
+            raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
+        seeds = sorted({r.seed for rs in runs.values() for r in rs})
+        paired = dataclasses.replace(profile, seeds=tuple(seeds)).budget()
+        scope = paired + scope[len(table.budget):] if scope.startswith(table.budget) else scope
+        budget = paired
     plateau = (f"{status['plateau_reached']} of {status['plateau_measured']} runs reached the plateau"
                if status["plateau_measured"] else "plateau not measured")
     if status["stale"]:
@@ -732,10 +748,11 @@ def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: 
         stale = "records current with the library"
     else:
         stale = "staleness unknown (no git history)"
-    budget = table.budget + ("; STALE records" if status["stale"] else "")
+    budget += "; " + plateau.replace(" reached the plateau", " at the plateau") + (
+        "; STALE records" if status["stale"] else "")
     return ClaimsTable(table.chapter, table.claims, budget=budget, section=section, checks=table.checks,
-                       scale=table.scale,
-                       scope=f"{table.scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
+                       scale=table.scale, stale=bool(status["stale"]),
+                       scope=f"{scope}; committed records of {', '.join(status['commits'])}: {plateau}; {stale}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -773,7 +790,8 @@ class Converged:
             key = c.label or c.text
             out[f"verdict {key}"], out[f"effect {key}"] = c.verdict, c.effect_text()
         status = self.status
-        out.update(plateau=f"{status['plateau_reached']} of {status['plateau_measured']}",
+        out.update(plateau=f"{status['plateau_reached']} of {status['plateau_measured']}"
+                   if status["plateau_measured"] else "none (plateau not measured)",
                    seeds=str(min(len(rs) for rs in self.runs.values())), hours=f"{status['hours']:.1f}",
                    stale="stale" if status["stale"] else "current" if status["known"] else "unknown")
         return out
@@ -799,6 +817,14 @@ def history_curve(runs: Mapping[str, Sequence[Any]], value: Callable[[Mapping[st
     columns = ["step", "mean", "low", "high", "n"]
     if a not in runs or (b is not None and b not in runs):
         return pd.DataFrame([], columns=columns)
+
+    def seeds(label: str) -> List[Any]:
+        return [getattr(r, "seed", None) if getattr(r, "seed", None) is not None
+                else getattr(getattr(r, "record", None), "seed", None) for r in runs[label]]
+
+    if b is not None and seeds(a) != seeds(b):
+        raise ValueError(f"the runs of {a!r} and {b!r} must share their seeds, in order; "
+                         f"got {seeds(a)} and {seeds(b)}")
 
     def by_step(run) -> Dict[int, float]:
         out = {}

@@ -305,8 +305,8 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
     ``None`` when it cannot be told (no git, or the commit is not in this clone). A Python
     file counts as changed when its code changed (:func:`code_changed`): a reworded docstring
     or comment, or a new loss added beside the old ones, changes no number of an existing
-    record; a new file no old code imports changes none either. A record made from a tree
-    with uncommitted changes is stale by its own account."""
+    record; nor does a new file of definitions only. Renames count as a removal and an
+    addition. A record made from a tree with uncommitted changes is stale by its own account."""
     commit = record.provenance.get("git_commit")
     if not commit or commit == "unknown":
         return None
@@ -323,7 +323,8 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
 
 def _git(repo: str, *args: str) -> Optional[str]:
     try:
-        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, errors="surrogateescape",
+                             timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
@@ -333,7 +334,7 @@ def _git(repo: str, *args: str) -> Optional[str]:
 def _changed_code(repo: str, commit: str, head: str) -> Optional[Tuple[str, ...]]:
     """The files of :data:`CODE_PATHS` whose code differs between ``commit`` and ``head``
     (cached: the records of a chapter share a few commits)."""
-    names = _git(repo, "diff", "--name-only", commit, head, "--", *CODE_PATHS)
+    names = _git(repo, "diff", "--name-only", "--no-renames", commit, head, "--", *CODE_PATHS)
     if names is None:
         return None
     changed = []
@@ -341,8 +342,8 @@ def _changed_code(repo: str, commit: str, head: str) -> Optional[Tuple[str, ...]
         if not name:
             continue
         before, after = _git(repo, "show", f"{commit}:{name}"), _git(repo, "show", f"{head}:{name}")
-        if before is None and after is not None:
-            continue  # a new file: only changed old code could import it, and that shows itself
+        if before is None and after is not None and _inert(after, name):
+            continue  # a new file of definitions only: it changes nothing until old code uses it
         if before is None or after is None or code_changed(before, after, name):
             changed.append(name)  # removed, or changed code
     return tuple(changed)
@@ -353,10 +354,12 @@ def code_changed(before: str, after: str, name: str = "file.py") -> bool:
 
     For Python, their syntax trees are compared with every docstring and the ``__all__``
     lists removed (comments and formatting are not in the tree). A change that only *adds*
-    to a module is no change: new imports, functions and classes under names the module did
-    not bind before, and new ``register_loss(...)`` calls (a chapter adding a loss registers
-    it; the losses a record ran are untouched). Any other difference counts. Any other file,
-    or Python that does not parse, is compared by its text."""
+    to a module is no change: new imports (not ``*``) and undecorated functions and classes
+    under names the module did not bind before and that are not builtins, and new
+    ``register_loss(...)`` calls without ``replace`` (a chapter adding a loss registers it;
+    the losses a record ran are untouched). Any other difference counts. Any other file, or
+    Python that does not parse, is compared by its text. What this rule cannot see (code a
+    new import runs) is what ``verify``, which retrains a record, is for."""
     import ast
 
     if not name.endswith(".py"):
@@ -380,6 +383,27 @@ def code_changed(before: str, after: str, name: str = "file.py") -> bool:
     return pending is not None  # a statement of the old module is gone
 
 
+def _inert(text: str, name: str) -> bool:
+    """Whether a new file only defines things (:func:`code_changed`'s additions, plus plain
+    constants): importing it changes nothing that existed."""
+    import ast
+
+    if not name.endswith(".py"):
+        return False
+    try:
+        body = _without_docstrings(ast.parse(text)).body
+    except SyntaxError:
+        return False
+    for st in body:
+        if _is_all(st) or _is_addition(st, set(), decorators=True):
+            continue
+        if isinstance(st, (ast.Assign, ast.AnnAssign)) and all(
+                isinstance(t, ast.Name) for t in (st.targets if isinstance(st, ast.Assign) else [st.target])):
+            continue  # a module constant
+        return False
+    return True
+
+
 def _is_all(statement) -> bool:
     import ast
 
@@ -401,16 +425,24 @@ def _bound_names(statement) -> List[str]:
     return []
 
 
-def _is_addition(statement, bound) -> bool:
+def _is_addition(statement, bound, decorators: bool = False) -> bool:
     """A top-level statement that adds to a module without touching what it had: a new
-    import or definition under an unused name, or a ``register_loss(...)`` call."""
+    import (not ``*``) or definition (undecorated, unless ``decorators``) under a name that is
+    neither bound already nor a builtin, or a ``register_loss(...)`` call without ``replace``."""
     import ast
+    import builtins
 
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
-        return not set(_bound_names(statement)) & bound
+        if isinstance(statement, ast.ImportFrom) and any(a.name == "*" for a in statement.names):
+            return False
+        if getattr(statement, "decorator_list", None) and not decorators:
+            return False
+        names = set(_bound_names(statement))
+        return not (names & bound or any(hasattr(builtins, n) for n in names))
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
-        func = statement.value.func
-        return (func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)) == "register_loss"
+        call = statement.value
+        func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
+        return func == "register_loss" and not any(k.arg == "replace" for k in call.keywords)
     return False
 
 

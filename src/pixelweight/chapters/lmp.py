@@ -59,7 +59,9 @@ __all__ = [
     "rare_classes_learned",
     "HeadlineEffects",
     "HEADLINE_METRICS",
-    "INTRA_CLASS_WHY",
+    "BOUNDARY_WIDTH",
+    "boundary_accuracy",
+    "boundary_effect",
     "rare_and_frequent",
     "headline_effects",
     "headline_claims",
@@ -566,15 +568,63 @@ def _check_stage(setup: Setup, stage: str) -> None:
                          f"got stage {setup.stage.name!r} of {setup.chapter!r}")
 
 
-#: The abstract's claim that LMP also handles intra-class imbalance, and why the book does
-#: not judge it (shown in the claims table, not recorded).
-INTRA_CLASS_WHY = ("not tested: it needs a measure of hard pixels within a class (e.g. accuracy on object "
-                   "boundaries) that the runs do not record; 01_derivation shows where LMP's weight goes "
-                   "(boundaries gain it), not whether that helps")
+#: The intra-class claim's hard pixels, our reading: pixels within this many pixels of a label
+#: change (:func:`~pixelweight.metrics.boundary_mask`), where 01_derivation shows LMP's weight goes.
+BOUNDARY_WIDTH = 1
+
+
+def boundary_accuracy(model, dataset, width: int = BOUNDARY_WIDTH, batch_size: int = 64,
+                      device: str = "cpu") -> float:
+    """The pixel accuracy of ``model`` on the object boundaries of ``dataset`` (pixels within
+    ``width`` of a label change, :func:`~pixelweight.metrics.boundary_mask`): the hard pixels
+    *within* a class, for the abstract's intra-class claim. ``dataset`` yields ``(image,
+    labels)`` pairs; the model is evaluated in ``eval`` mode without gradients."""
+    import torch
+
+    from ..metrics import boundary_mask
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                images = torch.stack([x for x, _ in items]).to(device)
+                labels = torch.stack([y for _, y in items]).to(device)
+                logits = model(images)
+                if not bool(torch.isfinite(logits).all()):
+                    raise ValueError("the model's logits are not finite")
+                mask = boundary_mask(labels, width=width)
+                correct += int((logits.argmax(1)[mask] == labels[mask]).sum())
+                total += int(mask.sum())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("the dataset has no boundary pixels")
+    return correct / total
+
+
+def boundary_effect(setup: Setup, runs: Mapping[str, Sequence[object]]) -> Optional[Interval]:
+    """The paired difference LMP − CE of :func:`boundary_accuracy` on the test split, or
+    ``None`` when a run keeps no model (committed records): the intra-class claim is then
+    judged on the runs that do."""
+    _check_stage(setup, "headline")
+    models = {label: [getattr(r, "model", None) for r in runs[label]] for label in ("CE", "LMP")}
+    if any(m is None for ms in models.values() for m in ms):
+        return None
+    values = {label: [boundary_accuracy(m, setup.splits.test) for m in ms] for label, ms in models.items()}
+    return paired_difference_ci(values["LMP"], values["CE"])
 
 
 def headline_claims(setup: Setup, diffs: Mapping[str, Interval], rare_iou: Mapping[str, float],
-                    limits=None) -> ClaimsTable:
+                    limits=None, boundary: Optional[Interval] = None) -> ClaimsTable:
     """The claims of ``02_experiments``.
 
     ``diffs``: the paired differences LMP - CE (test) of ``"miou"``, ``"rare_iou"`` (the five
@@ -583,11 +633,12 @@ def headline_claims(setup: Setup, diffs: Mapping[str, Interval], rare_iou: Mappi
     :func:`rare_classes_learned`); ``limits``: :func:`lmp_limit_frame` on a trained model's
     losses (each limit must hold within :data:`LIMIT_TOLERANCE`), shown as the table's
     numerical checks, not as a claim (``None``: no checks, e.g. for committed runs, which
-    keep no model).
+    keep no model); ``boundary``: :func:`boundary_effect`, the paired difference of the
+    accuracy on object boundaries, which judges the abstract's intra-class claim (our
+    reading of its "hard pixels"; ``None``: the row is left out, e.g. for committed runs).
 
     The abstract names no metric: judging "improves" by mIoU is our reading (the paper's
-    tables report IoU). The mIoU claim is the paper's headline (primary). The abstract's
-    intra-class claim is listed, not judged (:data:`INTRA_CLASS_WHY`).
+    tables report IoU). The mIoU claim is the paper's headline (primary).
     """
     missing = sorted({"miou", "rare_iou", "mean_accuracy"} - set(diffs))
     if missing:
@@ -599,6 +650,8 @@ def headline_claims(setup: Setup, diffs: Mapping[str, Interval], rare_iou: Mappi
     if limits is not None:
         _check_limits(limits)
         checks = limit_checks(limits)
+    if boundary is not None and not isinstance(boundary, Interval):
+        raise TypeError(f"boundary must be an Interval (boundary_effect) or None, got {type(boundary).__name__}")
     return setup.claims_table(checks=checks, claims=[
         Claim("LMP improves mIoU over CE", source="abstract", primary=True,
               ran=f"CE vs LMP (p = {options['p']}, ρ = {options['ratio']}), {diffs['miou'].n} paired seeds, "
@@ -609,16 +662,20 @@ def headline_claims(setup: Setup, diffs: Mapping[str, Interval], rare_iou: Mappi
         Claim("LMP raises mean class recall over CE", source="ours",
               ran="same runs; mean accuracy (test)",
               evidence=Evidence("Δ mean acc.", diffs["mean_accuracy"], direction=+1)),
+    ] + ([] if boundary is None else [
         Claim("LMP handles intra-class imbalance (hard pixels within a class)", source="abstract",
-              ran=INTRA_CLASS_WHY, verdict="not testable at this scale", record=False),
-    ])
+              ran=f"same runs; pixel accuracy on object boundaries (within {BOUNDARY_WIDTH} px of a label change, "
+                  "test): our reading of the hard pixels",
+              evidence=Evidence("Δ boundary acc.", boundary, direction=+1)),
+    ]))
 
 
 def headline_claims_from_runs(setup: Setup, runs: Mapping[str, Sequence[object]], limits=None) -> ClaimsTable:
-    """:func:`headline_claims` judged on ``runs`` (:func:`headline_effects`): the claims
-    function of the converged section (``setup.show_converged(headline_claims_from_runs)``)."""
+    """:func:`headline_claims` judged on ``runs`` (:func:`headline_effects`, and
+    :func:`boundary_effect` when the runs keep their models): the claims function of the
+    page's runs and of its converged section (``setup.show_converged(headline_claims_from_runs)``)."""
     effects = headline_effects(setup, runs)
-    return headline_claims(setup, effects.diffs, effects.rare_iou, limits)
+    return headline_claims(setup, effects.diffs, effects.rare_iou, limits, boundary=boundary_effect(setup, runs))
 
 
 def grid_claims(setup: Setup, effects: GridEffects) -> ClaimsTable:
@@ -664,8 +721,11 @@ def grid_frames(setup: Setup, runs: Mapping[str, Sequence[object]]):
         raise ValueError(f"the grid needs runs of every arm; missing {missing}")
     rare, _ = rare_and_frequent(setup)
     chosen = {arm.label: runs[arm.label] for arm in setup.arms}
-    return (group_metric_frame(chosen, {"rare": rare}, split="test"),
-            group_metric_frame(chosen, {"rare": rare}, split="val"))
+    test = group_metric_frame(chosen, {"rare": rare}, split="test")
+    seeds = {label: sorted(test[test.run == label]["seed"]) for label in chosen}
+    if len({tuple(v) for v in seeds.values()}) != 1:
+        raise ValueError(f"every arm of the grid must have the same seeds (the comparisons are paired), got {seeds}")
+    return test, group_metric_frame(chosen, {"rare": rare}, split="val")
 
 
 def grid_claims_from_runs(setup: Setup, runs: Mapping[str, Sequence[object]]) -> ClaimsTable:
