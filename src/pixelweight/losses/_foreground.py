@@ -4,9 +4,10 @@ The foreground-map losses (:mod:`~pixelweight.losses.wfm`, :mod:`~pixelweight.lo
 take binary logits ``(N, 1, H, W)`` and a target ``(N, H, W)`` or ``(N, 1, H, W)`` in
 {0, 1} (or ``ignore_index``), like the library's other binary losses, and return one value
 per image. Ignored pixels are outside the image for them: their logit is never read (it is
-replaced by 0 before anything else, so even a NaN there is invisible) and their label
-counts as 0, the value of the zero padding beyond the border that the windowed terms
-(SSIM, the Weighted F-measure's blur, F3Net's average pooling) already use.
+replaced by 0 before anything else, so even a NaN there is invisible), their label counts
+as 0, the value of the zero padding beyond the border that the windowed terms (SSIM,
+F3Net's average pooling) already use, and every sum and mean runs over the labelled
+pixels. (The Weighted F-measure loss blurs errors, not labels; it sets those to 0 there.)
 """
 
 from __future__ import annotations

@@ -52,10 +52,12 @@ each.
 this loss cannot teach a network to predict nothing on an empty image (combine it with a
 pixel loss if the data have such images). An image whose ground truth is all foreground
 has :math:`FP^w = 0` and a finite loss and gradient. Pixels equal to ``ignore_index`` are
-outside the metric: their prediction is never read, they count neither as false positives
-nor in :math:`|G|`, and for :math:`\Delta`, :math:`\nu` they are background (a background
-pixel's :math:`\tilde E` is the error of its nearest *labelled* foreground pixel); an image
-without a labelled pixel has loss 0 and is left out of the ``"mean"``.
+outside the image (e.g. the padding of a crop): their prediction is never read, they count
+neither as false positives nor in :math:`|G|`, and :math:`\tilde E = 0` there, the value of
+the blur's zero padding beyond the border, so that a padded image scores what the image
+itself scores. They are background for the distance transform (:math:`\Delta`, :math:`\nu` of
+a labelled pixel are measured to the nearest *labelled* foreground pixel). An image without
+a labelled pixel has loss 0 and is left out of the ``"mean"``.
 """
 
 from __future__ import annotations
@@ -93,10 +95,11 @@ def _check_smoothing(smoothing) -> float:
 class _WFMSums(torch.autograd.Function):
     r"""Per image, :math:`S_G = \sum_{i \in G} E'_i` and :math:`S_B = \sum_i w_i D_i` from logits.
 
-    ``forward(ctx, z, fg, nearest, bg_weight, smoothing)``: ``z`` logits (N, H, W) in the
-    compute dtype; ``fg`` the foreground as 0/1 in that dtype; ``nearest`` long (N, HW),
+    ``forward(ctx, z, fg, nearest, bg_weight, keep, smoothing)``: ``z`` logits (N, H, W) in
+    the compute dtype; ``fg`` the foreground as 0/1 in that dtype; ``nearest`` long (N, HW),
     :math:`\nu`; ``bg_weight`` :math:`w_i = B_i` on labelled background pixels, 0 on the
-    foreground and on ignored pixels (so that :math:`S_B = FP^w`).
+    foreground and on ignored pixels (so that :math:`S_B = FP^w`); ``keep`` 0/1 (N, H, W),
+    0 at ignored pixels, where :math:`\tilde E` is 0 (``None``: nothing is ignored).
 
     Backward, with :math:`a = \partial L/\partial S_G`, :math:`b = \partial L/\partial S_B`
     per image and :math:`m_i = [E_{A,i} < E_i]` on :math:`G` (exact minimum):
@@ -111,10 +114,12 @@ class _WFMSums(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, fg, nearest, bg_weight, smoothing: float):
+    def forward(ctx, z, fg, nearest, bg_weight, keep, smoothing: float):
         n, h, w = z.shape
         p = torch.sigmoid(z)  # D
         e_t = torch.gather(p.reshape(n, h * w), 1, nearest).reshape(n, h, w).neg_().add_(1)  # Ẽ = 1 - D_ν
+        if keep is not None:
+            e_t.mul_(keep)  # Ẽ = 0 at ignored pixels, like the zero padding
         e_a = blur(e_t, _WFM_HALF_KERNEL)  # E_A = K * Ẽ
         del e_t
         e = 1 - p  # E on the foreground
@@ -126,13 +131,13 @@ class _WFMSums(torch.autograd.Function):
             e_min = torch.minimum(e, e_a)  # NaN in either stays NaN
         s_g = (e_min * fg).sum(dim=(1, 2))  # Σ_G E'
         s_b = (p * bg_weight).sum(dim=(1, 2))  # Σ_{¬G} B D
-        ctx.save_for_backward(p, e_a, fg, nearest, bg_weight)
+        ctx.save_for_backward(p, e_a, fg, nearest, bg_weight, keep)
         ctx.smoothing = smoothing
         return s_g, s_b
 
     @staticmethod
     def backward(ctx, grad_g, grad_b):
-        p, e_a, fg, nearest, bg_weight = ctx.saved_tensors
+        p, e_a, fg, nearest, bg_weight, keep = ctx.saved_tensors
         n, h, w = p.shape
         a = grad_g.reshape(n, 1, 1)
         b = grad_b.reshape(n, 1, 1)
@@ -147,10 +152,12 @@ class _WFMSums(torch.autograd.Function):
         # ∂L/∂D_j: -(direct part of E' through E = 1 - D on G) + b w_j
         grad_p = torch.sub(to_a, fg * a).add_(bg_weight * b)
         # - adjoint of Ẽ = 1 - D_ν:  a scatter-add through ν of the blurred ∂L/∂E_A
-        spread = blur(to_a, _WFM_HALF_KERNEL)
+        spread = blur(to_a, _WFM_HALF_KERNEL)  # ∂L/∂Ẽ
+        if keep is not None:
+            spread.mul_(keep)
         grad_p = grad_p.reshape(n, h * w).scatter_add_(1, nearest, spread.reshape(n, h * w).neg_())
         grad_z = grad_p.reshape(n, h, w).mul_(p).mul_(1 - p)  # σ' = D (1 - D)
-        return grad_z, None, None, None, None
+        return grad_z, None, None, None, None, None
 
 
 def weighted_fmeasure_loss(
@@ -252,7 +259,8 @@ def weighted_fmeasure_loss(
     zero = torch.zeros((), dtype=acc, device=z.device)
     not_bg = fg if maps.valid is None else fg | ~maps.valid[:, 0]
     bg_weight = torch.where(not_bg, zero, terms.weight.to(acc))  # B on the labelled background
-    s_g, s_b = _WFMSums.apply(z, fg_f, terms.nearest.reshape(n, h * w), bg_weight, smoothing)  # Σ_G E', FP^w
+    keep = None if maps.valid is None else maps.valid[:, 0].to(acc)
+    s_g, s_b = _WFMSums.apply(z, fg_f, terms.nearest.reshape(n, h * w), bg_weight, keep, smoothing)  # Σ_G E', FP^w
 
     fg_count = fg_f.sum(dim=(1, 2))
     tp = fg_count - s_g  # TP^w = |G| - Σ_G E^w
