@@ -168,15 +168,28 @@ class SoftFMeasureLoss(nn.Module):
 # ------------------------------------------------------------------- F3Net structure loss
 
 
+def _box_sum(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Sums over a centred window of odd ``size`` along ``dim`` with zero padding: a cumulative
+    sum and one difference (exact for integer tensors)."""
+    r = size // 2
+    n = x.shape[dim]
+    pad = [0, 0] * (x.ndim - 1 - (dim % x.ndim)) + [r + 1, r]  # a leading zero, then the padding
+    cs = F.pad(x, pad).cumsum(dim)  # cs[j] = sum of the padded x before position j (shifted by one)
+    return cs.narrow(dim, size, n) - cs.narrow(dim, 0, n)
+
+
 def structure_weights(target: torch.Tensor) -> torch.Tensor:
     r"""F3Net's pixel weights :math:`w = 1 + 5\,|\mathrm{avgpool}_{31}(g) - g|` of a 0/1 map.
 
     ``avg_pool2d(g, 31, stride=1, padding=15)`` with PyTorch's default
     ``count_include_pad=True``: the 31x31 mean with zero padding, divided by 961 at the
     border too. :math:`w` is 1 far from the mask's edges and up to 6 on them (hard pixels).
-    ``target`` is a floating ``(N, 1, H, W)`` 0/1 map; no gradient.
+    ``target`` is a floating ``(N, 1, H, W)`` 0/1 map; no gradient. The window sums are
+    counted exactly in integers (two cumulative sums), so the result is ``avg_pool2d``'s
+    to the last bit at a small fraction of its cost (961 reads per pixel).
     """
-    pooled = F.avg_pool2d(target, STRUCTURE_POOL, stride=1, padding=STRUCTURE_POOL // 2)
+    counts = _box_sum(_box_sum(target.to(torch.int32), STRUCTURE_POOL, -2), STRUCTURE_POOL, -1)
+    pooled = counts.to(target.dtype) / (STRUCTURE_POOL * STRUCTURE_POOL)
     return (pooled - target).abs_().mul_(STRUCTURE_GAIN).add_(1)
 
 

@@ -122,42 +122,46 @@ class _WFMSums(torch.autograd.Function):
             e_t.mul_(keep)  # Ẽ = 0 at ignored pixels, like the zero padding
         e_a = blur(e_t, _WFM_HALF_KERNEL)  # E_A = K * Ẽ
         del e_t
-        e = 1 - p  # E on the foreground
+        e = torch.sub(1, p)  # E on the foreground
         if smoothing > 0:
             # ½(E + E_A - sqrt((E - E_A)² + s²)), computed into fresh buffers
             root = torch.sub(e, e_a).square_().add_(smoothing * smoothing).sqrt_()
             e_min = e.add(e_a).sub_(root).mul_(0.5)
         else:
             e_min = torch.minimum(e, e_a)  # NaN in either stays NaN
-        s_g = (e_min * fg).sum(dim=(1, 2))  # Σ_G E'
-        s_b = (p * bg_weight).sum(dim=(1, 2))  # Σ_{¬G} B D
-        ctx.save_for_backward(p, e_a, fg, nearest, bg_weight, keep)
+        s_g = _dot(e_min, fg)  # Σ_G E'
+        s_b = _dot(p, bg_weight)  # Σ_{¬G} B D
+        dsig = e.mul_(p)  # σ'(z) = D (1 - D), for the backward pass; e is recomputed there
+        ctx.save_for_backward(p, dsig, e_a, fg, nearest, bg_weight, keep)
         ctx.smoothing = smoothing
         return s_g, s_b
 
     @staticmethod
     def backward(ctx, grad_g, grad_b):
-        p, e_a, fg, nearest, bg_weight, keep = ctx.saved_tensors
+        p, dsig, e_a, fg, nearest, bg_weight, keep = ctx.saved_tensors
         n, h, w = p.shape
         a = grad_g.reshape(n, 1, 1)
         b = grad_b.reshape(n, 1, 1)
-        e = 1 - p
+        e = torch.sub(1, p)
         if ctx.smoothing > 0:
             root = torch.sub(e, e_a).square_().add_(ctx.smoothing**2).sqrt_()
-            to_a = torch.sub(e, e_a).div_(root).add_(1).mul_(0.5)  # ∂E'/∂E_A; ∂E'/∂E = 1 - it
+            to_a = e.sub_(e_a).div_(root).add_(1).mul_(0.5).mul_(fg)  # ∂E'/∂E_A on G; ∂E'/∂E = 1 - it
         else:
-            to_a = (e_a < e).to(p.dtype)  # the subgradient: E_A where it is strictly smaller
-        del e
-        to_a.mul_(fg).mul_(a)  # ∂L/∂E_A = a m on G, 0 elsewhere
-        # ∂L/∂D_j: -(direct part of E' through E = 1 - D on G) + b w_j
-        grad_p = torch.sub(to_a, fg * a).add_(bg_weight * b)
-        # - adjoint of Ẽ = 1 - D_ν:  a scatter-add through ν of the blurred ∂L/∂E_A
-        spread = blur(to_a, _WFM_HALF_KERNEL)  # ∂L/∂Ẽ
+            to_a = (e_a < e).to(p.dtype).mul_(fg)  # the subgradient: E_A where it is strictly smaller
+        to_a.mul_(a)  # ∂L/∂E_A = a m on G, 0 elsewhere
+        # ∂L/∂D_j = b w_j - a [j in G] + (a m_j, through E = 1 - D on G) - (adjoint of Ẽ = 1 - D_ν)
+        grad_p = torch.addcmul(to_a, bg_weight, b).addcmul_(fg, a, value=-1)
+        spread = blur(to_a, _WFM_HALF_KERNEL).neg_()  # -∂L/∂Ẽ
         if keep is not None:
             spread.mul_(keep)
-        grad_p = grad_p.reshape(n, h * w).scatter_add_(1, nearest, spread.reshape(n, h * w).neg_())
-        grad_z = grad_p.reshape(n, h, w).mul_(p).mul_(1 - p)  # σ' = D (1 - D)
-        return grad_z, None, None, None, None, None
+        grad_p = grad_p.reshape(n, h * w).scatter_add_(1, nearest, spread.reshape(n, h * w))  # through ν
+        return grad_p.reshape(n, h, w).mul_(dsig), None, None, None, None, None
+
+
+def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Per image (first dimension) :math:`\sum_i x_i y_i`, one fused pass (a batched matrix product)."""
+    n = x.shape[0]
+    return torch.bmm(x.reshape(n, 1, -1), y.reshape(n, -1, 1)).reshape(n)
 
 
 def weighted_fmeasure_loss(
