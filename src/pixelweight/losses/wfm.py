@@ -159,9 +159,8 @@ class _WFMSums(torch.autograd.Function):
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r"""Per image (first dimension) :math:`\sum_i x_i y_i`, one fused pass (a batched matrix product)."""
-    n = x.shape[0]
-    return torch.bmm(x.reshape(n, 1, -1), y.reshape(n, -1, 1)).reshape(n)
+    r"""Per image (first dimension) :math:`\sum_i x_i y_i`, accumulated in ``x``'s dtype."""
+    return (x * y).flatten(1).sum(1)
 
 
 def weighted_fmeasure_loss(
