@@ -230,3 +230,45 @@ def test_profile_losses_structure(capfd):
     assert "profiler_start" not in capfd.readouterr().err  # the C++ profiler's lines are silenced
     with pytest.raises(ValueError, match="unknown losses"):
         profile_losses(["nope"], (1, 4, 4, 4))
+
+
+# ------------------------------------------------------------------ foreground-map losses vs BCE
+def test_benchmark_foreground_table_on_tiny_batches():
+    from pixelweight.benchmark import FOREGROUND_REFERENCE, FOREGROUND_TARGETS, benchmark_foreground
+
+    frame = benchmark_foreground([(2, 12, 10), (1, 9, 9)], repeats=2, warmup=0)
+    names = ["F.binary_cross_entropy_with_logits", "weighted_fmeasure_loss(terms)", "weighted_fmeasure_loss",
+             "soft_fmeasure_loss", "structure_loss", "hybrid_loss"]
+    assert frame["loss"].tolist() == names * 2 and names[0] == FOREGROUND_REFERENCE
+    assert frame["shape"].tolist() == ["2x12x10"] * 6 + ["1x9x9"] * 6
+    assert (frame.loc[frame["loss"] == FOREGROUND_REFERENCE, "ratio"] == 1.0).all()
+    assert (frame["median_ms"] > 0).all() and set(frame["threads"]) == {1}
+    wfm = frame[frame["loss"] == "weighted_fmeasure_loss(terms)"]
+    assert (wfm["target"] == FOREGROUND_TARGETS["weighted_fmeasure_loss(terms)"]).all()
+    assert all(m == (r <= 1.5) for m, r in zip(wfm["meets"], wfm["ratio"]))
+    assert frame.loc[frame["loss"] == "hybrid_loss", "meets"].isna().all()
+
+
+def test_foreground_batch_holds_blobs_and_the_losses_agree_with_their_functions():
+    from pixelweight.benchmark import foreground_batch, foreground_losses
+    from pixelweight.losses import weighted_fmeasure_loss
+
+    logits, target = foreground_batch((3, 32, 24), seed=1)
+    assert logits.shape == (3, 1, 32, 24) and logits.requires_grad and target.dtype == torch.long
+    fraction = target.float().mean(dim=(1, 2))
+    assert torch.all((fraction > 0.25) & (fraction < 0.35))
+    losses = foreground_losses(target)
+    torch.testing.assert_close(losses["weighted_fmeasure_loss(terms)"](logits, target),
+                               weighted_fmeasure_loss(logits, target))
+    with pytest.raises(ValueError, match=r"shape must be \(N, H, W\)"):
+        foreground_batch((1, 1, 8, 8))
+    with pytest.raises(ValueError, match="fraction"):
+        foreground_batch((1, 8, 8), fraction=1.0)
+
+
+def test_benchmark_foreground_cli(capsys):
+    assert main(["--set", "foreground", "--shape", "1", "1", "8", "8", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio = time / F.binary_cross_entropy_with_logits" in out and "weighted_fmeasure_loss(terms)" in out
+    with pytest.raises(SystemExit):
+        main(["--set", "foreground", "--shape", "1", "3", "8", "8"])

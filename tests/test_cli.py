@@ -45,17 +45,45 @@ def test_cli_trains_on_a_voc_fixture_and_writes_record(tmp_path, loss, monkeypat
     assert state["head.weight"].shape[0] == 21
 
 
-def test_cli_binary_saliency_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
-    (tmp_path / "img").mkdir()
-    (tmp_path / "gt").mkdir()
+def _saliency(root, size=18):
+    (root / "img").mkdir(parents=True)
+    (root / "gt").mkdir()
     rng = np.random.default_rng(1)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (18, 18, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
-        Image.fromarray((rng.random((18, 18)) > 0.5).astype(np.uint8) * 255).save(tmp_path / "gt" / f"{i}.png")
-    assert main(["--data", "saliency", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "gt"),
-                 "--crop", "16", "--out", str(tmp_path / "r"), *COMMON]) == 0
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        Image.fromarray((rng.random((size, size)) > 0.5).astype(np.uint8) * 255).save(root / "gt" / f"{i}.png")
+    return ["--data", "saliency", "--images", str(root / "img"), "--masks", str(root / "gt")]
+
+
+def test_cli_binary_saliency_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    assert main([*_saliency(tmp_path), "--crop", "16", "--out", str(tmp_path / "r"), *COMMON]) == 0
     assert (tmp_path / "r" / "saliency-ce--seed0.json").is_file()
+
+
+#: The registered losses that take binary logits only (a foreground map): trained on the saliency folder.
+FOREGROUND_LOSSES = ("wfm", "floss", "structure", "hybrid")
+
+
+@pytest.mark.parametrize("loss, options", [("wfm", []), ("wfm", ["beta2=0.3", "smoothing=0.05"]), ("floss", []),
+                                           ("structure", ["form=intended"]), ("hybrid", [])],
+                         ids=lambda v: v if isinstance(v, str) else "-".join(v))
+def test_cli_trains_the_foreground_losses_on_a_saliency_folder(tmp_path, monkeypatch, loss, options):
+    """Crops of 20 from 18-pixel images: the padding is ignore_index, which these losses honour."""
+    monkeypatch.setenv("PIXELWEIGHT_PROGRESS", "0")
+    out = tmp_path / "r"
+    argv = [*_saliency(tmp_path / "data"), "--crop", "20", "--loss", loss, "--out", str(out),
+            *[a for o in options for a in ("--loss-option", o)], *COMMON]
+    assert main(argv) == 0
+    record = json.loads((out / f"saliency-{loss}--seed0.json").read_text())
+    assert record["config"]["cli"]["loss"] == loss and np.isfinite(record["history"][-1]["loss"])
+
+
+def test_cli_refuses_a_foreground_loss_for_multiclass_data(tmp_path, capsys):
+    _voc(tmp_path / "voc")
+    err = _usage_error(["--data", "voc", "--root", str(tmp_path / "voc"), "--loss", "wfm", "--out",
+                        str(tmp_path / "r"), *COMMON], capsys)
+    assert "loss 'wfm' takes binary logits (a foreground map, num_classes=1), got num_classes=21" in err
 
 
 def _usage_error(argv, capsys):
@@ -180,7 +208,7 @@ def test_cli_offers_every_registered_loss_with_its_options(capsys):
 def _registered_runs():
     from pixelweight.losses import loss_names
 
-    runs = [(name, []) for name in loss_names()]
+    runs = [(name, []) for name in loss_names() if name not in FOREGROUND_LOSSES]  # binary: see above
     runs += [("lmp", ["p=1.3", "base=focal", "gamma=1.0", "per_image=true"])]  # options: test_registry.py
     runs += [("recall", ["momentum=0.5", "gamma=1.0", "init=ones", "detach_focal=false", "sync_counts=false"])]
     return runs

@@ -30,6 +30,13 @@ every parallel operator waits for a descheduled worker thread, which penalises t
 that run many small operators (loss max-pooling, the recall loss) far more than
 ``F.cross_entropy``'s few large ones.
 
+**The foreground-map losses against BCE.** :func:`benchmark_foreground` times the binary
+losses (the Weighted F-measure loss with its ground-truth terms cached, as in training, and
+computed per call; FLoss, F3Net's structure loss, BASNet's hybrid loss) against
+``torch.nn.functional.binary_cross_entropy_with_logits`` on the same logits and blob-shaped
+masks, for one or more batch shapes (:data:`FOREGROUND_SHAPES`), with the issue's target
+(:data:`FOREGROUND_TARGETS`).
+
 From a shell (every loss, 1 and 2 CPU threads; ``--set recall`` gives the recall chapter's
 comparison), e.g. on a GPU at the size of a Cityscapes batch::
 
@@ -54,8 +61,9 @@ import torch.nn.functional as F
 
 from ._validation import check_float, check_ignore_index, check_int
 
-__all__ = ["DEFAULT_SHAPE", "LIBRARY_SHAPE", "REFERENCE", "TARGETS", "benchmark_calls", "benchmark_library",
-           "benchmark_losses", "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
+__all__ = ["DEFAULT_SHAPE", "FOREGROUND_REFERENCE", "FOREGROUND_SHAPES", "FOREGROUND_TARGETS", "LIBRARY_SHAPE",
+           "REFERENCE", "TARGETS", "benchmark_calls", "benchmark_foreground", "benchmark_library",
+           "benchmark_losses", "foreground_batch", "foreground_losses", "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
            "time_calls"]
 
 #: Logits shape of :func:`benchmark_losses`: Cityscapes-like, batch 8, 19 classes, 512 x 1024.
@@ -74,6 +82,13 @@ TARGETS = {
     "soft_dice_loss": 1.5,
 }
 TIMERS = ("wall", "cpu")
+
+#: Mask batches of :func:`benchmark_foreground`, ``(N, H, W)``: 16 maps of 64x64 and 8 of 256x256.
+FOREGROUND_SHAPES = ((16, 64, 64), (8, 256, 256))
+#: The reference of the foreground-map losses: PyTorch's binary cross-entropy on the same logits.
+FOREGROUND_REFERENCE = "F.binary_cross_entropy_with_logits"
+#: The issue's target: forward+backward time over the reference's, with the terms cached.
+FOREGROUND_TARGETS = {"weighted_fmeasure_loss(terms)": 1.5}
 
 
 def default_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict[str, Callable]:
@@ -127,6 +142,137 @@ def library_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict
         "loss_max_pooling(per_image)": lambda x, y: loss_max_pooling(x, y, per_image=True, ignore_index=ii),
         "soft_dice_loss": lambda x, y: soft_dice_loss(x, y, ignore_index=ii),
     }
+
+
+def foreground_batch(shape: Sequence[int], *, seed: int = 0, fraction: float = 0.3,
+                     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Random logits ``(N, 1, H, W)`` (requiring grad) and blob-shaped 0/1 masks ``(N, H, W)``.
+
+    The masks threshold smoothed noise (a Gaussian of sigma ``H / 16``) at its
+    ``1 - fraction`` quantile: a few compact objects covering about ``fraction`` of each
+    image, like salient-object masks (the Weighted F-measure's blur and distance transform
+    see edges, not salt-and-pepper noise).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+        raise ValueError(f"shape must be (N, H, W), got {shape!r}")
+    n, h, w = (check_int(v, f"shape[{i}]", minimum=1) for i, v in enumerate(shape))
+    fraction = check_float(fraction, "fraction", minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False)
+    rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
+    smooth = gaussian_filter(rng.random((n, h, w)), sigma=(0, max(h / 16, 1), max(w / 16, 1)))
+    cut = np.quantile(smooth.reshape(n, -1), 1 - fraction, axis=1)
+    target = torch.from_numpy(smooth > cut[:, None, None]).long().to(device)
+    logits = torch.from_numpy(rng.standard_normal((n, 1, h, w))).to(device=device, dtype=dtype)
+    return logits.requires_grad_(True), target
+
+
+def foreground_losses(target: torch.Tensor) -> Dict[str, Callable]:
+    """The binary losses of the library, ``F.binary_cross_entropy_with_logits`` first (the reference).
+
+    ``weighted_fmeasure_loss(terms)`` gets the ground-truth terms of ``target``, computed here
+    once (as a training loop caches them per image); ``weighted_fmeasure_loss`` computes them
+    at every call (the distance transform included). Then ``soft_fmeasure_loss`` (FLoss),
+    ``structure_loss`` (F3Net, published form) and ``hybrid_loss`` (BASNet).
+    """
+    from .losses import hybrid_loss, soft_fmeasure_loss, structure_loss, weighted_fmeasure_loss
+    from .metrics import wfm_gt_terms
+
+    terms = wfm_gt_terms(target == 1, dtype=torch.float32)
+    labels = target.unsqueeze(1).float()
+    return {
+        FOREGROUND_REFERENCE: lambda x, y: F.binary_cross_entropy_with_logits(x, labels),
+        "weighted_fmeasure_loss(terms)": lambda x, y: weighted_fmeasure_loss(x, y, terms=terms),
+        "weighted_fmeasure_loss": lambda x, y: weighted_fmeasure_loss(x, y),
+        "soft_fmeasure_loss": lambda x, y: soft_fmeasure_loss(x, y),
+        "structure_loss": lambda x, y: structure_loss(x, y),
+        "hybrid_loss": lambda x, y: hybrid_loss(x, y),
+    }
+
+
+def benchmark_foreground(
+    shapes: Sequence[Sequence[int]] = FOREGROUND_SHAPES,
+    *,
+    device: str | torch.device = "cpu",
+    repeats: int = 10,
+    warmup: int = 2,
+    num_threads: Optional[int] = 1,
+    steady_memory: bool = True,
+    timer: str = "wall",
+    seed: int = 0,
+):
+    """The foreground-map losses against binary cross-entropy: forward + backward, per batch shape.
+
+    For each ``(N, H, W)`` of ``shapes``: float32 logits ``(N, 1, H, W)`` and blob masks
+    (:func:`foreground_batch`), every loss of :func:`foreground_losses` timed by
+    :func:`time_calls` (turns within each round, rotating order), and the ratio to
+    ``F.binary_cross_entropy_with_logits`` taken within each round. Defaults: the issue's
+    sizes (:data:`FOREGROUND_SHAPES`), one CPU thread, ``steady_memory=True`` on the CPU.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per shape and loss: ``loss``, ``median_ms``, ``q25_ms``, ``q75_ms``, ``ratio``,
+        ``ratio_q25``, ``ratio_q75``, ``shape`` (``NxHxW``), ``device``, ``repeats``,
+        ``threads``, ``steady_memory``, ``timer``, ``target`` (:data:`FOREGROUND_TARGETS`, NaN
+        where there is none) and ``meets`` (``ratio <= target``, ``None`` without one).
+
+    Examples
+    --------
+    >>> from pixelweight.benchmark import benchmark_foreground
+    >>> frame = benchmark_foreground([(2, 16, 16)], repeats=2, warmup=0)
+    >>> frame["loss"].tolist()[:2]
+    ['F.binary_cross_entropy_with_logits', 'weighted_fmeasure_loss(terms)']
+    >>> float(frame.loc[0, "ratio"]), frame.loc[1, "target"]
+    (1.0, 1.5)
+    """
+    import pandas as pd
+
+    from .train import resolve_device
+
+    if not isinstance(shapes, (tuple, list)) or not shapes:
+        raise ValueError(f"shapes must be a non-empty sequence of (N, H, W), got {shapes!r}")
+    repeats = check_int(repeats, "repeats", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=0)
+    if num_threads is not None:
+        num_threads = check_int(num_threads, "num_threads", minimum=1)
+    if not isinstance(steady_memory, bool):
+        raise TypeError(f"steady_memory must be a bool, got {type(steady_memory).__name__}")
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    device = resolve_device(device)
+    steady = steady_memory and device.type == "cpu" and keep_freed_memory()
+    batches = [foreground_batch(shape, seed=seed, device=device) for shape in shapes]
+    saved_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    frames = []
+    try:
+        threads = torch.get_num_threads()
+        for logits, target in batches:
+            losses = foreground_losses(target)
+
+            def fwd_bwd(fn, logits=logits, target=target) -> Callable[[], None]:
+                def call() -> None:
+                    logits.grad = None
+                    fn(logits, target).backward()
+                return call
+
+            times = time_calls({name: fwd_bwd(fn) for name, fn in losses.items()}, repeats=repeats,
+                               warmup=warmup, device=device, timer=timer)
+            rows = _ratio_rows(times)
+            for row in rows:
+                row.update({"shape": "x".join(map(str, target.shape)), "device": str(device), "repeats": repeats,
+                            "threads": threads, "steady_memory": steady, "timer": timer})
+            frames.append(pd.DataFrame(rows))
+            logits.grad = None
+    finally:
+        torch.set_num_threads(saved_threads)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["target"] = [FOREGROUND_TARGETS.get(name, float("nan")) for name in frame["loss"]]
+    frame["meets"] = [None if name not in FOREGROUND_TARGETS else bool(r <= FOREGROUND_TARGETS[name])
+                      for name, r in zip(frame["loss"], frame["ratio"])]
+    return frame
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -615,9 +761,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Forward+backward time of every loss of pixelweight relative to torch.nn.functional."
                     "cross_entropy, as the median ratio over rounds with its quartiles.",
     )
-    parser.add_argument("--set", choices=["library", "recall"], default="library",
+    parser.add_argument("--set", choices=["library", "recall", "foreground"], default="library",
                         help="library: every loss against F.cross_entropy (default); recall: the recall "
-                             "chapter's comparison against the library's CE")
+                             "chapter's comparison against the library's CE; foreground: the binary "
+                             "foreground-map losses against F.binary_cross_entropy_with_logits (shapes "
+                             "16x1x64x64 and 8x1x256x256 unless --shape N 1 H W)")
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("N", "C", "H", "W"),
                         help=f"logits shape (default {' '.join(map(str, LIBRARY_SHAPE))} for the library set, "
                              f"{' '.join(map(str, DEFAULT_SHAPE))} for the recall set)")
@@ -638,6 +786,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="CPU: keep freed memory in the process (glibc), so that page faults do not "
                              "dominate the times")
     args = parser.parse_args(argv)
+    if args.set == "foreground":
+        return _main_foreground(args, parser)
     library = args.set == "library"
     shape = args.shape or list(LIBRARY_SHAPE if library else DEFAULT_SHAPE)
     ignore_index = args.ignore_index if args.ignore_index is not None or not library else 255
@@ -669,6 +819,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         both["target"] = [TARGETS.get(name, float("nan")) for name in both["loss"]]
         print("ratio to F.cross_entropy: median [25 %, 75 %] over the rounds")
         print(table(ratio_table(both)))
+    return 0
+
+
+def _main_foreground(args, parser) -> int:
+    """``--set foreground``: :func:`benchmark_foreground`, one table per thread count."""
+    from .book import table
+
+    if args.shape is not None and args.shape[1] != 1:
+        parser.error(f"--set foreground takes binary logits: --shape N 1 H W, got {args.shape}")
+    shapes = [(args.shape[0], args.shape[2], args.shape[3])] if args.shape else list(FOREGROUND_SHAPES)
+    columns = ["loss", "shape", "median_ms", "ratio", "ratio_q25", "ratio_q75", "target"]
+    for t in args.threads or [1]:
+        frame = benchmark_foreground(shapes, device=args.device, repeats=args.repeats, warmup=args.warmup,
+                                     num_threads=t, steady_memory=args.steady_memory, timer=args.timer,
+                                     seed=args.seed)
+        first = frame.iloc[0]
+        print(f"device {first['device']}, float32, {first['repeats']} rounds, {first['threads']} CPU threads, "
+              f"steady memory {first['steady_memory']}, {first['timer']} time; ratio = time / {FOREGROUND_REFERENCE}")
+        print(table(frame[columns], floatfmt=".3f"))
+        print()
     return 0
 
 

@@ -48,15 +48,23 @@ import torch
 from pixelweight.losses import (
     CrossEntropyLoss,
     FocalLoss,
+    HybridLoss,
     LossMaxPooling,
     RecallLoss,
     SoftDiceLoss,
+    SoftFMeasureLoss,
+    StructureLoss,
+    WeightedFMeasureLoss,
     cross_entropy,
     focal_loss,
+    hybrid_loss,
     loss_max_pooling,
     recall_loss,
     recall_weights,
     soft_dice_loss,
+    soft_fmeasure_loss,
+    structure_loss,
+    weighted_fmeasure_loss,
 )
 
 from losses.loss_cases import REDUCTIONS
@@ -87,6 +95,11 @@ def image_class_table(logits_shape, valid) -> Tuple[int, ...]:
     return (logits_shape[0], logits_shape[1])
 
 
+def per_image(logits_shape, valid) -> Tuple[int, ...]:
+    """One value per image, ``(N,)`` (the foreground-map losses: binary logits only)."""
+    return (logits_shape[0],)
+
+
 def class_vector(logits_shape, valid) -> Tuple[int, ...]:
     """One value per class over the whole batch, ``(K,)``."""
     return (logits_shape[1],)
@@ -106,6 +119,11 @@ def valid_weight_total(options, target, valid, none) -> torch.Tensor:
 def valid_images_times_classes(options, target, valid, none) -> torch.Tensor:
     """(images with at least one valid pixel) x K: the per-image Dice mean."""
     return valid.flatten(1).any(1).sum() * none.shape[1]
+
+
+def valid_images(options, target, valid, none) -> torch.Tensor:
+    """Images with at least one valid pixel: the per-image foreground-map losses."""
+    return valid.flatten(1).any(1).sum()
 
 
 def number_of_entries(options, target, valid, none) -> int:
@@ -289,6 +307,21 @@ SPECS = [
              options=lambda c: dict(p=3.0, ratio=0.6, pixel_loss=functools.partial(focal_loss, gamma=2.0)),
              nan="raise",
              none_differentiable=False),
+    # the foreground-map losses: binary logits, one value per image
+    LossSpec("wfm", "wfm", weighted_fmeasure_loss, WeightedFMeasureLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("wfm-beta0.3-smooth", "wfm", weighted_fmeasure_loss, WeightedFMeasureLoss,
+             options=lambda c: dict(beta2=0.3, smoothing=0.05), layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("floss", "floss", soft_fmeasure_loss, SoftFMeasureLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("structure", "structure", structure_loss, StructureLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("structure-intended", "structure", structure_loss, StructureLoss,
+             options=lambda c: dict(form="intended"), layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("hybrid", "hybrid", hybrid_loss, HybridLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
 ]
 
 FAMILY_SPECS = [s for i, s in enumerate(SPECS) if s.family not in {t.family for t in SPECS[:i]}]  # one per loss

@@ -20,6 +20,7 @@ from losses.contract import (
     SPECS,
     image_class_table,
     known_defect,
+    per_image,
     pixel_map,
 )
 from losses.loss_cases import binary_inputs, multiclass_inputs
@@ -146,15 +147,17 @@ def test_dtype_and_device(spec, layout, dtype, device):
 
 @pytest.mark.parametrize("spec, dtype, device", cases("realistic_size", FAMILY_SPECS, LOW_PRECISION, DEVICES))
 def test_low_precision_at_a_realistic_size(spec, dtype, device):
-    """4 x 5 x 512 x 512 logits, 8 ignored rows per image: 1,032,192 valid pixels (past float16's
-    largest integer, 65,504), images from nearly uniform to confident; the mean against float64."""
+    """4 x 5 x 512 x 512 logits (4 x 1 x 512 x 512 for a binary-only loss), 8 ignored rows per image:
+    1,032,192 valid pixels (past float16's largest integer, 65,504), images from nearly uniform to
+    confident; the mean against float64."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 5, 512, 512, generator=g) * torch.tensor([0.15, 1.0, 2.0, 4.0]).view(4, 1, 1, 1)
-    t = torch.randint(0, 5, (4, 512, 512), generator=g)
+    c = 5 if "multiclass" in spec.layouts else 1  # binary-only losses: (N, 1, H, W) logits, 0/1 labels
+    x = torch.randn(4, c, 512, 512, generator=g) * torch.tensor([0.15, 1.0, 2.0, 4.0]).view(4, 1, 1, 1)
+    t = torch.randint(0, max(c, 2), (4, 512, 512), generator=g)
     t[:, :8] = IGNORE
     x = x.to(dtype)
-    out = spec.loss(5, IGNORE, "mean", device)(x.to(device), t.to(device))
-    ref = spec.loss(5, IGNORE, "mean")(x.double(), t)
+    out = spec.loss(max(c, 2), IGNORE, "mean", device)(x.to(device), t.to(device))
+    ref = spec.loss(max(c, 2), IGNORE, "mean")(x.double(), t)
     assert out.dtype == dtype and torch.isfinite(out)
     assert_close_rel(out, ref, LOW_PRECISION_RTOL[dtype])
 
@@ -201,7 +204,7 @@ def test_reduction_layouts_and_normalisers(spec, layout):
     assert none.shape == spec.none_shape(x.shape, valid)
     if spec.none_shape is pixel_map:
         assert torch.all(none.reshape(valid.shape)[~valid] == 0)
-    if spec.none_shape is image_class_table:
+    if spec.none_shape in (image_class_table, per_image):
         assert torch.all(none[2] == 0)
     assert total.shape == mean.shape == ()
     torch.testing.assert_close(total, none.sum())
@@ -341,7 +344,7 @@ COMPILE_SPECS = FAMILY_SPECS + [s for s in SPECS if s.state and s not in FAMILY_
 def test_torch_compile_smoke(spec):
     """One call through ``torch.compile(backend="eager")`` (graph capture only: fast on CPU) gives
     the eager value and gradient."""
-    x, t, c = inputs("multiclass", dtype=torch.float32, requires_grad=True)
+    x, t, c = inputs(spec.layouts[0], dtype=torch.float32, requires_grad=True)
     y = x.detach().clone().requires_grad_()
     compiled = torch.compile(spec.loss(c, IGNORE, "mean"), backend="eager")
     out = compiled(y, t)

@@ -10,14 +10,19 @@ from torch import nn
 from pixelweight.losses import (
     CrossEntropyLoss,
     FocalLoss,
+    HybridLoss,
     LossContext,
     LossMaxPooling,
     LossOption,
     RecallLoss,
     SoftDiceLoss,
+    SoftFMeasureLoss,
+    StructureLoss,
+    WeightedFMeasureLoss,
     build_loss,
     class_weights,
     focal_loss,
+    hybrid_loss,
     loss_max_pooling,
     loss_names,
     loss_spec,
@@ -25,6 +30,9 @@ from pixelweight.losses import (
     recall_counts,
     recall_weights,
     register_loss,
+    soft_fmeasure_loss,
+    structure_loss,
+    weighted_fmeasure_loss,
 )
 from pixelweight.losses import registry
 
@@ -147,3 +155,49 @@ def test_a_chapter_registers_a_loss_once(monkeypatch):
     with pytest.raises(TypeError, match="not an nn.Module"):
         register_loss("bad", lambda ctx: 3)
         build_loss("bad", CTX)
+
+
+BINARY_CTX = LossContext(num_classes=1, ignore_index=255)
+FOREGROUND_LOSSES = {  # name: (options, the functional they must give)
+    "wfm": ({"beta2": 0.3, "smoothing": 0.05},
+            lambda x, t: weighted_fmeasure_loss(x, t, beta2=0.3, smoothing=0.05, ignore_index=255)),
+    "floss": ({"beta2": 1.0}, lambda x, t: soft_fmeasure_loss(x, t, beta2=1.0, ignore_index=255)),
+    "structure": ({"form": "intended"}, lambda x, t: structure_loss(x, t, form="intended", ignore_index=255)),
+    "hybrid": ({}, lambda x, t: hybrid_loss(x, t, ignore_index=255)),
+}
+
+
+def test_the_foreground_losses_are_registered_for_binary_logits():
+    assert loss_names()[7:] == ("wfm", "floss", "structure", "hybrid")
+    assert {n: [(o.name, o.default) for o in loss_spec(n).options] for n in FOREGROUND_LOSSES} == {
+        "wfm": [("beta2", 1.0), ("smoothing", 0.0)], "floss": [("beta2", 0.3)],
+        "structure": [("form", "published")], "hybrid": []}
+    assert loss_spec("structure").option("form").choices == ("published", "intended")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 9, 10, generator=g)
+    target = torch.randint(0, 2, (2, 9, 10), generator=g)
+    target[:, :2] = 255
+    defaults = {"wfm": WeightedFMeasureLoss(ignore_index=255), "floss": SoftFMeasureLoss(ignore_index=255),
+                "structure": StructureLoss(ignore_index=255), "hybrid": HybridLoss(ignore_index=255)}
+    for name, (options, functional) in FOREGROUND_LOSSES.items():
+        built = build_loss(name, BINARY_CTX)
+        assert type(built) is type(defaults[name]) and built.ignore_index == 255
+        torch.testing.assert_close(built(logits, target), defaults[name](logits, target), rtol=0, atol=0)
+        text = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+        built = build_loss(name, BINARY_CTX, **parse_loss_options(name, text))
+        torch.testing.assert_close(built(logits, target), functional(logits, target), rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(FOREGROUND_LOSSES))
+def test_the_foreground_losses_refuse_multiclass_logits(name):
+    with pytest.raises(ValueError, match=rf"loss '{name}' takes binary logits .*num_classes=3"):
+        build_loss(name, CTX)
+
+
+def test_foreground_loss_options_are_checked():
+    with pytest.raises(ValueError, match=r"must be one of \('published', 'intended'\)"):
+        build_loss("structure", BINARY_CTX, form="weighted")
+    with pytest.raises(ValueError, match="smoothing"):
+        build_loss("wfm", BINARY_CTX, smoothing=-1.0)
+    with pytest.raises(ValueError, match="beta2"):
+        build_loss("floss", BINARY_CTX, beta2=math.inf)

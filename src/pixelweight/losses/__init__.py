@@ -1,7 +1,10 @@
 """Pixel losses: a functional form and an ``nn.Module`` for each, logits in.
 
 Baselines: cross-entropy (plain and class-weighted), focal loss and soft Dice, plus the
-class-weight estimators they share; the papers' recall loss and loss max-pooling. Every
+class-weight estimators they share; the papers' recall loss and loss max-pooling; the
+Weighted F-measure loss (the exact metric of Margolin et al. as a loss, Kolkin et al.,
+ICCV 2017) and the salient-object-detection losses it is compared with: FLoss, F3Net's
+structure loss and BASNet's hybrid loss (binary logits, one value per image). Every
 loss is registered in :mod:`pixelweight.losses.registry` (:func:`build_loss`,
 :func:`register_loss`), which is what ``pixelweight-train --loss`` offers. Conventions: multiclass logits ``(N, C, H, W)`` with
 ``(N, H, W)`` long targets; binary logits ``(N, 1, H, W)`` with ``(N, H, W)`` or
@@ -17,6 +20,8 @@ from .dice import SoftDiceLoss, soft_dice_loss
 from .focal import FocalLoss, focal_loss
 from .lmp import LossMaxPooling, lmp_bounds, lmp_pool, lmp_weights, lmp_weights_reference, loss_max_pooling
 from .recall import RecallLoss, RecallTerms, recall_counts, recall_loss, recall_terms, recall_weights
+from .sod import HybridLoss, SoftFMeasureLoss, StructureLoss, hybrid_loss, soft_fmeasure_loss, structure_loss
+from .wfm import WeightedFMeasureLoss, weighted_fmeasure_loss
 from .registry import LossContext, LossOption, LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
 
 __all__ = [
@@ -48,4 +53,12 @@ __all__ = [
     "recall_weights",
     "register_loss",
     "soft_dice_loss",
+    "HybridLoss",
+    "SoftFMeasureLoss",
+    "StructureLoss",
+    "WeightedFMeasureLoss",
+    "hybrid_loss",
+    "soft_fmeasure_loss",
+    "structure_loss",
+    "weighted_fmeasure_loss",
 ]

@@ -28,6 +28,17 @@ Registered here (name: loss; options):
   ``init``, ``detach_focal``, ``sync_counts`` (defaults: the official code's behaviour);
 - ``lmp``: loss max-pooling of CE or focal pixel losses; ``p``, ``ratio``, ``per_image``,
   ``base``, ``gamma`` (of the focal base).
+
+Binary logits only (``num_classes=1``, a foreground map; one value per image):
+
+- ``wfm``: the Weighted F-measure loss :math:`1 - F^w_\beta` (the exact metric of Margolin
+  et al. as a loss, Kolkin et al.); ``beta2``, ``smoothing`` (of the minimum). The
+  ground-truth terms are computed at every call: to cache them, call the loss yourself
+  with ``terms=``;
+- ``floss``: FLoss, the soft F-measure (Zhao et al.); ``beta2``;
+- ``structure``: F3Net's structure loss (Wei et al.); ``form`` (``published``: unweighted
+  BCE as the official code computes it, ``intended``: weighted BCE);
+- ``hybrid``: BASNet's hybrid loss BCE + (1 - SSIM) + IoU (Qin et al.).
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ from .dice import SoftDiceLoss
 from .focal import FocalLoss, focal_loss
 from .lmp import LossMaxPooling
 from .recall import RecallLoss
+from .sod import STRUCTURE_FORMS, HybridLoss, SoftFMeasureLoss, StructureLoss
+from .wfm import WeightedFMeasureLoss
 
 __all__ = [
     "LossContext",
@@ -281,7 +294,7 @@ def loss_names() -> Tuple[str, ...]:
     --------
     >>> from pixelweight.losses import loss_names
     >>> loss_names()
-    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp')
+    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid')
     """
     return tuple(_REGISTRY)
 
@@ -421,4 +434,48 @@ register_loss(
         LossOption("gamma", float, 2.0, "focusing exponent of the focal base loss (base=focal only)"),
     ],
     help="loss max-pooling (Rota Bulo et al., CVPR 2017)",
+)
+
+
+def _binary_only(name: str, build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """A factory that builds ``build(ctx, **options)`` for binary logits and refuses others."""
+
+    def factory(ctx: LossContext, **options: Any) -> nn.Module:
+        if ctx.num_classes != 1:
+            raise ValueError(f"loss {name!r} takes binary logits (a foreground map, num_classes=1), "
+                             f"got num_classes={ctx.num_classes}")
+        return build(ctx, **options)
+
+    return factory
+
+
+register_loss(
+    "wfm",
+    _binary_only("wfm", lambda ctx, beta2, smoothing: WeightedFMeasureLoss(
+        beta2=beta2, smoothing=smoothing, ignore_index=ctx.ignore_index)),
+    options=[
+        LossOption("beta2", float, 1.0, "beta^2 of F^w (1 in Margolin's code)"),
+        LossOption("smoothing", float, 0.0, "0: exact min(E, E_A) with its subgradient; s > 0: a smooth "
+                   "minimum within s/2 of it"),
+    ],
+    help="Weighted F-measure loss 1 - F^w, the exact metric (Margolin et al., CVPR 2014; as a loss: "
+         "Kolkin et al., ICCV 2017); binary logits",
+)
+register_loss(
+    "floss",
+    _binary_only("floss", lambda ctx, beta2: SoftFMeasureLoss(beta2=beta2, ignore_index=ctx.ignore_index)),
+    options=[LossOption("beta2", float, 0.3, "beta^2 of the soft F-measure (0.3 in salient-object detection)")],
+    help="FLoss, the soft F-measure (Zhao et al., ICCV 2019); binary logits",
+)
+register_loss(
+    "structure",
+    _binary_only("structure", lambda ctx, form: StructureLoss(form=form, ignore_index=ctx.ignore_index)),
+    options=[LossOption("form", str, "published", "published: unweighted BCE (the official code); intended: "
+                        "edge-weighted BCE", choices=STRUCTURE_FORMS)],
+    help="F3Net's structure loss, BCE + edge-weighted IoU (Wei et al., AAAI 2020); binary logits",
+)
+register_loss(
+    "hybrid",
+    _binary_only("hybrid", lambda ctx: HybridLoss(ignore_index=ctx.ignore_index)),
+    help="BASNet's hybrid loss BCE + (1 - SSIM) + IoU (Qin et al., CVPR 2019); binary logits",
 )
