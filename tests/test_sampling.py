@@ -174,6 +174,20 @@ def test_saliency_shapes_and_scale_invariance():
     assert saliency_grid(torch.ones(0, 1, 4, 4), out_size=3).shape == (0, 3, 3, 2)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_grid_ignores_autocast(device):
+    """Under torch.autocast the matrix products would run in half precision: not here."""
+    s = _random_saliency(2, (31, 31), seed=4).to(device)
+    expected = saliency_grid(s, out_size=32)
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    sampler = SaliencySampler(None, 32).to(device)
+    with torch.autocast(device_type=device, dtype=dtype):
+        grid = saliency_grid(s, out_size=32)
+        out = sampler(torch.rand(2, 1, 64, 64, device=device), saliency=s)
+    assert grid.dtype == torch.float32 and torch.equal(grid, expected)
+    assert out.grid.dtype == torch.float32 and (out.grid - expected).abs().max() < 1e-6
+
+
 def test_module_grid_equals_the_function():
     s = _random_saliency(3, (31, 31), seed=2, dtype=torch.float64)
     sampler = SaliencySampler(None, (48, 40), sigma=4.0, padding=12).double()
@@ -492,6 +506,21 @@ def test_determinism():
     # the inversion is deterministic too
     grid = saliency_grid(_random_saliency(2, (31, 31), seed=0), out_size=32)
     assert torch.equal(invert_grid(grid, 48).grid, invert_grid(grid, 48).grid)
+
+
+@pytest.mark.parametrize("net_size", [(16, 16), (31, 31), (40, 7), (1, 1), (5, 31)])
+def test_the_networks_map_is_resized_like_interpolate(net_size):
+    """The network's map is brought to the grid by two matrix products: F.interpolate's
+    bilinear resize with align_corners=True."""
+    logits = torch.rand(2, 1, *net_size, generator=torch.Generator().manual_seed(0), **F64) + 0.1
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return logits
+
+    out = SaliencySampler(Fixed(), 8, grid_size=(31, 29), activation="none").double()(torch.rand(2, 1, 8, 8, **F64))
+    expected = F.interpolate(logits, size=(31, 29), mode="bilinear", align_corners=True)
+    assert torch.allclose(out.saliency, expected, atol=1e-12)
 
 
 def test_repr_and_rectangular_sizes():

@@ -193,7 +193,7 @@ def _check_saliency(saliency) -> torch.Tensor:
     return saliency
 
 
-def _saliency_message(s: torch.Tensor) -> str:
+def _saliency_problems(s: torch.Tensor) -> list:
     s = s.detach()
     problems = []
     nan, inf, neg = int(torch.isnan(s).sum()), int(torch.isinf(s).sum()), int((s < 0).sum())
@@ -206,8 +206,22 @@ def _saliency_message(s: torch.Tensor) -> str:
     zero = [i for i, m in enumerate(s.flatten(1).amax(1).tolist()) if m == 0]
     if zero:
         problems.append(f"an all-zero map in image(s) {zero[:5]}")
-    return ("saliency must be finite and non-negative with a positive value somewhere in every image "
-            "(apply a softmax or a softplus to a network's output); found " + ", ".join(problems))
+    return problems
+
+
+def _grid_message(saliency: torch.Tensor) -> str:
+    """Why the grid of ``saliency`` (N, g_h, g_w) failed its check (called only on failure)."""
+    problems = _saliency_problems(saliency)
+    if problems:
+        return ("saliency must be finite and non-negative with a positive value somewhere in every image "
+                "(apply a softmax or a softplus to a network's output); found " + ", ".join(problems))
+    return ("the Gaussian-weighted saliency is 0 at some grid point: no cell within the kernel's reach has "
+            "positive saliency, or exp(-d^2 / 2 sigma^2) underflows; increase sigma or radius, or give every "
+            "cell a positive saliency (e.g. a softmax)")
+
+
+_GRID_DEVICE_MESSAGE = ("pixelweight: saliency must be finite and non-negative with a positive value in every "
+                        "image, and its Gaussian-weighted sum positive at every grid point (increase sigma)")
 
 
 # --------------------------------------------------------------------------------------
@@ -260,6 +274,8 @@ def _axis_operators(kernel: torch.Tensor, size: int, padding: int) -> Tuple[torc
 
 def _upsampling_matrix(size: int, out: int) -> torch.Tensor:
     """``U`` (out, size): ``U @ v`` is ``F.interpolate(v, out, mode="linear", align_corners=True)``."""
+    if size == 1:
+        return torch.ones(out, 1, dtype=torch.float64)
     pos = torch.arange(out, dtype=torch.float64) * ((size - 1) / (out - 1))
     low = pos.floor().clamp(0, size - 2).long()
     frac = pos - low
@@ -283,9 +299,18 @@ def _operators(grid: Tuple[int, int], out_size: Tuple[int, int], kernel: torch.T
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_operators(grid: Tuple[int, int], out_size: Tuple[int, int], sigma: float, padding: int,
-                      radius: int) -> Tuple[Optional[torch.Tensor], ...]:
-    return _operators(grid, out_size, gaussian_kernel(sigma, radius), padding)
+def _cached_operators(grid: Tuple[int, int], out_size: Tuple[int, int], sigma: float, padding: int, radius: int,
+                      device: torch.device, dtype: torch.dtype) -> Tuple[Optional[torch.Tensor], ...]:
+    """:func:`_operators` and the identity, rounded to ``dtype`` on ``device`` (kept there: no
+    host-to-device copy per call)."""
+    ops = (*_operators(grid, out_size, gaussian_kernel(sigma, radius), padding),
+           identity_grid(out_size, dtype=torch.float64))
+    return tuple(None if op is None else op.to(device=device, dtype=dtype) for op in ops)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_upsampling(size: int, out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return _upsampling_matrix(size, out).to(device=device, dtype=dtype)
 
 
 def identity_grid(size: Size, *, batch: int = 1, dtype: torch.dtype = torch.float32,
@@ -316,45 +341,52 @@ def identity_grid(size: Size, *, batch: int = 1, dtype: torch.dtype = torch.floa
     return grid.unsqueeze(0).expand(batch, h, w, 2).contiguous()
 
 
-def _compute_grid(s: torch.Tensor, left: torch.Tensor, right: torch.Tensor, up_h: Optional[torch.Tensor],
+def _compute_grid(saliency: torch.Tensor, left: torch.Tensor, right: torch.Tensor, up_h: Optional[torch.Tensor],
                   up_w: Optional[torch.Tensor], identity: torch.Tensor) -> torch.Tensor:
-    """The clamped grid (N, H, W, 2) from normalised saliency (N, g_h, g_w) and the operators of
-    :func:`_operators` (in ``s``'s dtype and device); ``identity`` is the (1, H, W, 2) identity.
+    """The clamped grid (N, H, W, 2) of checked-shape saliency (N, g_h, g_w) with the operators of
+    :func:`_operators` (in the compute dtype, on the saliency's device); ``identity`` is the
+    (1, H, W, 2) identity. The values are checked once, at the end: one
+    :func:`~pixelweight._validation.require` for the input and the denominator together.
 
-    Every step is one matrix product over the whole batch: the averages along x, then along y
-    (numerators and denominator together), the division, the upsampling along x, then along y.
+    Every step is a matrix product over the whole batch: the averages along x (numerator and
+    denominator together), then along y, the division, the upsampling along x, then along y;
+    in the saliency's dtype (float32 at least), also under ``torch.autocast``.
     """
+    if saliency.device.type in ("cpu", "cuda"):
+        with torch.autocast(device_type=saliency.device.type, enabled=False):  # no half-precision products
+            return _grid_products(saliency, left, right, up_h, up_w, identity)
+    return _grid_products(saliency, left, right, up_h, up_w, identity)
+
+
+def _grid_products(saliency, left, right, up_h, up_w, identity) -> torch.Tensor:
+    s, input_ok = _normalised(saliency)
     n, gh, gw = s.shape
-    t = (s.reshape(n * gh, gw) @ right).view(n, gh, 2 * gw)  # [S M_w^T, S O_w^T] per image
-    r = left @ t.transpose(0, 1).reshape(gh, n * 2 * gw)  # (2 g_h, N * 2 g_w)
-    averaged, offset_y = r.view(2, gh, n, 2, gw).unbind(0)  # M_h [...], O_h [...]
-    den, offset_x = averaged.unbind(2)  # (g_h, N, g_w): M_h S M_w^T = sum_x' S(x') k(x, x'), M_h S O_w^T
-    require(den.detach().amin() > 0 if n else torch.ones((), dtype=torch.bool),
-            lambda: ("the Gaussian-weighted saliency is 0 at some grid point: no cell within the kernel's "
-                     "reach has positive saliency, or exp(-d^2 / 2 sigma^2) underflows; increase sigma or "
-                     "radius, or give every cell a positive saliency (e.g. a softmax)"),
-            "pixelweight: the Gaussian-weighted saliency is 0 at some grid point (increase sigma)")
-    # the displacement (x, y) = (M_h S O_w^T, O_h S M_w^T) / den, as (g_h, N, 2, g_w)
-    d = torch.stack((offset_x, offset_y[:, :, 0]), dim=2) / den.unsqueeze(2)
+    t = s @ right  # (N, g_h, 2 g_w): [S M_w^T, S O_w^T]
+    averaged = left[:gh] @ t  # (N, g_h, 2 g_w): [M_h S M_w^T, M_h S O_w^T]
+    den = averaged[..., :gw].contiguous()  # sum_x' S(x') k(x, x') (a reduction over a strided view is slow)
+    offset_x = averaged[..., gw:]
+    offset_y = left[gh:] @ t[..., :gw]  # O_h S M_w^T
+    if n:  # NaN in the input makes both tests false
+        require(input_ok & (den.detach().amin() > 0), lambda: _grid_message(saliency), _GRID_DEVICE_MESSAGE)
+    d = torch.stack((offset_x, offset_y), dim=1) / den.unsqueeze(1)  # (N, 2, g_h, g_w): the displacement
     if up_w is not None:
-        d = d @ up_w.transpose(0, 1)  # (g_h, N, 2, W)
+        d = d @ up_w.transpose(0, 1)  # (N, 2, g_h, W)
     if up_h is not None:
-        d = (up_h @ d.reshape(gh, -1)).view(up_h.shape[0], n, 2, d.shape[-1])  # (H, N, 2, W)
-    return (identity + d.permute(1, 0, 3, 2).contiguous()).clamp_(-1.0, 1.0)
+        d = up_h @ d  # (N, 2, H, W)
+    return (identity + d.permute(0, 2, 3, 1)).clamp_(-1.0, 1.0).contiguous()
 
 
-def _normalised(saliency: torch.Tensor) -> torch.Tensor:
-    """Checked (N, g_h, g_w) saliency in the compute dtype (float32 at least), divided by its
-    per-image maximum (the grid does not change with the scale; the maximum is detached)."""
+def _normalised(saliency: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(N, g_h, g_w) saliency in the compute dtype (float32 at least), divided by its per-image
+    maximum (the grid does not change with the scale; the maximum is detached), and the 0-dim
+    test that every value is finite and non-negative with a positive maximum in every image."""
     dtype = torch.float64 if saliency.dtype == torch.float64 else torch.float32
     if saliency.shape[0] == 0:
-        return saliency.to(dtype)
+        return saliency.to(dtype), None
     detached = saliency.detach()
     peak = detached.flatten(1).amax(1)  # NaN propagates
-    require((detached.amin() >= 0) & (peak.amax() < math.inf) & (peak.amin() > 0),
-            lambda: _saliency_message(saliency),
-            "pixelweight: saliency must be finite and non-negative, with a positive value in every image")
-    return saliency.to(dtype) / peak.to(dtype)[:, None, None]
+    ok = (detached.amin() >= 0) & (peak.amax() < math.inf) & (peak.amin() > 0)
+    return saliency.to(dtype) / peak.to(dtype)[:, None, None], ok
 
 
 def saliency_grid(
@@ -438,10 +470,8 @@ def saliency_grid(
     sigma = _check_sigma(sigma)
     padding = check_int(padding, "padding", minimum=0)
     radius = _check_radius(radius, padding, grid_hw)
-    s = _normalised(s)
-    ops = [None if op is None else op.to(device=s.device, dtype=s.dtype)
-           for op in _cached_operators(grid_hw, out, sigma, padding, radius)]
-    return _compute_grid(s, *ops, identity_grid(out, dtype=s.dtype, device=s.device))
+    dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+    return _compute_grid(s, *_cached_operators(grid_hw, out, sigma, padding, radius, s.device, dtype))
 
 
 def zoom(x: torch.Tensor, grid: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
@@ -685,8 +715,8 @@ class SaliencySampler(nn.Module):
         if tuple(s.shape[-2:]) != self.grid_size:
             raise ValueError(f"saliency must be on the {self.grid_size} grid of this sampler, got "
                              f"{tuple(s.shape[-2:])}")
-        s = _normalised(s)
-        ops = [None if b is None else b.to(device=s.device, dtype=s.dtype)
+        dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+        ops = [None if b is None else b.to(device=s.device, dtype=dtype)
                for b in (self.left, self.right, self.upsample_h, self.upsample_w, self.identity)]
         return _compute_grid(s, *ops)
 
@@ -701,8 +731,12 @@ class SaliencySampler(nn.Module):
         if not isinstance(s, torch.Tensor) or s.ndim != 4 or s.shape[:2] != (x.shape[0], 1):
             shape = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
             raise ValueError(f"saliency_net must return (N, 1, h, w) = ({x.shape[0]}, 1, h, w), got {shape}")
-        if tuple(s.shape[-2:]) != self.grid_size:
-            s = F.interpolate(s, size=self.grid_size, mode="bilinear", align_corners=True)
+        dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+        s = s.to(dtype)
+        if tuple(s.shape[-2:]) != self.grid_size:  # = F.interpolate(bilinear, align_corners=True), faster
+            u_h = _cached_upsampling(s.shape[-2], self.grid_size[0], s.device, dtype)
+            u_w = _cached_upsampling(s.shape[-1], self.grid_size[1], s.device, dtype)
+            s = u_h @ s @ u_w.transpose(0, 1)
         return s
 
     def _blur(self, out: torch.Tensor) -> torch.Tensor:
@@ -723,10 +757,9 @@ class SaliencySampler(nn.Module):
         :class:`SamplerOutput`."""
         _check_image(x, "x")
         if saliency is None:
-            s = self._saliency(x)
+            s = self._saliency(x)  # float32 at least
             if self.activation == "softmax":
-                dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
-                s = torch.softmax(s.flatten(1).to(dtype), dim=1).view(s.shape)
+                s = torch.softmax(s.flatten(1), dim=1).view(s.shape)
         else:
             s = saliency
             if _check_saliency(s).shape[0] != x.shape[0]:
