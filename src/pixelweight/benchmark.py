@@ -25,6 +25,13 @@ count with the median ratio, its quartiles over the rounds and the issue's targe
 :func:`profile_losses` shows where each loss's time goes (``torch.profiler``'s self time per
 operator).
 
+**The saliency sampler against uniform downsampling.** :func:`benchmark_sampler` times the
+pipeline of :class:`pixelweight.sampling.SaliencySampler` (a small saliency network, the grid,
+``grid_sample`` of the full-resolution images), followed by a small task network, against
+``F.interpolate`` followed by the same network, at equal output size, forward or forward and
+backward, with the peak memory of each (:func:`peak_memory`); the issue's bound on the time
+ratio is :data:`SAMPLER_TARGET`.
+
 On a busy machine, measure with one thread (or ``timer="cpu"``): with two or more threads
 every parallel operator waits for a descheduled worker thread, which penalises the losses
 that run many small operators (loss max-pooling, the recall loss) far more than
