@@ -11,14 +11,17 @@ import torch.nn.functional as F
 
 from pixelweight import benchmark
 from pixelweight.benchmark import (
+    SAMPLER_TARGET,
     TARGETS,
     benchmark_calls,
     benchmark_library,
     benchmark_losses,
+    benchmark_sampler,
     default_losses,
     keep_freed_memory,
     library_losses,
     main,
+    peak_memory,
     profile_losses,
     ratio_table,
     time_calls,
@@ -272,3 +275,46 @@ def test_benchmark_foreground_cli(capsys):
     assert "ratio = time / F.binary_cross_entropy_with_logits" in out and "weighted_fmeasure_loss(terms)" in out
     with pytest.raises(SystemExit):
         main(["--set", "foreground", "--shape", "1", "3", "8", "8"])
+
+
+# ------------------------------------------------------------------------------------
+# the saliency sampler against uniform downsampling (structure, no timed assertions)
+# ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task_net, train", [(True, False), (True, True), (False, False), (False, True)])
+def test_benchmark_sampler_structure(task_net, train):
+    before = torch.get_num_threads()
+    frame = benchmark_sampler(batch=2, in_size=32, out_size=8, task_net=task_net, train=train, repeats=2, warmup=1)
+    assert torch.get_num_threads() == before
+    assert frame["call"].tolist() == ["uniform", "sampler"] and frame.loc[0, "ratio"] == 1.0
+    assert (frame["median_ms"] > 0).all() and (frame["peak_mib"] > 0).all()
+    assert frame["threads"].tolist() == [1, 1] and set(frame["shape"]) == {"2x1x32x32 -> 8x8"}
+    assert frame["task_net"].tolist() == [task_net] * 2 and frame["train"].tolist() == [train] * 2
+    if task_net:
+        assert frame.loc[1, "target"] == SAMPLER_TARGET and frame.loc[1, "meets"] in (True, False)
+    else:
+        assert frame["meets"].isna().all()
+    assert frame["memory_ratio"].iloc[0] == 1.0
+
+
+def test_benchmark_sampler_errors():
+    with pytest.raises(ValueError, match="in_size must be >= 2"):
+        benchmark_sampler(in_size=1)
+    with pytest.raises(TypeError, match="train must be a bool"):
+        benchmark_sampler(train=1)
+    with pytest.raises(ValueError, match="num_threads must be >= 1"):
+        benchmark_sampler(num_threads=0)
+
+
+def test_peak_memory_counts_what_a_call_holds_at_once():
+    def hold_two():
+        a = torch.empty(1 << 18)  # 1 MiB
+        b = torch.empty(1 << 18)
+        del a, b
+
+    def one_after_the_other():
+        for _ in range(2):
+            a = torch.empty(1 << 18)
+            del a
+
+    assert peak_memory(hold_two) >= 2 << 20
+    assert (1 << 20) <= peak_memory(one_after_the_other) < 2 << 20

@@ -1,7 +1,8 @@
 """The library's docstrings as documentation: runnable examples, links into the book, API pages.
 
-1. Every public loss and metric (each function or class of ``pixelweight.losses.__all__`` and
-   ``pixelweight.metrics.__all__``) has a numpydoc ``Examples`` section with ``>>>`` lines.
+1. Every public loss, metric and sampling function (each function or class of
+   ``pixelweight.losses.__all__``, ``pixelweight.metrics.__all__`` and
+   ``pixelweight.sampling.__all__``) has a numpydoc ``Examples`` section with ``>>>`` lines.
 2. The doctests of the modules that define them run here (``doctest.DocTestFinder`` /
    ``DocTestRunner``, ``NORMALIZE_WHITESPACE | ELLIPSIS``, fresh globals: every example
    imports what it uses, as a reader of ``help()`` would); a failure shows the example, what
@@ -28,6 +29,7 @@ import torch
 import pixelweight
 import pixelweight.losses
 import pixelweight.metrics
+import pixelweight.sampling
 import bookbuild
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +39,7 @@ API_DIR = ROOT / "book" / "api"
 #: The public modules of pixelweight in the order of the API reference, one page each
 #: (book/api/<name>.md). A test checks that it is every public module of the package but
 #: ``cli`` (the ``pixelweight-train`` command, documented by its ``--help``).
-PUBLIC_MODULES = ["losses", "metrics", "data", "models", "train", "profiles", "chapters", "stats",
+PUBLIC_MODULES = ["losses", "metrics", "data", "models", "sampling", "train", "profiles", "chapters", "stats",
                   "claims", "results", "benchmark", "book", "plotting"]
 NOT_DOCUMENTED = {"cli"}
 
@@ -50,10 +52,12 @@ def _public(module) -> dict:
 
 LOSSES = _public(pixelweight.losses)
 METRICS = _public(pixelweight.metrics)
-DOCUMENTED = {**{f"losses.{k}": v for k, v in LOSSES.items()}, **{f"metrics.{k}": v for k, v in METRICS.items()}}
+SAMPLING = _public(pixelweight.sampling)
+DOCUMENTED = {**{f"losses.{k}": v for k, v in LOSSES.items()}, **{f"metrics.{k}": v for k, v in METRICS.items()},
+              **{f"sampling.{k}": v for k, v in SAMPLING.items()}}
 # the modules that define them (their doctests run), and the packages themselves
 DOCTEST_MODULES = sorted({inspect.getmodule(obj).__name__ for obj in DOCUMENTED.values()}
-                         | {"pixelweight.losses", "pixelweight.metrics"})
+                         | {"pixelweight.losses", "pixelweight.metrics", "pixelweight.sampling"})
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
@@ -81,7 +85,7 @@ def _examples_section(doc: str) -> str | None:
 
 # ------------------------------------------------------------------------------ 1. Examples
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
-def test_every_public_loss_and_metric_has_a_runnable_example(name):
+def test_every_public_loss_metric_and_sampler_has_a_runnable_example(name):
     doc = inspect.getdoc(DOCUMENTED[name]) or ""
     section = _examples_section(doc)
     assert section is not None, f"pixelweight.{name} has no numpydoc 'Examples' section"

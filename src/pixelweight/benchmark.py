@@ -25,6 +25,13 @@ count with the median ratio, its quartiles over the rounds and the issue's targe
 :func:`profile_losses` shows where each loss's time goes (``torch.profiler``'s self time per
 operator).
 
+**The saliency sampler against uniform downsampling.** :func:`benchmark_sampler` times the
+pipeline of :class:`pixelweight.sampling.SaliencySampler` (a small saliency network, the grid,
+``grid_sample`` of the full-resolution images), followed by a small task network, against
+``F.interpolate`` followed by the same network, at equal output size, forward or forward and
+backward, with the peak memory of each (:func:`peak_memory`); the issue's bound on the time
+ratio is :data:`SAMPLER_TARGET`.
+
 On a busy machine, measure with one thread (or ``timer="cpu"``): with two or more threads
 every parallel operator waits for a descheduled worker thread, which penalises the losses
 that run many small operators (loss max-pooling, the recall loss) far more than
@@ -62,8 +69,9 @@ import torch.nn.functional as F
 from ._validation import check_float, check_ignore_index, check_int
 
 __all__ = ["DEFAULT_SHAPE", "FOREGROUND_REFERENCE", "FOREGROUND_SHAPES", "FOREGROUND_TARGETS", "LIBRARY_SHAPE",
-           "REFERENCE", "TARGETS", "benchmark_calls", "benchmark_foreground", "benchmark_library",
-           "benchmark_losses", "foreground_batch", "foreground_losses", "default_losses", "keep_freed_memory", "library_losses", "main", "profile_losses", "ratio_table",
+           "REFERENCE", "SAMPLER_TARGET", "TARGETS", "benchmark_calls", "benchmark_foreground", "benchmark_library",
+           "benchmark_losses", "benchmark_sampler", "default_losses", "foreground_batch", "foreground_losses",
+           "keep_freed_memory", "library_losses", "main", "peak_memory", "profile_losses", "ratio_table",
            "time_calls"]
 
 #: Logits shape of :func:`benchmark_losses`: Cityscapes-like, batch 8, 19 classes, 512 x 1024.
@@ -89,6 +97,10 @@ FOREGROUND_SHAPES = ((16, 64, 64), (8, 256, 256))
 FOREGROUND_REFERENCE = "F.binary_cross_entropy_with_logits"
 #: The issue's target: forward+backward time over the reference's, with the terms cached.
 FOREGROUND_TARGETS = {"weighted_fmeasure_loss(terms)": 1.5}
+
+#: The issue's bound on the saliency sampler's pipeline time over uniform downsampling's, at
+#: equal output size (:func:`benchmark_sampler`).
+SAMPLER_TARGET = 1.5
 
 
 def default_losses(num_classes: int, ignore_index: Optional[int] = None) -> Dict[str, Callable]:
@@ -752,6 +764,161 @@ def profile_losses(
         torch.set_num_threads(saved_threads)
         logits.grad = None
     return pd.DataFrame(rows)
+
+
+def peak_memory(call: Callable[[], object], device: str | torch.device = "cpu") -> int:
+    """Bytes that ``call()`` holds at most at once, above what was allocated before it.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` (PyTorch's caching allocator). On the CPU:
+    the running sum, in time order, of the memory that ``torch.profiler`` attributes to each
+    operator (allocations minus frees) and to its ``[memory]`` records, i.e. the peak at
+    operator granularity (a temporary allocated and freed inside one operator is not seen);
+    memory held by Python objects other than tensors is not counted.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from .train import resolve_device
+
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
+                    key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return int(peak)
+
+
+def _small_saliency_net(channels: int) -> torch.nn.Module:
+    """The benchmark's saliency network: 3x3 conv (8, stride 2) - ReLU - 3x3 conv (8) - ReLU - 1x1 conv (1).
+
+    Strided like the paper's (ResNet-18 to layer 3, stride 16: a 14 x 14 map for a 224 x 224 copy,
+    upsampled to the 31 x 31 grid): here a map of half the low-resolution copy's size.
+    """
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(channels, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.Conv2d(8, 1, 1))
+
+
+def benchmark_sampler(
+    batch: int = 16,
+    in_size: int = 128,
+    out_size: int = 32,
+    *,
+    channels: int = 1,
+    task_net: bool = True,
+    train: bool = False,
+    num_threads: Optional[int] = 1,
+    device: str | torch.device = "cpu",
+    repeats: int = 10,
+    warmup: int = 2,
+    seed: int = 0,
+    timer: str = "wall",
+):
+    r"""Time and memory of the saliency sampler's pipeline against uniform downsampling, same output size.
+
+    Two calls on the same random ``batch x channels x in_size x in_size`` images:
+
+    * ``uniform``: ``F.interpolate(x, out_size, mode="bilinear", align_corners=True)`` (what the
+      sampler reduces to for a uniform saliency), the reference of the ratios;
+    * ``sampler``: :class:`~pixelweight.sampling.SaliencySampler` with its defaults (31 x 31
+      grid, the code's :math:`\sigma`, padding 30) and a small saliency network (two 3x3
+      convolutions of 8 channels, the first of stride 2, and a 1x1 convolution; strided like the
+      paper's) on a low-resolution copy of ``out_size`` (antialiased resize), its map upsampled to
+      the grid, softmax, grid, ``grid_sample`` of the full-resolution images;
+
+    each followed, with ``task_net=True``, by the task network both feed:
+    :class:`~pixelweight.models.SmallCNN` (width 16, depth 4, 10 classes). ``train=True`` times a
+    training step's forward and backward pass (sum of the logits; ``uniform`` without a task
+    network has nothing to train and runs forward only); otherwise forward passes under
+    ``torch.no_grad()``. Timing: :func:`benchmark_calls` (within-round ratios, median over
+    rounds). Memory: :func:`peak_memory` of one call, after the timing.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`benchmark_calls`'s columns, and ``peak_mib`` (:func:`peak_memory` in MiB),
+        ``memory_ratio``, ``shape`` (``"N x C x H x W -> h x w"``), ``task_net``, ``train``,
+        ``target`` (:data:`SAMPLER_TARGET` for the sampler row when ``task_net``, NaN otherwise)
+        and ``meets`` (``ratio <= target``, ``None`` without a target).
+
+    Examples
+    --------
+    >>> from pixelweight.benchmark import benchmark_sampler
+    >>> frame = benchmark_sampler(batch=2, in_size=32, out_size=8, repeats=2, warmup=0)
+    >>> list(frame["call"]), float(frame.loc[0, "ratio"])
+    (['uniform', 'sampler'], 1.0)
+    """
+    import pandas as pd
+
+    from .models import SmallCNN
+    from .sampling import SaliencySampler
+    from .train import resolve_device
+
+    batch = check_int(batch, "batch", minimum=1)
+    in_size = check_int(in_size, "in_size", minimum=2)
+    out_size = check_int(out_size, "out_size", minimum=2)
+    channels = check_int(channels, "channels", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    for name, flag in (("task_net", task_net), ("train", train)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if num_threads is not None:
+        num_threads = check_int(num_threads, "num_threads", minimum=1)
+    device = resolve_device(device)
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, channels, in_size, in_size, generator=g).to(device)
+    sampler = SaliencySampler(_small_saliency_net(channels), out_size).to(device)
+    head = SmallCNN(in_channels=channels, num_classes=10, width=16, depth=4).to(device) if task_net else None
+    modules = [sampler] + ([head] if head is not None else [])
+    for module in modules:
+        module.train(train)
+
+    def pipeline(sample: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def call() -> None:
+            out = sample()
+            if head is not None:
+                out = head(out)
+            if train and out.requires_grad:
+                for module in modules:
+                    module.zero_grad(set_to_none=True)
+                out.sum().backward()
+        return call
+
+    calls = {
+        "uniform": pipeline(lambda: F.interpolate(x, size=out_size, mode="bilinear", align_corners=True)),
+        "sampler": pipeline(lambda: sampler(x).output),
+    }
+    saved_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        frame = benchmark_calls(calls, repeats=repeats, warmup=warmup, device=device, timer=timer,
+                                no_grad=not train)
+        with torch.no_grad() if not train else contextlib.nullcontext():
+            peaks = {name: peak_memory(call, device) for name, call in calls.items()}
+    finally:
+        torch.set_num_threads(saved_threads)
+    frame["peak_mib"] = [peaks[name] / 2**20 for name in frame["call"]]
+    frame["memory_ratio"] = frame["peak_mib"] / frame.loc[0, "peak_mib"] if peaks["uniform"] else float("nan")
+    frame["shape"] = f"{batch}x{channels}x{in_size}x{in_size} -> {out_size}x{out_size}"
+    frame["task_net"] = task_net
+    frame["train"] = train
+    frame["target"] = [SAMPLER_TARGET if (name == "sampler" and task_net) else float("nan") for name in frame["call"]]
+    frame["meets"] = [None if t != t else bool(r <= t) for t, r in zip(frame["target"], frame["ratio"])]
+    return frame
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
