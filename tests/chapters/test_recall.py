@@ -267,12 +267,12 @@ def test_experiments_claims_texts_tags_and_verdicts():
     assert {c.verdict for c in table.claims} == {"supported"}
     assert claims["(a)"].effect_text() == "+0.050 [0.020, 0.080] (+32% relative; moving average Δ = 0.050 [0.020, 0.080])"
     assert claims["(d)"].ran == ("frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): "
-                                 "within ±0.25 of 0 at step 1; over the last tenth of training closer to 1 than to 0 "
-                                 "(β > 0.5) and not past 1 + 0.1")
+                                 "within ±0.25 of 0 at step 1; over the last tenth of training higher by more than "
+                                 "0.1 and not past 1 + 0.1")
     assert claims["(d)"].effect_text() == (
         "β at the start (≈ 0) = 0.00 [-0.02, 0.02] (supported); −β at the start (≈ 0) = 0.00 [-0.02, 0.02] "
-        "(supported); β − 0.5 at the end = +0.30 [0.20, 0.40] (supported); 1 − β at the end (not past inverse "
-        "frequency) = +0.20 [0.10, 0.30] (supported) (Δβ = 0.60 [0.50, 0.70])")
+        "(supported); Δβ (end − start) = +0.60 [0.50, 0.70] (supported); 1 − β at the end (not past inverse "
+        "frequency) = +0.20 [0.10, 0.30] (supported) (β 0.00 [-0.02, 0.02] at step 1, 0.80 [0.70, 0.90] at the end)")
     assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (supported); "
                                            "Δ mean prec. = -0.050 [-0.080, -0.020] (supported)")
     assert all(c.record for c in table.claims)
@@ -300,9 +300,10 @@ def test_experiments_claims_judging_rules():
     assert by_label(recall.experiments_claims(s, **effects(miou_vs_inverse=down())))["(c′)"].verdict == "contradicted"
     assert by_label(recall.experiments_claims(s, **effects(prec_vs_inverse=straddling_up())))["(c′)"].verdict \
         == "inconclusive"
-    # (d): β must end closer to inverse frequency than to CE ...
-    low = Interval(0.2, 0.1, 0.3, 3, 0.95)
-    assert by_label(recall.experiments_claims(s, **effects(beta_last=low)))["(d)"].verdict == "contradicted"
+    # (d): β must rise, by more than a trivial amount ...
+    assert by_label(recall.experiments_claims(s, **effects(beta_change=down())))["(d)"].verdict == "contradicted"
+    trivial = Interval(0.03, 0.02, 0.04, 3, 0.95)
+    assert by_label(recall.experiments_claims(s, **effects(beta_change=trivial)))["(d)"].verdict == "contradicted"
     # ... from near CE: a start far from β = 0 (either side) contradicts "from CE", one that may be is inconclusive
     far = Interval(0.5, 0.4, 0.6, 3, 0.95)
     assert by_label(recall.experiments_claims(s, **effects(beta_first=far)))["(d)"].verdict == "contradicted"
@@ -380,29 +381,48 @@ def test_the_headline_claims_are_primary():
     assert [c.label for c in table.claims if c.primary] == ["(a)", "(b)"]
 
 
-def _fake_runs(gains, steps=(200, 400)):
-    """CommittedRun-like runs of CE and recall (batch): final test metrics and a val history."""
+@pytest.fixture(scope="module")
+def full_freq():
+    return recall.setup("experiments", "full").splits.train.class_pixel_frequencies()
+
+
+def _fake_runs(gains, steps=(200, 400), freq=None, beta_end=0.8):
+    """CommittedRun-like runs of CE and recall (batch): final test metrics, a val history and,
+    with ``freq``, recall-loss weights w_c ∝ f_c^-β logged every 10 steps, β rising linearly
+    from 0 to ``beta_end`` (plus a per-seed wobble)."""
     import types
 
-    def run(seed, acc, miou):
+    import numpy as np
+
+    def run(seed, acc, miou, weights=False):
         record = types.SimpleNamespace(provenance={"git_commit": "abc1234567"}, name="x")
-        history = [{"step": s, "val_mean_accuracy": acc * s / steps[-1]} for s in steps]
+        history = []
+        for step in range(10, steps[-1] + 1, 10):
+            entry = {"step": step}
+            if step in steps:
+                entry["val_mean_accuracy"] = acc * step / steps[-1]
+            if weights and freq is not None:
+                beta = beta_end * (step - 10) / (steps[-1] - 10) + 0.01 * seed
+                entry["class_weights"] = list(np.asarray(freq, dtype=float) ** -beta)
+            history.append(entry)
         return types.SimpleNamespace(seed=seed, metrics={"test_mean_accuracy": acc, "test_miou": miou},
                                      history=history, plateau={"reached": True}, stale=[], record=record,
                                      wall_time_s=100.0, device="cpu (x86_64, 1 threads)")
 
     return {"CE": [run(s, 0.5, 0.4) for s in range(len(gains))],
-            "recall (batch)": [run(s, 0.5 + g, 0.4 - g / 10) for s, g in enumerate(gains)]}
+            "recall (batch)": [run(s, 0.5 + g, 0.4 - g / 10, weights=True) for s, g in enumerate(gains)]}
 
 
-def test_converged_claims_replace_the_early_ones_and_say_their_status():
+def test_converged_claims_replace_the_early_ones_and_say_their_status(full_freq):
     full = recall.setup("experiments", "full")
-    runs = _fake_runs([0.10, 0.12, 0.11, 0.09, 0.13])
+    runs = _fake_runs([0.10, 0.12, 0.11, 0.09, 0.13], freq=full_freq)
     table = recall.converged_claims(full, runs)
-    early = recall.experiments_claims(recall.setup("experiments", "ci"), **effects())
-    assert [c.text for c in table.claims] == [c.text for c in early.claims[:2]]  # same keys: they replace
-    assert all(c.primary for c in table.claims) and table.section == "converged-claims"
-    assert [c.verdict for c in table.claims] == ["supported", "supported"]
+    early = by_label(recall.experiments_claims(recall.setup("experiments", "ci"), **effects()))
+    # same keys: they replace the early verdicts of (a), (b) and (d)
+    assert [c.text for c in table.claims] == [early[k].text for k in ("(a)", "(b)", "(d)")]
+    assert [c.primary for c in table.claims] == [True, True, False] and table.section == "converged-claims"
+    assert [c.verdict for c in table.claims] == ["supported", "supported", "supported"]
+    assert "at step 10" in table.claims[2].ran
     assert "10 of 10 runs reached the plateau" in table.scope and "records current" in table.scope
     assert "converged budget" in table.budget
     with pytest.raises(ValueError, match="full setup"):
@@ -414,6 +434,21 @@ def test_learning_curve_pairs_the_seeds_at_each_evaluation():
     assert list(curve["step"]) == [200, 400] and list(curve["n"]) == [3, 3]
     assert curve["mean"].iloc[-1] == pytest.approx(0.2) and curve["mean"].iloc[0] == pytest.approx(0.1)
     assert recall.learning_curve({}).empty
+
+
+def test_beta_trajectory_reads_the_logged_weights(full_freq):
+    full = recall.setup("experiments", "full")
+    beta = recall.beta_trajectory(full, _fake_runs([0.1, 0.1, 0.1], freq=full_freq, beta_end=0.9))
+    assert beta.first_step == 10 and beta.first.mean == pytest.approx(0.01, abs=1e-9)
+    assert 0.8 < beta.last.mean < 0.92 and beta.change.n == 3
+    assert set(beta.frame.columns) == {"run", "seed_index", "step", "beta"}
+    # weights that overshoot inverse frequency contradict (d)
+    over = recall.converged_claims(full, _fake_runs([0.1, 0.1, 0.1], freq=full_freq, beta_end=1.6))
+    assert over.claims[2].verdict == "contradicted"
+    with pytest.raises(ValueError, match="logged no class weights"):
+        recall.beta_trajectory(full, _fake_runs([0.1, 0.1]))
+    with pytest.raises(ValueError, match="no runs of 'recall"):
+        recall.beta_trajectory(full, {"CE": []})
 
 
 def test_show_converged_without_records_says_so(monkeypatch, tmp_path):

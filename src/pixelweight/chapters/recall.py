@@ -25,6 +25,7 @@ it measured.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from numbers import Real
 from typing import Any, Dict, Mapping, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "EXPONENTS",
     "MIOU_TOLERANCE",
     "BETA_START_MARGIN",
+    "BETA_MIN_RISE",
     "BETA_OVERSHOOT",
     "STAGES",
     "experiments_claims",
@@ -50,7 +52,10 @@ __all__ = [
     "setup",
     "sweep_claims",
     "converged_claims",
-    "primary_claims",
+    "core_claims",
+    "BetaTrajectory",
+    "beta_frame",
+    "beta_trajectory",
     "show_converged",
     "learning_curve",
     "paired_effect",
@@ -127,7 +132,10 @@ MIOU_TOLERANCE = 0.02
 #: Claim (d), our reading of "from CE": the weights' frequency exponent β at the first logged
 #: step within this margin of 0 (CE), both ways ...
 BETA_START_MARGIN = 0.25
-#: ... and "toward inverse frequency", not past it: β at the end no more than this above 1.
+#: ... "toward inverse frequency": β over the last tenth of training higher than at the start by
+#: more than this (a tenth of the way from CE to inverse frequency) ...
+BETA_MIN_RISE = 0.1
+#: ... and not past it: β at the end no more than this above 1.
 BETA_OVERSHOOT = 0.1
 
 
@@ -285,22 +293,25 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -
     return paired_difference_ci(*values)
 
 
-def primary_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
-    """The primary claims (a) and (b) of ``02_experiments`` judged on ``runs`` (live or
-    committed; ``"CE"`` and ``"recall (batch)"`` paired by seed): the same claim texts as
-    :func:`experiments_claims`, so that verdicts recorded from the converged runs replace the
-    early-training ones on the landing page and the scorecard."""
+def core_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
+    """The claims of ``02_experiments`` that the CE and recall (batch) runs alone decide,
+    judged on ``runs`` (live or committed, paired by seed): (a) and (b), the primary claims,
+    and (d), from the weights the recall-loss runs logged (:func:`beta_trajectory`). The same
+    claim texts as :func:`experiments_claims`, so that verdicts recorded from the converged
+    runs replace the early-training ones on the landing page and the scorecard."""
     _check_setup(setup, "experiments")
     acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
     ce_acc = sum(r.metrics["test_mean_accuracy"] for r in runs["CE"]) / len(runs["CE"])
+    beta = beta_trajectory(setup, runs)
     return setup.claims_table(section="converged-claims", claims=[
         _claim_a(acc, f"{100 * acc.mean / ce_acc:+.0f}% relative"),
         _claim_b(paired_effect(runs, "recall (batch)", "CE", "test_miou")),
+        _claim_d(beta.first, beta.last, beta.change, beta.first_step),
     ])
 
 
 def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
-    """:func:`primary_claims` at the converged budget, from the committed ``full`` records
+    """:func:`core_claims` at the converged budget, from the committed ``full`` records
     (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full`` setup), labelled with
     the records' status (:func:`~pixelweight.chapters.converged_table`: how many runs reached
     the plateau, whether the library changed since the records were made)."""
@@ -309,7 +320,7 @@ def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsT
     _check_setup(setup, "experiments")
     if setup.profile.name != "full":
         raise ValueError(f"converged claims need the full setup, got profile {setup.profile.name!r}")
-    return converged_table(primary_claims(setup, runs), runs, profile=setup.profile)
+    return converged_table(core_claims(setup, runs), runs, profile=setup.profile)
 
 
 def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
@@ -321,13 +332,14 @@ def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
     verdicts, effects and status as text (``"—"`` without records), the runs and the
     :func:`learning_curve` frame (empty without records)."""
     _check_setup(setup, "experiments")
-    result = setup.show_converged(primary_claims, results_dir, arms=[setup.arm("CE"), setup.arm("recall (batch)")])
+    result = setup.show_converged(core_claims, results_dir, arms=[setup.arm("CE"), setup.arm("recall (batch)")])
     text = result.text()
     if not result.available:
         return {"runs": {}, "curve": learning_curve({}), "verdict_a": "—", "verdict_b": "—",
-                "effect_a": "—", "effect_b": "—", "plateau": "—", "seeds": "0", "hours": "—", "result": result}
+                "effect_a": "—", "effect_b": "—", "verdict_d": "—", "effect_d": "—", "plateau": "—", "seeds": "0", "hours": "—", "result": result}
     return {"runs": result.runs, "curve": learning_curve(result.runs), "verdict_a": text["verdict (a)"],
             "verdict_b": text["verdict (b)"], "effect_a": text["effect (a)"], "effect_b": text["effect (b)"],
+            "verdict_d": text["verdict (d)"], "effect_d": text["effect (d)"],
             "plateau": text["plateau"], "seeds": text["seeds"], "hours": text["hours"], "result": result}
 
 
@@ -379,8 +391,8 @@ def experiments_claims(
     :data:`MIOU_TOLERANCE` below CE; (c) composite, mean accuracy up **and** mean precision
     down; (c′) composite, precision and mIoU both above inverse-frequency CE; (d) the property
     the abstract states, composite: β within :data:`BETA_START_MARGIN` of 0 (CE) at
-    ``first_step``, and at the end closer to 1 than to 0 (above 0.5) but no more than
-    :data:`BETA_OVERSHOOT` above 1 (inverse frequency); ``beta_change`` is printed beside it. Composite verdicts combine by
+    ``first_step``, rising by more than :data:`BETA_MIN_RISE` (``beta_change``), and at the
+    end no more than :data:`BETA_OVERSHOOT` above 1 (inverse frequency). Composite verdicts combine by
     :func:`pixelweight.stats.combine_verdicts`.
     """
     _check_setup(setup, "experiments")
@@ -403,17 +415,75 @@ def experiments_claims(
               ran="recall (batch) vs inverse-frequency CE, mean precision and mIoU",
               evidence=[Evidence("Δ mean prec.", prec_vs_inverse, direction=+1),
                         Evidence("Δ mIoU", miou_vs_inverse, direction=+1)]),
-        Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
-              ran=f"frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): within "
-                  f"±{BETA_START_MARGIN:g} of 0 at step {first_step}; over the last tenth of training closer to 1 "
-                  f"than to 0 (β > 0.5) and not past 1 + {BETA_OVERSHOOT:g}",
-              digits=2, detail=f"Δβ = {beta_change.format(2)}",
-              evidence=[Evidence("β at the start (≈ 0)", beta_first, tolerance=BETA_START_MARGIN),
-                        Evidence("−β at the start (≈ 0)", _negated(beta_first), tolerance=BETA_START_MARGIN),
-                        Evidence("β − 0.5 at the end", _negated(_negated(beta_last, 0.5)), direction=+1),
-                        Evidence("1 − β at the end (not past inverse frequency)", _negated(beta_last, 1.0),
-                                 tolerance=BETA_OVERSHOOT)]),
+        _claim_d(beta_first, beta_last, beta_change, first_step),
     ])
+
+
+def _claim_d(beta_first: Interval, beta_last: Interval, beta_change: Interval, first_step: int) -> Claim:
+    return Claim("recall-loss weights move from CE toward inverse frequency", source="abstract", label="(d)",
+                 ran=f"frequency exponent β of the recall (batch) weights (CE: 0, inverse frequency: 1): within "
+                     f"±{BETA_START_MARGIN:g} of 0 at step {first_step}; over the last tenth of training higher by "
+                     f"more than {BETA_MIN_RISE:g} and not past 1 + {BETA_OVERSHOOT:g}",
+                 digits=2, detail=f"β {beta_first.format(2)} at step {first_step}, {beta_last.format(2)} at the end",
+                 evidence=[Evidence("β at the start (≈ 0)", beta_first, tolerance=BETA_START_MARGIN),
+                           Evidence("−β at the start (≈ 0)", _negated(beta_first), tolerance=BETA_START_MARGIN),
+                           Evidence("Δβ (end − start)", beta_change, direction=+1, margin=BETA_MIN_RISE),
+                           Evidence("1 − β at the end (not past inverse frequency)", _negated(beta_last, 1.0),
+                                    tolerance=BETA_OVERSHOOT)])
+
+
+@dataclasses.dataclass(frozen=True)
+class BetaTrajectory:
+    """Where the logged recall-loss weights sit between CE and inverse frequency along
+    training (:func:`beta_trajectory`): ``frame`` (run, seed_index, step, beta), and for the
+    run it was asked about, β at the first logged step (``first``, at ``first_step``), over
+    the last tenth of the logged steps (``last``; both means over seeds) and the paired
+    ``change`` last − first."""
+
+    frame: Any
+    first_step: int
+    first: Interval
+    last: Interval
+    change: Interval
+
+
+def beta_frame(runs: Mapping[str, Sequence[Any]], class_names: Sequence[str], frequencies: Sequence[float]):
+    """The frequency exponent β (:func:`frequency_exponent`) of every logged weight vector of
+    ``runs`` (:func:`weight_history_frame`): a DataFrame of run, seed_index, step, beta."""
+    import pandas as pd
+
+    weights = weight_history_frame(runs, class_names)
+    if weights.empty:
+        return pd.DataFrame([], columns=["run", "seed_index", "step", "beta"])
+    wide = weights.pivot_table(index=["run", "seed_index", "step"], columns="class", values="weight")
+    wide = wide[list(class_names)]
+    return pd.DataFrame({"beta": [frequency_exponent(row, frequencies) for row in wide.to_numpy()]},
+                        index=wide.index).reset_index()
+
+
+def beta_trajectory(setup: Setup, runs: Mapping[str, Sequence[Any]], run: str = "recall (batch)") -> BetaTrajectory:
+    """β along training for the recall-loss runs of ``runs`` (live, or committed records whose
+    history logged ``class_weights``), with the class frequencies of ``setup``'s training
+    split; summarised for ``run`` as claim (d) reads it."""
+    from ..stats import mean_ci, paired_difference_ci
+
+    _check_setup(setup, "experiments")
+    chosen = {k: v for k, v in runs.items() if k in ("recall (batch)", "recall (moving average)")}
+    if run not in chosen:
+        raise ValueError(f"no runs of {run!r}; there are {sorted(runs)}")
+    freq = setup.splits.train.class_pixel_frequencies()
+    frame = beta_frame(chosen, setup.class_names, freq)
+    group = frame[frame["run"] == run]
+    if group.empty:
+        raise ValueError(f"the runs of {run!r} logged no class weights")
+    steps = sorted(group["step"].unique())
+    first_step, last_steps = int(steps[0]), steps[int(0.9 * len(steps)):]
+    first = group[group["step"] == first_step].groupby("seed_index")["beta"].mean()
+    last = group[group["step"].isin(last_steps)].groupby("seed_index")["beta"].mean()
+    if list(first.index) != list(last.index) or len(first) < 2:
+        raise ValueError(f"β needs at least two seeds logged at the first and the last steps, got {len(first)}")
+    return BetaTrajectory(frame, first_step, mean_ci(first.to_numpy()), mean_ci(last.to_numpy()),
+                          paired_difference_ci(last.to_numpy(), first.to_numpy()))
 
 
 def _negated(effect: Interval, offset: float = 0.0) -> Interval:
