@@ -717,6 +717,16 @@ def committed_status(runs: Mapping[str, Sequence[CommittedRun]]) -> Dict[str, An
             "hours": sum(r.wall_time_s for r in flat) / 3600}
 
 
+def check_stage(setup: Any, chapter: str, stage: str) -> None:
+    """Raise unless ``setup`` is a :class:`Setup` of ``stage`` of ``chapter`` (a chapter
+    module's claims and analyses are judged on one stage)."""
+    if not isinstance(setup, Setup):
+        raise TypeError(f"setup must be a Setup, got {type(setup).__name__}")
+    if setup.chapter != chapter or setup.stage.name != stage:
+        raise ValueError(f"these claims are judged on stage {stage!r} of chapter {chapter!r}, "
+                         f"got stage {setup.stage.name!r} of {setup.chapter!r}")
+
+
 def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: str = "converged-claims",
                     profile: Optional[Profile] = None):
     """``table`` (a :class:`~pixelweight.claims.ClaimsTable` judged on committed runs)
@@ -972,4 +982,4 @@ class Chapter:
         return Setup(self.folder, self.stage(stage), profile, device=device, results_dir=results_dir)
 
 
-__all__ += ["Chapter", "CommittedRun", "Converged", "committed_status", "converged_table"]
+__all__ += ["Chapter", "CommittedRun", "Converged", "check_stage", "committed_status", "converged_table"]

@@ -561,11 +561,9 @@ def headline_effects(setup: Setup, runs: Mapping[str, Sequence[object]]) -> Head
 
 
 def _check_stage(setup: Setup, stage: str) -> None:
-    if not isinstance(setup, Setup):
-        raise TypeError(f"setup must be a Setup, got {type(setup).__name__}")
-    if setup.chapter != CHAPTER.folder or setup.stage.name != stage:
-        raise ValueError(f"these claims are judged on stage {stage!r} of chapter {CHAPTER.folder!r}, "
-                         f"got stage {setup.stage.name!r} of {setup.chapter!r}")
+    from ._base import check_stage
+
+    check_stage(setup, CHAPTER.folder, stage)
 
 
 #: The intra-class claim's hard pixels, our reading: pixels within this many pixels of a label

@@ -248,11 +248,9 @@ def frequency_exponent(weights: Sequence[float], frequencies: Sequence[float]) -
 # Claims
 # --------------------------------------------------------------------------------------
 def _check_setup(setup: Setup, stage: str) -> None:
-    if not isinstance(setup, Setup):
-        raise TypeError(f"setup must be a Setup, got {type(setup).__name__}")
-    if setup.chapter != CHAPTER.folder or setup.stage.name != stage:
-        raise ValueError(f"these claims are judged on stage {stage!r} of chapter {CHAPTER.folder!r}, "
-                         f"got stage {setup.stage.name!r} of {setup.chapter!r}")
+    from ._base import check_stage
+
+    check_stage(setup, CHAPTER.folder, stage)
 
 
 def _check_intervals(**effects: Any) -> None:

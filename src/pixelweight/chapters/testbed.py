@@ -100,8 +100,6 @@ def baseline_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTa
 
 
 def _check(setup: Setup) -> None:
-    if not isinstance(setup, Setup):
-        raise TypeError(f"setup must be a Setup, got {type(setup).__name__}")
-    if setup.chapter != CHAPTER.folder or setup.stage.name != "baseline":
-        raise ValueError(f"the testbed's claims are judged on its baseline stage, got stage "
-                         f"{setup.stage.name!r} of {setup.chapter!r}")
+    from ._base import check_stage
+
+    check_stage(setup, CHAPTER.folder, "baseline")
