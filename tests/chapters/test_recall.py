@@ -270,9 +270,10 @@ def test_experiments_claims_texts_tags_and_verdicts():
                                  "within ±0.25 of 0 at step 1; over the last tenth of training higher by more than "
                                  "0.1 and not past 1 + 0.1")
     assert claims["(d)"].effect_text() == (
-        "β at the start (≈ 0) = 0.00 [-0.02, 0.02] (supported); −β at the start (≈ 0) = 0.00 [-0.02, 0.02] "
-        "(supported); Δβ (end − start) = +0.60 [0.50, 0.70] (supported); 1 − β at the end (not past inverse "
-        "frequency) = +0.20 [0.10, 0.30] (supported) (β 0.00 [-0.02, 0.02] at step 1, 0.80 [0.70, 0.90] at the end)")
+        "β at the start (not below −0.25) = 0.00 [-0.02, 0.02] (supported); −β at the start (β not above 0.25) = "
+        "0.00 [-0.02, 0.02] (supported); Δβ, end − start (above 0.1) = +0.60 [0.50, 0.70] (supported); 1 − β at "
+        "the end (β not above 1 + 0.1) = +0.20 [0.10, 0.30] (supported) (β 0.00 [-0.02, 0.02] at step 1, "
+        "0.80 [0.70, 0.90] at the end)")
     assert claims["(c)"].effect_text() == ("Δ mean acc. = +0.050 [0.020, 0.080] (supported); "
                                            "Δ mean prec. = -0.050 [-0.080, -0.020] (supported)")
     assert all(c.record for c in table.claims)

@@ -423,10 +423,13 @@ def _claim_d(beta_first: Interval, beta_last: Interval, beta_change: Interval, f
                      f"±{BETA_START_MARGIN:g} of 0 at step {first_step}; over the last tenth of training higher by "
                      f"more than {BETA_MIN_RISE:g} and not past 1 + {BETA_OVERSHOOT:g}",
                  digits=2, detail=f"β {beta_first.format(2)} at step {first_step}, {beta_last.format(2)} at the end",
-                 evidence=[Evidence("β at the start (≈ 0)", beta_first, tolerance=BETA_START_MARGIN),
-                           Evidence("−β at the start (≈ 0)", _negated(beta_first), tolerance=BETA_START_MARGIN),
-                           Evidence("Δβ (end − start)", beta_change, direction=+1, margin=BETA_MIN_RISE),
-                           Evidence("1 − β at the end (not past inverse frequency)", _negated(beta_last, 1.0),
+                 evidence=[Evidence(f"β at the start (not below −{BETA_START_MARGIN:g})", beta_first,
+                                    tolerance=BETA_START_MARGIN),
+                           Evidence(f"−β at the start (β not above {BETA_START_MARGIN:g})", _negated(beta_first),
+                                    tolerance=BETA_START_MARGIN),
+                           Evidence(f"Δβ, end − start (above {BETA_MIN_RISE:g})", beta_change, direction=+1,
+                                    margin=BETA_MIN_RISE),
+                           Evidence(f"1 − β at the end (β not above 1 + {BETA_OVERSHOOT:g})", _negated(beta_last, 1.0),
                                     tolerance=BETA_OVERSHOOT)])
 
 
