@@ -96,7 +96,7 @@ print(setup)
 # %%
 splits = setup.splits
 freq = splits.train.class_pixel_frequencies()
-RARE, FREQUENT = lmp.rare_and_frequent(setup)  # the five rarest and most frequent digits
+RARE, FREQUENT = (list(c) for c in lmp.rare_and_frequent(setup))  # the five rarest and most frequent digits
 order = list(FREQUENT) + list(RARE)  # digit classes, most frequent first
 LOSSES = [arm.label for arm in setup.arms]  # "CE", "LMP"
 results = setup.run()
