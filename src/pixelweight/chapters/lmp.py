@@ -543,7 +543,7 @@ def rare_and_frequent(setup: Setup) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
 
 def headline_effects(setup: Setup, runs: Mapping[str, Sequence[object]]) -> HeadlineEffects:
     """The headline comparison on ``runs`` (``{"CE": [...], "LMP": [...]}``, live runs of
-    :meth:`Setup.run` or committed ones, seeds in the same order)."""
+    :meth:`~pixelweight.chapters.Setup.run` or committed ones, seeds in the same order)."""
     from ._base import group_metric_frame
 
     _check_stage(setup, "headline")

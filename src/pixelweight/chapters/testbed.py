@@ -58,7 +58,7 @@ class RecallGap:
 def rare_recall_gap(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> RecallGap:
     """The mean test recall of the five most frequent digits minus that of the five rarest
     (by the training split's pixel frequencies), paired by seed, from the ``"CE"`` runs of
-    ``runs`` (those of :meth:`Setup.run` or :meth:`Setup.committed_runs`). A class whose
+    ``runs`` (those of :meth:`~pixelweight.chapters.Setup.run` or :meth:`~pixelweight.chapters.Setup.committed_runs`). A class whose
     recall is undefined in a run (absent from its test split) is left out of its half's mean."""
     import numpy as np
 

@@ -1,21 +1,21 @@
 r"""The losses of salient-object-detection practice: FLoss, F3Net's structure loss, BASNet's hybrid loss.
 
-The peers of the Weighted F-measure loss (:mod:`pixelweight.losses.wfm`): what salient
+The peers of the Weighted F-measure loss (``pixelweight.losses.wfm``): what salient
 object detection trains with today, each transcribed from its authors' public code and
 tested against an independent transcription. All three take binary logits
 ``(N, 1, H, W)`` with :math:`p = \sigma(z)` and a target :math:`g` in {0, 1}, and return one
 value per image (``reduction="none"``: shape ``(N,)``; ``"mean"`` over images, which for
 images of one size is the references' batch mean).
 
-* :func:`soft_fmeasure_loss` (FLoss; Zhao, Gao, Wang, Cheng, *Optimizing the F-measure for
+* :func:`~pixelweight.losses.soft_fmeasure_loss` (FLoss; Zhao, Gao, Wang, Cheng, *Optimizing the F-measure for
   Threshold-free Salient Object Detection*, ICCV 2019; code ``zeakey/iccv2019-fmeasure``,
   ``pytorch/floss.py``): the F-measure with soft counts, :math:`\beta^2 = 0.3`, not spatial.
-* :func:`structure_loss` (F3Net; Wei, Wang, Huang, *F3Net: Fusion, Feedback and Focus for
+* :func:`~pixelweight.losses.structure_loss` (F3Net; Wei, Wang, Huang, *F3Net: Fusion, Feedback and Focus for
   Salient Object Detection*, AAAI 2020; code ``weijun88/F3Net``, ``src/train.py``, copied by
   PraNet and many others): BCE and IoU weighted by the distance to the mask's edges, in
   the form the official code computes (``form="published"``) or the one it meant
   (``form="intended"``).
-* :func:`hybrid_loss` (BASNet; Qin, Zhang, Huang, Gao, Dehghan, Jagersand, *BASNet:
+* :func:`~pixelweight.losses.hybrid_loss` (BASNet; Qin, Zhang, Huang, Gao, Dehghan, Jagersand, *BASNet:
   Boundary-Aware Salient Object Detection*, CVPR 2019; code ``xuebinqin/BASNet``,
   ``basnet_train.py``, ``pytorch_ssim/``, ``pytorch_iou/``): BCE + (1 - SSIM) + IoU.
 
@@ -202,7 +202,7 @@ def structure_loss(
 ) -> torch.Tensor:
     r"""F3Net's structure loss: BCE plus a weighted IoU, per image (Wei et al., AAAI 2020).
 
-    With the edge weights :math:`w_i = 1 + 5|\bar g_i - g_i|` (:func:`structure_weights`,
+    With the edge weights :math:`w_i = 1 + 5|\bar g_i - g_i|` (``structure_weights``,
     :math:`\bar g` the 31x31 mean) and :math:`p = \sigma(z)`,
 
     .. math::
@@ -344,7 +344,7 @@ def hybrid_loss(
           + \Big(1 - \frac{1}{|V_n|}\sum_i \mathrm{SSIM}_i\Big)
           + \Big(1 - \frac{\sum_i p_i g_i}{\sum_i g_i + \sum_i p_i - \sum_i p_i g_i}\Big),
 
-    with :math:`p = \sigma(z)`, the SSIM map of :func:`ssim_map` (11x11 Gaussian window,
+    with :math:`p = \sigma(z)`, the SSIM map of ``ssim_map`` (11x11 Gaussian window,
     :math:`\sigma = 1.5`, zero padding, :math:`C_1 = 0.01^2`, :math:`C_2 = 0.03^2`) and the IoU
     without smoothing, as ``pytorch_iou``. One deliberate difference: BASNet applies
     ``nn.BCELoss`` to sigmoid outputs, here the BCE is computed from the logits (the stable

@@ -44,7 +44,7 @@ on the CPU): compute them once per training image with ``wfm_gt_terms(target == 
 pass them with the batch (``terms=``); the loss then only checks that they belong to the
 target. Without ``terms`` they are computed at every call. The gather, the blur, its
 adjoint and the scatter back are written out in one autograd function
-(:class:`_WFMSums`): a forward and a backward pass cost about ten passes over the map
+(``_WFMSums``): a forward and a backward pass cost about ten passes over the map
 each.
 
 **Edge cases.** An image without foreground pixels has :math:`F^w = 0` in the metric
