@@ -67,7 +67,7 @@ from typing import NamedTuple, Tuple
 import torch
 
 from .._validation import check_choice, check_int
-from .sampler import SAMPLING_MODES, Size, _check_grid, _check_image, _check_size, identity_grid, zoom
+from .sampler import SAMPLING_MODES, Size, _check_grid, _check_pair, _check_size, identity_grid, zoom
 
 __all__ = ["InverseGrid", "invert_grid", "unzoom"]
 
@@ -265,11 +265,6 @@ def unzoom(y: torch.Tensor, grid: torch.Tensor, out_size: Size, *, mode: str = "
     >>> round(float(covered.float().mean()), 2), bool((back - image).abs()[:, 0][covered].max() < 0.01)
     (0.81, True)
     """
-    _check_image(y, "y")
-    _check_grid(grid)
+    _check_pair(y, grid, "y")  # before the inversion, which is the costly part
     mode = check_choice(mode, "mode", SAMPLING_MODES)
-    if grid.shape[0] != y.shape[0]:
-        raise ValueError(f"grid has batch size {grid.shape[0]} but y has {y.shape[0]}")
-    if grid.device != y.device:
-        raise ValueError(f"grid is on {grid.device} but y is on {y.device}")
     return zoom(y, invert_grid(grid, out_size, max_iter=max_iter).grid, mode=mode)

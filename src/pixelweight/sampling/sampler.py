@@ -513,14 +513,19 @@ def zoom(x: torch.Tensor, grid: torch.Tensor, *, mode: str = "bilinear") -> torc
     >>> torch.equal(zoom(x, identity_grid(3)), F.interpolate(x, size=3, mode="bilinear", align_corners=True))
     True
     """
-    _check_image(x, "x")
-    _check_grid(grid)
+    _check_pair(x, grid, "x")
     mode = check_choice(mode, "mode", SAMPLING_MODES)
-    if grid.shape[0] != x.shape[0]:
-        raise ValueError(f"grid has batch size {grid.shape[0]} but x has {x.shape[0]}")
-    if grid.device != x.device:
-        raise ValueError(f"grid is on {grid.device} but x is on {x.device}")
     return _sample(x, grid, mode)
+
+
+def _check_pair(x, grid, name: str) -> None:
+    """Check an image and a sampling grid that go together: same batch size, same device."""
+    _check_image(x, name)
+    _check_grid(grid)
+    if grid.shape[0] != x.shape[0]:
+        raise ValueError(f"grid has batch size {grid.shape[0]} but {name} has {x.shape[0]}")
+    if grid.device != x.device:
+        raise ValueError(f"grid is on {grid.device} but {name} is on {x.device}")
 
 
 def _sample(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
