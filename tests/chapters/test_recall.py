@@ -387,31 +387,69 @@ def full_freq():
     return recall.setup("experiments", "full").splits.train.class_pixel_frequencies()
 
 
-def _fake_runs(gains, steps=(200, 400), freq=None, beta_end=0.8):
-    """CommittedRun-like runs of CE and recall (batch): final test metrics, a val history and,
-    with ``freq``, recall-loss weights w_c ∝ f_c^-β logged every 10 steps, β rising linearly
-    from 0 to ``beta_end`` (plus a per-seed wobble)."""
+def _fake_run(seed, metrics, steps=(200, 400), weights=None, beta_end=0.8):
+    """A CommittedRun-like run: final test ``metrics``, a val history (mean accuracy growing
+    to its final value) and, with ``weights`` (the class frequencies), recall-loss weights
+    w_c ∝ f_c^-β logged every 10 steps, β rising linearly from 0 to ``beta_end`` (plus a
+    per-seed wobble)."""
     import types
 
-    import numpy as np
+    record = types.SimpleNamespace(provenance={"git_commit": "abc1234567"}, name="x")
+    history = []
+    for step in range(10, steps[-1] + 1, 10):
+        entry = {"step": step}
+        if step in steps:
+            entry["val_mean_accuracy"] = metrics["test_mean_accuracy"] * step / steps[-1]
+        if weights is not None:
+            beta = beta_end * (step - 10) / (steps[-1] - 10) + 0.01 * seed
+            entry["class_weights"] = list(np.asarray(weights, dtype=float) ** -beta)
+        history.append(entry)
+    return types.SimpleNamespace(seed=seed, metrics=dict(metrics), history=history, plateau={"reached": True},
+                                 stale=[], record=record, wall_time_s=100.0, device="cpu (x86_64, 1 threads)")
 
-    def run(seed, acc, miou, weights=False):
-        record = types.SimpleNamespace(provenance={"git_commit": "abc1234567"}, name="x")
-        history = []
-        for step in range(10, steps[-1] + 1, 10):
-            entry = {"step": step}
-            if step in steps:
-                entry["val_mean_accuracy"] = acc * step / steps[-1]
-            if weights and freq is not None:
-                beta = beta_end * (step - 10) / (steps[-1] - 10) + 0.01 * seed
-                entry["class_weights"] = list(np.asarray(freq, dtype=float) ** -beta)
-            history.append(entry)
-        return types.SimpleNamespace(seed=seed, metrics={"test_mean_accuracy": acc, "test_miou": miou},
-                                     history=history, plateau={"reached": True}, stale=[], record=record,
-                                     wall_time_s=100.0, device="cpu (x86_64, 1 threads)")
 
-    return {"CE": [run(s, 0.5, 0.4) for s in range(len(gains))],
-            "recall (batch)": [run(s, 0.5 + g, 0.4 - g / 10, weights=True) for s, g in enumerate(gains)]}
+def _fake_runs(gains, steps=(200, 400), freq=None, beta_end=0.8, inverse=(0.08, -0.05)):
+    """Runs of the six arms of the experiments stage: recall (batch) gains ``gains[seed]`` in
+    mean accuracy over CE and loses a tenth of it in mIoU; inverse-frequency CE gains
+    ``inverse[0]`` in mean accuracy and ``inverse[1]`` in mean precision (plus a per-seed
+    wobble) and has CE's mIoU minus 0.03; the others equal CE."""
+    def metrics(acc, miou, prec):
+        return {"test_mean_accuracy": acc, "test_miou": miou, "test_mean_precision": prec}
+
+    ce = metrics(0.5, 0.4, 0.6)
+    seeds = range(len(gains))
+    return {
+        "CE": [_fake_run(s, ce, steps) for s in seeds],
+        "inverse-frequency CE": [_fake_run(s, metrics(0.5 + inverse[0] + 0.001 * s, 0.37, 0.6 + inverse[1] + 0.001 * s),
+                                           steps) for s in seeds],
+        "median-frequency CE": [_fake_run(s, ce, steps) for s in seeds],
+        "focal (γ = 1)": [_fake_run(s, ce, steps) for s in seeds],
+        "recall (batch)": [_fake_run(s, metrics(0.5 + g, 0.4 - g / 10, 0.58), steps, freq, beta_end)
+                           for s, g in zip(seeds, gains)],
+        "recall (moving average)": [_fake_run(s, metrics(0.5 + g, 0.4, 0.58), steps, freq, beta_end)
+                                    for s, g in zip(seeds, gains)],
+    }
+
+
+def test_experiments_effects_are_measured_from_the_runs(full_freq):
+    full = recall.setup("experiments", "full")
+    runs = _fake_runs([0.10, 0.12, 0.11, 0.09, 0.13], freq=full_freq)
+    eff = recall.experiments_effects(full, runs)
+    assert eff["acc_gain"].mean == pytest.approx(0.11) and eff["acc_gain"].n == 5
+    assert eff["miou_change"].mean == pytest.approx(-0.011)
+    assert eff["inverse_acc_gain"].mean == pytest.approx(0.082) and eff["inverse_prec_change"].mean == pytest.approx(-0.048)
+    assert eff["prec_vs_inverse"].mean == pytest.approx(0.58 - 0.552) and eff["miou_vs_inverse"].mean == pytest.approx(0.389 - 0.37)
+    assert eff["relative_gain"] == pytest.approx(22.0) and eff["first_step"] == 10
+    table = recall.experiments_claims_from_runs(full, runs)
+    assert {c.label: c.verdict for c in table.claims} == {
+        "(a)": "supported", "(b)": "supported", "(c)": "supported", "(c′)": "supported", "(d)": "supported"}
+    # inverse-frequency CE that keeps its precision: (c) is contradicted
+    kept = recall.experiments_claims_from_runs(full, _fake_runs([0.1] * 3, freq=full_freq, inverse=(0.08, 0.02)))
+    assert by_label(kept)["(c)"].verdict == "contradicted"
+    with pytest.raises(KeyError, match="every arm; missing"):
+        recall.experiments_effects(full, {k: v for k, v in runs.items() if k != "focal (γ = 1)"})
+    with pytest.raises(ValueError, match="judged on stage 'experiments'"):
+        recall.experiments_effects(recall.setup("sweep", "full"), runs)
 
 
 def test_converged_claims_replace_the_early_ones_and_say_their_status(full_freq):
@@ -419,12 +457,13 @@ def test_converged_claims_replace_the_early_ones_and_say_their_status(full_freq)
     runs = _fake_runs([0.10, 0.12, 0.11, 0.09, 0.13], freq=full_freq)
     table = recall.converged_claims(full, runs)
     early = by_label(recall.experiments_claims(recall.setup("experiments", "ci"), **effects()))
-    # same keys: they replace the early verdicts of (a), (b) and (d)
-    assert [c.text for c in table.claims] == [early[k].text for k in ("(a)", "(b)", "(d)")]
-    assert [c.primary for c in table.claims] == [True, True, False] and table.section == "converged-claims"
-    assert [c.verdict for c in table.claims] == ["supported", "supported", "supported"]
-    assert "at step 10" in table.claims[2].ran
-    assert "10 of 10 runs reached the plateau" in table.scope and "records current" in table.scope
+    # same texts: they replace the early verdicts on the landing page and the scorecard
+    assert [c.text for c in table.claims] == [c.text for c in early.values()]
+    assert [c.primary for c in table.claims] == [True, True, False, False, False]
+    assert table.section == "converged-claims"
+    assert [c.verdict for c in table.claims] == ["supported"] * 5
+    assert "at step 10" in table.claims[-1].ran
+    assert "30 of 30 runs reached the plateau" in table.scope and "records current" in table.scope
     assert "converged budget" in table.budget
     with pytest.raises(ValueError, match="full setup"):
         recall.converged_claims(recall.setup("experiments", "ci"), runs)
@@ -445,7 +484,7 @@ def test_beta_trajectory_reads_the_logged_weights(full_freq):
     assert set(beta.frame.columns) == {"run", "seed_index", "step", "beta"}
     # weights that overshoot inverse frequency contradict (d)
     over = recall.converged_claims(full, _fake_runs([0.1, 0.1, 0.1], freq=full_freq, beta_end=1.6))
-    assert over.claims[2].verdict == "contradicted"
+    assert by_label(over)["(d)"].verdict == "contradicted"
     with pytest.raises(ValueError, match="logged no class weights"):
         recall.beta_trajectory(full, _fake_runs([0.1, 0.1]))
     with pytest.raises(ValueError, match="no runs of 'recall"):
@@ -457,4 +496,46 @@ def test_show_converged_without_records_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr("pixelweight.book.markdown", shown.append)
     monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
     out = recall.show_converged(recall.setup("experiments", "full"))
-    assert out["verdict_a"] == "—" and out["curve"].empty and "make results CHAPTER=02_recall" in shown[0]
+    assert out["verdicts"]["(a)"] == "—" and out["beta"] is None and out["curve"].empty
+    assert "make results CHAPTER=02_recall" in shown[0] and "recall (moving average)" in shown[0]
+
+
+def _fake_sweep(gains_by_s, seeds=(0, 1, 2)):
+    """Runs of the sweep stage keyed by (variant, arm label): recall gains
+    ``gains_by_s[s] + 0.01 * seed`` in mean accuracy over CE at each exponent."""
+    ce = {"test_mean_accuracy": 0.5, "test_miou": 0.4, "test_mean_precision": 0.6}
+    runs = {}
+    for s, gain in gains_by_s.items():
+        v = recall.sweep_variant(s)
+        runs[v, "CE"] = [_fake_run(seed, ce) for seed in seeds]
+        runs[v, "recall"] = [_fake_run(seed, {**ce, "test_mean_accuracy": 0.5 + gain + 0.01 * seed}) for seed in seeds]
+    return runs
+
+
+def test_sweep_effects_and_claims_from_runs():
+    s = recall.setup("sweep", "full")
+    eff = recall.sweep_effects(s, _fake_sweep({0.0: 0.01, 1.0: 0.03, 2.0: 0.06}))
+    assert list(eff["gains"]) == list(recall.EXPONENTS)
+    assert eff["gains"][0.0].mean == pytest.approx(0.02) and eff["gains"][2.0].mean == pytest.approx(0.07)
+    assert eff["growth"].mean == pytest.approx(0.05) and eff["growth"].n == 3
+    table = recall.sweep_claims_from_runs(s, _fake_sweep({0.0: 0.01, 1.0: 0.03, 2.0: 0.06}))
+    assert table.verdicts() == {"the recall-loss gain in mean accuracy grows with the class imbalance": "supported"}
+    shrinking = recall.sweep_claims_from_runs(s, _fake_sweep({0.0: 0.06, 1.0: 0.03, 2.0: 0.01}))
+    assert shrinking.claims[-1].verdict == "contradicted"
+    runs = _fake_sweep({0.0: 0.01, 1.0: 0.03, 2.0: 0.06})
+    with pytest.raises(KeyError, match=r"missing \[\('s2', 'CE'\)\]"):
+        recall.sweep_effects(s, {k: v for k, v in runs.items() if k != ("s2", "CE")})
+    runs["s1", "CE"] = runs["s1", "CE"][::-1]
+    with pytest.raises(ValueError, match="share their seeds"):
+        recall.sweep_effects(s, runs)
+    with pytest.raises(ValueError, match="judged on stage 'sweep'"):
+        recall.sweep_effects(recall.setup("experiments", "full"), runs)
+
+
+def test_show_sweep_converged_without_records_says_which_are_missing(monkeypatch, tmp_path):
+    shown = []
+    monkeypatch.setattr("pixelweight.book.markdown", shown.append)
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    out = recall.show_sweep_converged(recall.setup("sweep", "full"))
+    assert not out.available and "CE (s0)" in out.missing and "recall (s2)" in out.missing
+    assert "make results CHAPTER=02_recall" in shown[0]

@@ -212,6 +212,60 @@ def test_committed_runs_pair_the_seeds_and_match_the_stage(monkeypatch, tmp_path
     assert list(full.committed_runs()) == ["CE"]
 
 
+def test_converged_over_data_variants_pairs_every_variant_by_seed(monkeypatch, tmp_path):
+    """A sweep's converged section: runs keyed by (variant, arm), only the seeds every variant
+    and arm has; a variant without records is named as missing."""
+    stage = Stage("tiny", "a tiny stage", prefix="t",
+                  scales={"ci": Scale(TINY, DATA, ModelSpec(width=4, depth=1)),
+                          "full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1))},
+                  arms=(Arm("CE", "ce"),), variants={"s0": {"imbalance": 0.0}, "s1": {"imbalance": 1.0}})
+    folder = tmp_path / "09_tiny"
+    full = Setup("09_tiny", stage, "full", device="cpu", results_dir=str(folder))
+    ci = Setup("09_tiny", stage, "ci", device="cpu", results_dir=str(folder))
+    ci.variant("s0").run_arm(ci.arm("CE"), seeds=[0])
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    monkeypatch.setattr("pixelweight.book.markdown", lambda text: None)
+    (source,) = folder.glob("*.json")
+    data = json.loads(source.read_text())
+    source.unlink()
+
+    def write(variant, seed):  # a "full" record of CE on this variant (the ci run relabelled)
+        config = {**data["config"], "profile": full.profile.to_dict(), "variant": variant,
+                  "data_spec": full.variant(variant).data.to_dict()}
+        (folder / f"t-{variant}-ce--seed{seed}.json").write_text(
+            json.dumps({**data, "name": f"t-{variant}-ce", "seed": seed, "config": config}))
+
+    for seed in (0, 1, 2):
+        write("s0", seed)
+    seen = {}
+
+    def claims(setup, runs):
+        from pixelweight.claims import Claim, Evidence
+        from pixelweight.stats import paired_difference_ci
+
+        seen.update(runs)
+        effect = paired_difference_ci([r.metrics["test_miou"] for r in runs["s1", "CE"]],
+                                      [r.metrics["test_miou"] for r in runs["s0", "CE"]])
+        return setup.claims_table([Claim("a claim", source="ours", ran="s1 vs s0",
+                                         evidence=Evidence("Δ mIoU", effect, direction=+1))])
+
+    out = full.converged(claims, variants=["s0", "s1"])
+    assert not out.available and out.missing == ("CE (s1)",)
+    for seed in (2, 0):  # s1 lacks seed 1: seeds 0 and 2 are paired across the variants
+        write("s1", seed)
+    out = full.show_converged(claims, variants=["s0", "s1"])
+    assert out.available and sorted(seen) == [("s0", "CE"), ("s1", "CE")]
+    assert [r.seed for r in seen["s0", "CE"]] == [0, 2] and [r.seed for r in seen["s1", "CE"]] == [0, 2]
+    assert out.text()["seeds"] == "2"
+    (folder / "t-s1-ce--seed2.json").unlink()  # one paired seed is not enough for an interval
+    out = full.converged(claims, variants=["s0", "s1"])
+    assert not out.available and "fewer than two paired seeds" in out.missing[0]
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        full.converged(claims, variants="s0")
+    with pytest.raises(ValueError, match="no variant 's9'"):
+        full.converged(claims, variants=["s9"])
+
+
 def test_the_command_line_checks_its_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["run", "02_recall", "--profile", "ci", "--arm", "Dice", "--list"])

@@ -622,14 +622,19 @@ class Setup:
         seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))
         return {label: [by_seed[s] for s in seeds] for label, by_seed in found.items()} if seeds else {}
 
-    def converged(self, claims: Callable[["Setup", Mapping[str, Sequence["CommittedRun"]]], Any],
-                  arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims") -> "Converged":
+    def converged(self, claims: Callable[["Setup", Mapping[Any, Sequence["CommittedRun"]]], Any],
+                  arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims",
+                  variants: Optional[Sequence[str]] = None) -> "Converged":
         """The stage's claims judged on its committed converged records: ``claims(self, runs)``
         (a chapter's claims function, e.g. :func:`pixelweight.chapters.testbed.baseline_claims`)
         on :meth:`committed_runs` of ``arms`` (default: all the stage's), its table labelled
         with the records' status (:func:`converged_table`). Needs the ``full`` setup. Without
         a committed record of every arm of ``arms`` the result has no table
-        (``Converged.available`` is false)."""
+        (``Converged.available`` is false).
+
+        ``variants``: data variants of the stage (names of ``Stage.variants``) whose runs
+        the claims compare, e.g. the points of a sweep; ``runs`` is then keyed by
+        ``(variant, arm label)`` and every arm needs records on every variant."""
         if self.profile.name != "full":
             raise ValueError(f"converged claims need the full setup, got profile {self.profile.name!r}")
         if not callable(claims):
@@ -638,23 +643,41 @@ class Setup:
         for arm in wanted:
             if not isinstance(arm, Arm):
                 raise TypeError(f"arms must be Arm objects, got {type(arm).__name__}")
-        runs = self.committed_runs(wanted)
-        missing = [a.label for a in wanted if a.label not in runs]
+        if variants is None:
+            runs = self.committed_runs(wanted)
+            missing = [a.label for a in wanted if a.label not in runs]
+        else:
+            if isinstance(variants, str) or not variants:
+                raise ValueError(f"variants must be a non-empty sequence of variant names, got {variants!r}")
+            runs, missing = {}, []
+            for name in variants:
+                found = self.variant(name).committed_runs(wanted)
+                for a in wanted:
+                    if a.label in found:
+                        runs[name, a.label] = found[a.label]
+                    else:
+                        missing.append(f"{a.label} ({name})")
+            if runs:  # the variants are compared too: keep the seeds all of them share
+                common = set.intersection(*({r.seed for r in rs} for rs in runs.values()))
+                runs = {key: [r for r in rs if r.seed in common] for key, rs in runs.items()}
         if missing:
             return Converged(None, {}, {}, missing=tuple(missing))
         if min(len(rs) for rs in runs.values()) < 2:  # one paired seed has no interval
-            return Converged(None, {}, {}, missing=tuple(f"{a.label} (fewer than two paired seeds)" for a in wanted))
+            return Converged(None, {}, {}, missing=tuple(f"{key if isinstance(key, str) else ' '.join(key)} "
+                                                         "(fewer than two paired seeds)"
+                                                         for key, rs in runs.items() if len(rs) < 2))
         table = converged_table(claims(self, runs), runs, section=section, profile=self.profile)
         return Converged(table, runs, committed_status(runs))
 
     def show_converged(self, claims: Callable, results_dir: Optional[str] = None,
-                       arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims") -> "Converged":
+                       arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims",
+                       variants: Optional[Sequence[str]] = None) -> "Converged":
         """:meth:`converged` shown in the notebook, its verdicts recorded in ``results_dir``
         (after the early-training ones, which they replace on the landing page and the
         scorecard); without records, a paragraph that says so and how to make them."""
         from ..book import markdown
 
-        result = self.converged(claims, arms=arms, section=section)
+        result = self.converged(claims, arms=arms, section=section, variants=variants)
         if not result.available:
             markdown(f"No converged (`full`) record of {', '.join(result.missing)} is committed for this "
                      f"stage: the claims above are measured early in training only. "

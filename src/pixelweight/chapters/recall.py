@@ -19,8 +19,11 @@ steps and fewer samples, so that the chapter's 36 runs fit the book's CPU build;
 200 steps), sized to run in under 90 minutes on two CPU cores.
 
 The claims of the chapter (texts, sources, labels, how each is judged) are written once,
-in :func:`experiments_claims` and :func:`sweep_claims`; a notebook passes them the effects
-it measured.
+in :func:`experiments_claims` and :func:`sweep_claims`. Their effects are measured from the
+runs by :func:`experiments_effects` and :func:`sweep_effects`, so that one function of the
+runs (:func:`experiments_claims_from_runs`, :func:`sweep_claims_from_runs`) judges both the
+notebooks' early ``ci`` runs and the committed converged records (:func:`show_converged`,
+:func:`show_sweep_converged`).
 """
 
 from __future__ import annotations
@@ -52,11 +55,15 @@ __all__ = [
     "setup",
     "sweep_claims",
     "converged_claims",
-    "core_claims",
+    "experiments_claims_from_runs",
+    "experiments_effects",
+    "show_converged",
+    "sweep_claims_from_runs",
+    "sweep_effects",
+    "show_sweep_converged",
     "BetaTrajectory",
     "beta_frame",
     "beta_trajectory",
-    "show_converged",
     "learning_curve",
     "paired_effect",
     "sweep_run_name",
@@ -291,54 +298,76 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str) -
     return paired_difference_ci(*values)
 
 
-def core_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
-    """The claims of ``02_experiments`` that the CE and recall (batch) runs alone decide,
-    judged on ``runs`` (live or committed, paired by seed): (a) and (b), the primary claims,
-    and (d), from the weights the recall-loss runs logged (:func:`beta_trajectory`). The same
-    claim texts as :func:`experiments_claims`, so that verdicts recorded from the converged
-    runs replace the early-training ones on the landing page and the scorecard."""
+def experiments_effects(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> Dict[str, Any]:
+    """The effects :func:`experiments_claims` judges, measured from ``runs`` of the six arms
+    of the ``experiments`` stage (live, :meth:`~pixelweight.chapters.Setup.run`, or committed,
+    :meth:`~pixelweight.chapters.Setup.committed_runs`; paired by seed, test split): a dict of
+    its keyword arguments. β comes from the weights the recall-loss runs logged
+    (:func:`beta_trajectory`)."""
     _check_setup(setup, "experiments")
+    missing = [arm.label for arm in setup.arms if arm.label not in runs]
+    if missing:
+        raise KeyError(f"the experiments claims need runs of every arm; missing {missing}")
+    ce_acc = [r.metrics["test_mean_accuracy"] for r in runs["CE"]]
+    if any(v is None or not math.isfinite(v) for v in ce_acc):
+        raise ValueError("CE's mean accuracy is undefined in a run")
     acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
-    ce_acc = sum(r.metrics["test_mean_accuracy"] for r in runs["CE"]) / len(runs["CE"])
     beta = beta_trajectory(setup, runs)
-    return setup.claims_table(section="converged-claims", claims=[
-        _claim_a(acc, f"{100 * acc.mean / ce_acc:+.0f}% relative"),
-        _claim_b(paired_effect(runs, "recall (batch)", "CE", "test_miou")),
-        _claim_d(beta.first, beta.last, beta.change, beta.first_step),
-    ])
+    return dict(
+        acc_gain=acc,
+        acc_gain_ma=paired_effect(runs, "recall (moving average)", "CE", "test_mean_accuracy"),
+        miou_change=paired_effect(runs, "recall (batch)", "CE", "test_miou"),
+        inverse_acc_gain=paired_effect(runs, "inverse-frequency CE", "CE", "test_mean_accuracy"),
+        inverse_prec_change=paired_effect(runs, "inverse-frequency CE", "CE", "test_mean_precision"),
+        prec_vs_inverse=paired_effect(runs, "recall (batch)", "inverse-frequency CE", "test_mean_precision"),
+        miou_vs_inverse=paired_effect(runs, "recall (batch)", "inverse-frequency CE", "test_miou"),
+        beta_change=beta.change, beta_first=beta.first, beta_last=beta.last, first_step=beta.first_step,
+        relative_gain=100 * acc.mean / (sum(ce_acc) / len(ce_acc)),
+    )
+
+
+def experiments_claims_from_runs(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
+    """:func:`experiments_claims` judged on ``runs`` (:func:`experiments_effects`): the claims
+    function of ``02_experiments``, for its early runs and for the committed converged ones
+    (``setup.show_converged(experiments_claims_from_runs)``, :func:`show_converged`), so that
+    the converged verdicts replace the early ones on the landing page and the scorecard."""
+    return experiments_claims(setup, **experiments_effects(setup, runs))
 
 
 def converged_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> ClaimsTable:
-    """:func:`core_claims` at the converged budget, from the committed ``full`` records
-    (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full`` setup), labelled with
-    the records' status (:func:`~pixelweight.chapters.converged_table`: how many runs reached
-    the plateau, whether the library changed since the records were made)."""
+    """:func:`experiments_claims_from_runs` at the converged budget, from the committed
+    ``full`` records (:meth:`~pixelweight.chapters.Setup.committed_runs` of the ``full``
+    setup), labelled with the records' status (:func:`~pixelweight.chapters.converged_table`:
+    how many runs reached the plateau, whether the library changed since the records were
+    made)."""
     from ._base import converged_table
 
     _check_setup(setup, "experiments")
     if setup.profile.name != "full":
         raise ValueError(f"converged claims need the full setup, got profile {setup.profile.name!r}")
-    return converged_table(core_claims(setup, runs), runs, profile=setup.profile)
+    return converged_table(experiments_claims_from_runs(setup, runs), runs, profile=setup.profile)
 
 
 def show_converged(setup: Setup, results_dir=None) -> Dict[str, Any]:
     """The converged section of ``02_experiments`` in one call: reads the committed ``full``
-    records of CE and recall (batch) (``setup`` is the ``full`` setup), shows
-    :func:`converged_claims` and records its verdicts in ``results_dir`` (after the
-    early-training ones, which they replace), or says that no converged record is committed
+    records of the six arms (``setup`` is the ``full`` setup), shows their claims table
+    (:func:`experiments_claims_from_runs`) and records its verdicts in ``results_dir`` (after
+    the early-training ones, which they replace), or says which arms have no converged record
     (:meth:`~pixelweight.chapters.Setup.show_converged`). Returns what the prose cites: the
-    verdicts, effects and status as text (``"—"`` without records), the runs and the
-    :func:`learning_curve` frame (empty without records)."""
+    ``verdicts`` and ``effects`` by claim label and the records' status as text (``"—"``
+    without records), the runs, β along training (``beta``, a :class:`BetaTrajectory`;
+    ``None`` without records) and the :func:`learning_curve` frame (empty without records)."""
     _check_setup(setup, "experiments")
-    result = setup.show_converged(core_claims, results_dir, arms=[setup.arm("CE"), setup.arm("recall (batch)")])
+    result = setup.show_converged(experiments_claims_from_runs, results_dir)
     text = result.text()
+    labels = ("(a)", "(b)", "(c)", "(c′)", "(d)")
+    out = {"result": result, "plateau": text["plateau"], "seeds": text["seeds"], "hours": text["hours"]}
     if not result.available:
-        return {"runs": {}, "curve": learning_curve({}), "verdict_a": "—", "verdict_b": "—",
-                "effect_a": "—", "effect_b": "—", "verdict_d": "—", "effect_d": "—", "plateau": "—", "seeds": "0", "hours": "—", "result": result}
-    return {"runs": result.runs, "curve": learning_curve(result.runs), "verdict_a": text["verdict (a)"],
-            "verdict_b": text["verdict (b)"], "effect_a": text["effect (a)"], "effect_b": text["effect (b)"],
-            "verdict_d": text["verdict (d)"], "effect_d": text["effect (d)"],
-            "plateau": text["plateau"], "seeds": text["seeds"], "hours": text["hours"], "result": result}
+        return {**out, "runs": {}, "curve": learning_curve({}), "beta": None,
+                "verdicts": dict.fromkeys(labels, "—"), "effects": dict.fromkeys(labels, "—")}
+    return {**out, "runs": result.runs, "curve": learning_curve(result.runs),
+            "beta": beta_trajectory(setup, result.runs),
+            "verdicts": {k: text[f"verdict {k}"] for k in labels}, "effects": {k: text[f"effect {k}"] for k in labels}}
 
 
 def learning_curve(runs: Mapping[str, Sequence[Any]], a: str = "recall (batch)", b: str = "CE",
@@ -523,3 +552,50 @@ def sweep_claims(setup: Setup, *, gains: Mapping[float, Interval], growth: Inter
               ran=f"gain at s = {high:g} minus gain at s = {low:g}, paired by seed",
               evidence=Evidence("Δ gain", growth, direction=+1)),
     ])
+
+
+def sweep_effects(setup: Setup, runs: Mapping[Any, Sequence[Any]]) -> Dict[str, Any]:
+    """The effects :func:`sweep_claims` judges, measured from ``runs`` of the ``sweep``
+    stage keyed by ``(variant, arm label)`` (``runs[sweep_variant(s), "recall"]``; live or
+    committed, the same seeds in the same order everywhere): ``gains`` ``{s: Interval}``, the
+    paired mean-accuracy difference recall minus CE at every Zipf exponent of
+    :data:`EXPONENTS`, and ``growth``, the gain at the largest ``s`` minus the gain at the
+    smallest, paired by seed."""
+    from ..stats import paired_difference_ci
+
+    _check_setup(setup, "sweep")
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"runs must map (variant, arm label) to runs, got {type(runs).__name__}")
+    missing = [(sweep_variant(s), a.label) for s in EXPONENTS for a in setup.arms
+               if (sweep_variant(s), a.label) not in runs]
+    if missing:
+        raise KeyError(f"the sweep claims need runs of every arm at every exponent; missing {missing}")
+    seeds = {key: [getattr(r, "seed", None) for r in runs[key]] for key in runs}
+    if len({tuple(v) for v in seeds.values()}) != 1:
+        raise ValueError(f"the sweep's runs must share their seeds, in order; got {seeds}")
+
+    def gain_per_seed(s: float) -> list:
+        v = sweep_variant(s)
+        return [r.metrics["test_mean_accuracy"] - c.metrics["test_mean_accuracy"]
+                for r, c in zip(runs[v, "recall"], runs[v, "CE"])]
+
+    gains = {s: paired_effect({"recall": runs[sweep_variant(s), "recall"], "CE": runs[sweep_variant(s), "CE"]},
+                              "recall", "CE", "test_mean_accuracy") for s in EXPONENTS}
+    return {"gains": gains, "growth": paired_difference_ci(gain_per_seed(EXPONENTS[-1]), gain_per_seed(EXPONENTS[0]))}
+
+
+def sweep_claims_from_runs(setup: Setup, runs: Mapping[Any, Sequence[Any]]) -> ClaimsTable:
+    """:func:`sweep_claims` judged on ``runs`` keyed by ``(variant, arm label)``
+    (:func:`sweep_effects`): the claims function of ``03_imbalance_sweep``, for its early runs
+    and for the committed converged ones (:func:`show_sweep_converged`)."""
+    return sweep_claims(setup, **sweep_effects(setup, runs))
+
+
+def show_sweep_converged(setup: Setup, results_dir=None):
+    """The converged section of ``03_imbalance_sweep``: the sweep's claims judged on the
+    committed ``full`` records of CE and recall loss at every Zipf exponent (``setup`` is the
+    ``full`` sweep setup), shown and recorded in ``results_dir``, or a paragraph that says
+    which records are missing. Returns the :class:`~pixelweight.chapters.Converged`."""
+    _check_setup(setup, "sweep")
+    return setup.show_converged(sweep_claims_from_runs, results_dir,
+                                variants=[sweep_variant(s) for s in EXPONENTS])
