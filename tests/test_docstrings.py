@@ -1,8 +1,8 @@
 """The library's docstrings as documentation: runnable examples, links into the book, API pages.
 
-1. Every public loss, metric and sampling function (each function or class of
-   ``pixelweight.losses.__all__``, ``pixelweight.metrics.__all__`` and
-   ``pixelweight.sampling.__all__``) has a numpydoc ``Examples`` section with ``>>>`` lines.
+1. Every public loss, metric, sampling and spectral function (each function or class of
+   ``pixelweight.losses.__all__``, ``pixelweight.metrics.__all__``, ``pixelweight.sampling.__all__``
+   and ``pixelweight.spectral.__all__``) has a numpydoc ``Examples`` section with ``>>>`` lines.
 2. The doctests of the modules that define them run here (``doctest.DocTestFinder`` /
    ``DocTestRunner``, ``NORMALIZE_WHITESPACE | ELLIPSIS``, fresh globals: every example
    imports what it uses, as a reader of ``help()`` would); a failure shows the example, what
@@ -30,6 +30,7 @@ import pixelweight
 import pixelweight.losses
 import pixelweight.metrics
 import pixelweight.sampling
+import pixelweight.spectral
 import bookbuild
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,8 @@ API_DIR = ROOT / "book" / "api"
 #: The public modules of pixelweight in the order of the API reference, one page each
 #: (book/api/<name>.md). A test checks that it is every public module of the package but
 #: ``cli`` (the ``pixelweight-train`` command, documented by its ``--help``).
-PUBLIC_MODULES = ["losses", "metrics", "data", "models", "sampling", "train", "profiles", "chapters", "stats",
-                  "claims", "results", "benchmark", "book", "plotting"]
+PUBLIC_MODULES = ["losses", "metrics", "data", "models", "sampling", "spectral", "train", "profiles", "chapters",
+                  "stats", "claims", "results", "benchmark", "book", "plotting"]
 NOT_DOCUMENTED = {"cli"}
 
 
@@ -53,11 +54,14 @@ def _public(module) -> dict:
 LOSSES = _public(pixelweight.losses)
 METRICS = _public(pixelweight.metrics)
 SAMPLING = _public(pixelweight.sampling)
+SPECTRAL = _public(pixelweight.spectral)
 DOCUMENTED = {**{f"losses.{k}": v for k, v in LOSSES.items()}, **{f"metrics.{k}": v for k, v in METRICS.items()},
-              **{f"sampling.{k}": v for k, v in SAMPLING.items()}}
+              **{f"sampling.{k}": v for k, v in SAMPLING.items()},
+              **{f"spectral.{k}": v for k, v in SPECTRAL.items()}}
 # the modules that define them (their doctests run), and the packages themselves
 DOCTEST_MODULES = sorted({inspect.getmodule(obj).__name__ for obj in DOCUMENTED.values()}
-                         | {"pixelweight.losses", "pixelweight.metrics", "pixelweight.sampling"})
+                         | {"pixelweight.losses", "pixelweight.metrics", "pixelweight.sampling",
+                            "pixelweight.spectral"})
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -9,9 +9,6 @@ import torch
 
 from .._validation import check_ignore_index, check_int, check_label_range, check_tensor
 
-Size = Union[int, Sequence[int]]
-
-
 def check_labels(target, num_classes, ignore_index, name: str = "target") -> Tuple[torch.Tensor, int, Optional[int]]:
     """``target``: an integer ``(B, H, W)`` label tensor with values in ``[0, num_classes)`` or
     ``ignore_index`` (a device-side assertion on CUDA, a ``ValueError`` on the CPU)."""
@@ -47,7 +44,7 @@ def check_spatial(x: torch.Tensor, name: str) -> Tuple[int, int]:
     return int(height), int(width)
 
 
-def check_size(size: Size, name: str = "size") -> Tuple[int, int]:
+def check_size(size: Union[int, Sequence[int]], name: str = "size") -> Tuple[int, int]:
     """An int ``s`` (meaning ``(s, s)``) or a pair ``(h, w)`` of ints >= 1."""
     if isinstance(size, (tuple, list, torch.Size)):
         if len(size) != 2:

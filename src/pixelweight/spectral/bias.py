@@ -174,10 +174,7 @@ class SpectralBiasProbe:
         return {self.key: [float(v) for v in self.energy(model).cpu()]}
 
 
-Entry = Union[Tuple[int, Sequence[float]], Mapping[str, Any]]
-
-
-def learning_steps(history: Sequence[Entry], fraction: float = 0.5,
+def learning_steps(history: Sequence[Union[Tuple[int, Sequence[float]], Mapping[str, Any]]], fraction: float = 0.5,
                    key: str = "residual_energy") -> List[Optional[int]]:
     r"""The step at which each band's residual energy first falls below ``fraction`` of its
     initial value: "which frequencies are learned first".

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_int, check_tensor
-from ._checks import Size, check_labels, check_real, check_size, check_spatial, real_dtype
+from ._checks import check_labels, check_real, check_size, check_spatial, real_dtype
 from .spectra import _one_hot
 
 __all__ = [
@@ -106,7 +106,7 @@ def _pad_axis(spectrum: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     return out
 
 
-def fft_crop(x: torch.Tensor, size: Size, restore: bool = False) -> torch.Tensor:
+def fft_crop(x: torch.Tensor, size: Union[int, Tuple[int, int]], restore: bool = False) -> torch.Tensor:
     r"""Low-pass a map by keeping the centred :math:`h \times w` block of its 2-D spectrum.
 
     See the module notes for the convention at the Nyquist bin. Differentiable; runs in
@@ -464,6 +464,7 @@ class TruncatedUNet(nn.Module):
         return fft_crop(x, (x.shape[-2] // t, x.shape[-1] // t))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in_channels, H, W) -> (N, num_classes, ceil(H / (s t)), ceil(W / (s t)))`` logits."""
         unet = self.unet
         check_tensor(x, "x")
         if x.ndim != 4 or x.shape[1] != unet.in_channels:
