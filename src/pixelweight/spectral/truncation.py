@@ -27,8 +27,10 @@ soft label that sums to 1, or 0 in every class for a block without a valid pixel
 convention of an ignored pixel). A block label keeps label frequencies up to about
 :math:`N/(2b)` cycles per image [derived]. :func:`~pixelweight.spectral.through_stride` passes
 labels through an output grid of stride :math:`s` (down to one label per block, then up by
-nearest-neighbour copying), the best a stride-:math:`s` output can do: the oracle whose mIoU
-against the dense labels bounds that of a network of output stride :math:`s`.
+nearest-neighbour copying): the oracle of a stride-:math:`s` output, the most accurate
+block-constant labels (the majority maximises each block's pixel accuracy). It is a reference,
+not a strict bound, for a network of output stride :math:`s`: its logits are upsampled
+bilinearly before the argmax, which can put a boundary inside a block.
 
 **The U-Net's output stride.** :class:`~pixelweight.models.UNet` halves the resolution
 ``depth`` times (the bottleneck has stride :math:`2^{\mathrm{depth}}`); its decoder climbs back
@@ -330,8 +332,9 @@ def through_stride(target: torch.Tensor, stride: int, num_classes: int, ignore_i
     r"""Labels passed through an output grid of stride :math:`s`: down to one label per
     :math:`s \times s` block, then up again by nearest-neighbour copying, at the original size.
 
-    The mIoU of these labels against the dense labels is an oracle for a network of output
-    stride :math:`s` evaluated at full label resolution.
+    Their mIoU against the dense labels is the oracle of an output stride :math:`s` evaluated at
+    full label resolution (a reference, not a strict bound: a network's coarse logits,
+    upsampled bilinearly, can put a boundary inside a block).
 
     Parameters
     ----------
