@@ -105,6 +105,12 @@ def test_radial_frequency_is_the_ceiling_of_the_radius_in_cycles_per_image(size)
     assert max_radial_frequency(h, w) == math.ceil(math.hypot(h // 2, w // 2) - 1e-9)
 
 
+def test_radial_frequency_returns_a_fresh_tensor():
+    rho = radial_frequency(4, 4)
+    rho[0, 0] = 99  # the caller's copy, not a cache shared with later calls
+    assert int(radial_frequency(4, 4)[0, 0]) == 0
+
+
 def test_radial_bins_hold_exactly_the_frequencies_up_to_k():
     rho = radial_frequency(64, 64)
     f = np.fft.fftfreq(64, 1 / 64)

@@ -113,7 +113,7 @@ def radial_frequency(height: int, width: int, device: Optional[torch.device] = N
     """
     height = check_int(height, "height", minimum=1)
     width = check_int(width, "width", minimum=1)
-    return _radial_frequency(height, width).to(device)
+    return _radial_frequency(height, width).to(device, copy=True)  # never the cached tensor itself
 
 
 @functools.lru_cache(maxsize=32)
