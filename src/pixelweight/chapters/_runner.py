@@ -32,7 +32,8 @@ class DirtyTree(RuntimeError):
 #: (:meth:`~pixelweight.chapters.Setup.committed_runs` leaves them out); the drivers between
 #: specs and harness are covered by ``verify``, which CI runs on the cheapest record.
 CODE_PATHS = ("src/pixelweight/losses", "src/pixelweight/models", "src/pixelweight/data",
-              "src/pixelweight/train", "src/pixelweight/metrics")
+              "src/pixelweight/train", "src/pixelweight/metrics", "src/pixelweight/sampling",
+              "src/pixelweight/spectral")
 
 
 @dataclasses.dataclass(frozen=True)
