@@ -160,7 +160,7 @@ STAGES = {
             "ci": Scale(get_profile("ci", steps=150, lr=4e-3, train_samples=600, val_samples=100, test_samples=200,
                                     eval_every=0), SCENES, _SEGMENTER),
             "full": Scale(get_profile("full", steps=2000, batch_size=16, lr=4e-3, train_samples=1500,
-                                      val_samples=200, test_samples=400, eval_every=200),
+                                      val_samples=200, test_samples=400, eval_every=125),
                           SCENES, _SEGMENTER, train=_PLATEAU_MIOU),
         },
         arms=(Arm("uniform", "ce", run="uniform"), Arm("zoom + unzoom", "ce", run="zoom")),
@@ -343,6 +343,9 @@ def gap_closed(runs: Mapping[str, Sequence[Any]], metric: str = "test_accuracy",
         _paired(runs, a, "uniform")
     s, u, h = (_metric(runs, k, metric) for k in ("sampler", "uniform", "high-res"))
     target = [ui + fraction * (hi - ui) for ui, hi in zip(u, h)]
+    if not all(math.isfinite(v) for v in s + target):
+        nan = float("nan")
+        return Interval(nan, nan, nan, len(s), 0.95), nan
     effect = paired_difference_ci(s, target)
     gap = sum(h) / len(h) - sum(u) / len(u)
     closed = (sum(s) / len(s) - sum(u) / len(u)) / gap if gap > 0 else float("nan")
