@@ -50,7 +50,7 @@ def classification_cross_entropy(logits: torch.Tensor, target: torch.Tensor, red
     >>> from pixelweight.losses import classification_cross_entropy
     >>> logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
     >>> round(classification_cross_entropy(logits, torch.tensor([0, 1])).item(), 4)
-    0.4100
+    0.41
     """
     check_tensor(logits, "logits")
     check_tensor(target, "target")
