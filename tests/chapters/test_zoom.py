@@ -95,6 +95,24 @@ def test_zoom_models_learn_their_saliency_and_shapes():
     assert ZoomSegmenter(mode="uniform", input_size=16, width=4, depth=2)(torch.rand(1, 1, 40, 40)).shape[-1] == 40
 
 
+def test_the_segmenter_unzooms_with_or_without_the_inverse_gradient():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 40, 40)
+    grads = {}
+    for flag in (False, True):
+        torch.manual_seed(1)
+        seg = ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2, unzoom_gradient=flag,
+                            unzoom_iterations=20)
+        seg.sampler.saliency_net[-1].weight.data.normal_(0, 0.5)  # a real warp
+        F.cross_entropy(seg(x), torch.zeros(2, 40, 40, dtype=torch.long)).backward()
+        grads[flag] = seg.sampler.saliency_net[-1].weight.grad.clone()
+    assert grads[False].abs().sum() > 0 and not torch.allclose(grads[False], grads[True])
+    with pytest.raises(ValueError, match="unzoom_iterations"):
+        ZoomSegmenter(unzoom_iterations=0)
+    with pytest.raises(TypeError, match="unzoom_gradient"):
+        ZoomSegmenter(unzoom_gradient=1)
+
+
 @pytest.mark.parametrize("kwargs, x, error, match", [
     ({"mode": "zoomy"}, torch.rand(1, 1, 64, 64), ValueError, "mode"),
     ({"mode": "saliency", "antialias": True}, torch.rand(1, 1, 64, 64), ValueError, "antialias"),
@@ -263,7 +281,7 @@ def test_segmentation_claims():
               "zoom + unzoom": runs((0.5, 0.52, 0.49), (0.4, 0.42, 0.41))}
     table = zoom.segmentation_claims(seg, better)
     assert _verdicts(table) == {"(h)": "supported", "(i)": "supported"}  # no models: no boundary claim
-    assert table.claims[0].primary and "96x96 label resolution" in table.claims[0].ran
+    assert table.claims[0].primary and "64x64 label resolution" in table.claims[0].ran
     worse = {"uniform": better["zoom + unzoom"], "zoom + unzoom": better["uniform"]}
     assert _verdicts(zoom.segmentation_claims(seg, worse))["(h)"] == "contradicted"
     absent = {k: [types.SimpleNamespace(seed=r.seed, metrics={"test_miou": r.metrics["test_miou"],

@@ -47,6 +47,7 @@ __all__ = [
     "STAGES",
     "ARM_MODELS",
     "INPUT_SIZE",
+    "SEGMENTATION_INPUT",
     "GRID_SIZE",
     "BLUR_FRACTION",
     "DIGIT_SIZES",
@@ -77,6 +78,8 @@ __all__ = [
 
 #: The task network's input side, in pixels, for every arm but the high-resolution one.
 INPUT_SIZE = 32
+#: The U-Net's input side in the ``segmentation`` stage (the scenes are 64 x 64).
+SEGMENTATION_INPUT = 16
 #: Cells of the saliency grid (the public code's 31 for a 224 input; here half the input).
 GRID_SIZE = 16
 #: The blur warm-up lasts this fraction of the training steps (the code: the first 30 epochs).
@@ -117,9 +120,9 @@ ARM_MODELS: Mapping[str, Mapping[str, Any]] = {
 _TASKS = {"headline": "classification", "sweep": "classification", "segmentation": "segmentation"}
 
 CANVASES = DataSpec("ClutteredDigits", size=96, options={"digit_size": HEADLINE_DIGIT, "clutter": 8})
-SCENES = DataSpec("DigitScenes", size=96, options={"num_digits": [1, 2], "digit_size": [10, 16]})
+SCENES = DataSpec("DigitScenes", size=64, options={"num_digits": [1, 2], "digit_size": [8, 14]})
 _CLASSIFIER = ModelSpec("ZoomClassifier", width=16, depth=3, options={"input_size": INPUT_SIZE, "grid_size": GRID_SIZE})
-_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3, options={"input_size": INPUT_SIZE, "grid_size": GRID_SIZE})
+_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3, options={"input_size": SEGMENTATION_INPUT, "grid_size": 8})
 
 
 _HEADLINE_ARMS = (
@@ -157,11 +160,11 @@ STAGES = {
     "segmentation": Stage(
         "segmentation", "uniform downsampling against zoom + unzoom for segmentation, at the same input size",
         scales={
-            "ci": Scale(get_profile("ci", steps=150, lr=4e-3, train_samples=600, val_samples=100, test_samples=200,
-                                    eval_every=0), SCENES, _SEGMENTER),
+            "ci": Scale(get_profile("ci", steps=200, lr=4e-3, train_samples=600, val_samples=100, test_samples=200,
+                                    eval_every=0), SCENES, _SEGMENTER, train={"grad_clip": 5.0}),
             "full": Scale(get_profile("full", steps=2000, batch_size=16, lr=4e-3, train_samples=1500,
                                       val_samples=200, test_samples=400, eval_every=125),
-                          SCENES, _SEGMENTER, train=_PLATEAU_MIOU),
+                          SCENES, _SEGMENTER, train={**_PLATEAU_MIOU, "grad_clip": 5.0}),
         },
         arms=(Arm("uniform", "ce", run="uniform"), Arm("zoom + unzoom", "ce", run="zoom")),
         prefix="ch3-seg", num_classes=11,
@@ -228,8 +231,14 @@ class ZoomSetup(Setup):
         digit = self.data.options.get("digit_size")
         digit = f"{digit[0]}-{digit[1]}" if isinstance(digit, (list, tuple)) else digit
         net = "SmallCNN" if self.task_kind == "classification" else "U-Net"
-        return (f"{self.data.size}x{self.data.size} {what} (digits {digit} px), {INPUT_SIZE}x{INPUT_SIZE} "
+        side = self.input_size
+        return (f"{self.data.size}x{self.data.size} {what} (digits {digit} px), {side}x{side} "
                 f"task input, width-{self.model.width} {net}")
+
+    @property
+    def input_size(self) -> int:
+        """The task network's input side (the high-resolution arm reads the whole image)."""
+        return int(self.model.options["input_size"])
 
     def variant(self, name: str) -> "ZoomSetup":
         if not name:
@@ -576,7 +585,7 @@ def segmentation_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> Clai
         Claim("zooming helps dense prediction at equal task-network input size", source="paper, unverified",
               label="(h)", primary=True,
               ran=f"zoom + unzoom vs uniform, test mIoU at the full {setup.data.size}x{setup.data.size} label "
-                  f"resolution, {INPUT_SIZE}x{INPUT_SIZE} U-Net input (Thavamani et al., CVPR 2023)",
+                  f"resolution, {setup.input_size}x{setup.input_size} U-Net input (Thavamani et al., CVPR 2023)",
               evidence=Evidence("Δ mIoU", e["miou"], direction=+1)),
         Claim("zooming raises the IoU of the digits", source="ours", label="(i)",
               ran="same runs; mean IoU of the ten digit classes (background left out)",

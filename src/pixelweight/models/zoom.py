@@ -199,10 +199,24 @@ class ZoomSegmenter(_Zoom):
 
     ``(N, in_channels, H, W) -> (N, num_classes, H, W)`` logits: after ``"uniform"`` the
     task network's logits are upsampled bilinearly (``align_corners=True``); after a zoom
-    (``"saliency"``, ``"fixed"``) they are unzoomed (:func:`~pixelweight.sampling.unzoom`,
-    differentiable also with respect to the saliency); ``"full"`` segments the image itself.
-    Parameters as :class:`ZoomClassifier` (the U-Net's ``width`` and ``depth``; default
-    ``num_classes=11``, the classes of :class:`~pixelweight.data.DigitScenes`).
+    (``"saliency"``, ``"fixed"``) they are unzoomed (:func:`~pixelweight.sampling.unzoom`);
+    ``"full"`` segments the image itself. The parameters are those of :class:`ZoomClassifier`
+    (with the U-Net's ``width`` and ``depth``; default ``num_classes=11``, the classes of
+    :class:`~pixelweight.data.DigitScenes`), ``unzoom_gradient`` and ``unzoom_iterations``.
+
+    Parameters
+    ----------
+    unzoom_gradient : bool, default False
+        Let the gradient reach the saliency through the unzoom too
+        (:func:`~pixelweight.sampling.unzoom` is differentiable with respect to the grid by
+        the implicit function theorem); by default it reaches the saliency through the zoom
+        of the input only: the inverse's gradient holds :math:`J^{-1}`, large where the warp
+        is nearly singular, and made the chapter's training diverge.
+    unzoom_iterations : int, default 12
+        Newton iterations of the inverse warp (``max_iter`` of
+        :func:`~pixelweight.sampling.invert_grid`, whose default is 50): the cost of the
+        unzoom is proportional to them; pixels the warp reaches converge in a few, and those
+        it does not reach (no solution) would use them all.
 
     Examples
     --------
@@ -216,9 +230,13 @@ class ZoomSegmenter(_Zoom):
     def __init__(self, in_channels: int = 1, num_classes: int = 11, width: int = 16, depth: int = 3, *,
                  mode: str = "saliency", input_size: int = 32, grid_size: int = 16, sigma: Optional[float] = None,
                  padding: Optional[int] = None, saliency_width: int = 8, blur_warmup_steps: int = 0,
-                 antialias: bool = False):
+                 antialias: bool = False, unzoom_gradient: bool = False, unzoom_iterations: int = 12):
         super().__init__(check_int(in_channels, "in_channels", minimum=1), mode, input_size, grid_size, sigma,
                          padding, saliency_width, blur_warmup_steps, antialias)
+        if not isinstance(unzoom_gradient, bool):
+            raise TypeError(f"unzoom_gradient must be a bool, got {type(unzoom_gradient).__name__}")
+        self.unzoom_gradient = unzoom_gradient
+        self.unzoom_iterations = check_int(unzoom_iterations, "unzoom_iterations", minimum=1)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.net = UNet(in_channels, num_classes, width=width, depth=depth)
@@ -234,7 +252,8 @@ class ZoomSegmenter(_Zoom):
         logits = self.net(sampled.output)
         if self.mode == "uniform":
             return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-        return unzoom(logits, sampled.grid, size)
+        return unzoom(logits, sampled.grid if self.unzoom_gradient else sampled.grid.detach(), size,
+                      max_iter=self.unzoom_iterations)
 
     def extra_repr(self) -> str:
         return self._zoom_repr()
