@@ -63,7 +63,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # and all arms share the data, the seeds and the batches, so differences are paired by seed.
 #
 # **Needs:** a CPU for the `ci` profile (6 arms and a 3-point sweep, 3 seeds each, a few
-# hundred steps: early training); the converged `full` profile (5 seeds, 3,000 steps, the
+# hundred steps: early training); the converged `full` profile (5 seeds, 2,500 steps, the
 # plateau of each run recorded) runs outside the book with `make results CHAPTER=03_zoom`.
 
 # %% tags=["parameters"]

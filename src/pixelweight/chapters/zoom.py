@@ -79,7 +79,7 @@ __all__ = [
 #: The task network's input side, in pixels, for every arm but the high-resolution one.
 INPUT_SIZE = 32
 #: The U-Net's input side in the ``segmentation`` stage (the scenes are 64 x 64).
-SEGMENTATION_INPUT = 16
+SEGMENTATION_INPUT = 32
 #: Cells of the saliency grid (the public code's 31 for a 224 input; here half the input).
 GRID_SIZE = 16
 #: The blur warm-up lasts this fraction of the training steps (the code: the first 30 epochs).
@@ -120,9 +120,9 @@ ARM_MODELS: Mapping[str, Mapping[str, Any]] = {
 _TASKS = {"headline": "classification", "sweep": "classification", "segmentation": "segmentation"}
 
 CANVASES = DataSpec("ClutteredDigits", size=96, options={"digit_size": HEADLINE_DIGIT, "clutter": 8})
-SCENES = DataSpec("DigitScenes", size=64, options={"num_digits": [1, 2], "digit_size": [8, 14]})
+SCENES = DataSpec("DigitScenes", size=64, options={"num_digits": [1, 2], "digit_size": [10, 16]})
 _CLASSIFIER = ModelSpec("ZoomClassifier", width=16, depth=3, options={"input_size": INPUT_SIZE, "grid_size": GRID_SIZE})
-_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3, options={"input_size": SEGMENTATION_INPUT, "grid_size": 8})
+_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3, options={"input_size": SEGMENTATION_INPUT, "grid_size": GRID_SIZE})
 
 
 _HEADLINE_ARMS = (
@@ -134,15 +134,16 @@ _HEADLINE_ARMS = (
     Arm("fixed saliency", "classification-ce", run="fixed"),
 )
 
-#: The converged classification budget: 5 seeds, 3,000 steps of 32 images, validation every 250.
-_FULL_CLASSIFY = get_profile("full", steps=3000, batch_size=32, lr=2e-3, train_samples=6000, val_samples=1000,
-                             test_samples=2000, eval_every=250)
+#: The converged classification budget: 5 seeds, 2,500 steps of 32 images (13 epochs of the 6,000
+#: training canvases), validation every 200 steps (3 evaluations in the plateau window).
+_FULL_CLASSIFY = get_profile("full", steps=2500, batch_size=32, lr=2e-3, train_samples=6000, val_samples=1000,
+                             test_samples=2000, eval_every=200)
 
 STAGES = {
     "headline": Stage(
         "headline", "uniform downsampling, the saliency sampler, the high-resolution upper bound and three ablations",
         scales={
-            "ci": Scale(get_profile("ci", steps=300, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
+            "ci": Scale(get_profile("ci", steps=400, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
             "full": Scale(_FULL_CLASSIFY, CANVASES, _CLASSIFIER, train=PLATEAU_ACCURACY),
         },
         arms=_HEADLINE_ARMS, prefix="ch3-headline", num_classes=10,
@@ -160,7 +161,7 @@ STAGES = {
     "segmentation": Stage(
         "segmentation", "uniform downsampling against zoom + unzoom for segmentation, at the same input size",
         scales={
-            "ci": Scale(get_profile("ci", steps=200, lr=4e-3, train_samples=600, val_samples=100, test_samples=200,
+            "ci": Scale(get_profile("ci", steps=250, lr=4e-3, train_samples=600, val_samples=100, test_samples=200,
                                     eval_every=0), SCENES, _SEGMENTER, train={"grad_clip": 5.0}),
             "full": Scale(get_profile("full", steps=2000, batch_size=16, lr=4e-3, train_samples=1500,
                                       val_samples=200, test_samples=400, eval_every=125),
