@@ -204,6 +204,7 @@ class ZoomSetup(Setup):
         return self.arm_model(arm).build(self.num_classes)
 
     def build_model(self):
+        """Not available: the arms differ in the model (use :meth:`build_arm_model`)."""
         raise TypeError("the zoom chapter's arms differ in the model: use build_arm_model(arm)")
 
     def metrics(self):
@@ -252,6 +253,8 @@ class ZoomSetup(Setup):
                          results_dir=self.results_dir, data=self.data.replace(**options), variant=self.variant_name)
 
     def full_config(self, arm: Arm) -> Dict[str, Any]:
+        """:meth:`pixelweight.chapters.Setup.full_config` with the arm's own model (:meth:`arm_model`
+        at the ``full`` scale)."""
         config = super().full_config(arm)
         config["model"] = _plain(self.arm_model(arm, self.stage.scale("full")).to_dict())
         return config
@@ -274,6 +277,7 @@ class ZoomSetup(Setup):
         )
 
     def build_loss(self, arm: Arm):
+        """The arm's loss (no class counts: no arm of this chapter weights classes)."""
         return arm.build_loss(self.num_classes)
 
 
