@@ -95,7 +95,7 @@ GRACEFUL_TOLERANCE = 0.02
 #: and the high-resolution upper bound.
 GAP_FRACTION = 0.5
 #: Claim (b)'s low-contrast check: no sample moves by more than this many task-input pixels.
-LOW_CONTRAST_SHIFT = 0.25
+LOW_CONTRAST_SHIFT = 0.1
 #: Boundary pixels of the segmentation claims: within this many pixels of a label change.
 BOUNDARY_WIDTH = 1
 #: The plateau rule of the converged classification runs: validation accuracy within 0.02
