@@ -196,19 +196,24 @@ def test_cli_offers_every_registered_loss_with_its_options(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
+    from pixelweight.cli import IMAGE_LOSSES, dense_loss_names
+
     names = loss_names()
     assert {"ce", "inverse-ce", "median-ce", "focal", "dice", "recall", "lmp"} <= set(names)
-    for name in names:
+    assert dense_loss_names() == tuple(n for n in names if n not in IMAGE_LOSSES)
+    for name in dense_loss_names():
         assert f"  {name}: " in text
+    for name in IMAGE_LOSSES:  # (N, C) classification losses: not for a segmentation trainer
+        assert name in names and f"  {name}: " not in text
     for option in ("gamma=2.0", "smooth=1.0", "momentum=none", "p=1.7", "ratio=0.3", "base=ce (ce|focal)",
                    "init=first_batch (first_batch|ones)", "detach_focal=true", "sync_counts=true"):
         assert option in text
 
 
 def _registered_runs():
-    from pixelweight.losses import loss_names
+    from pixelweight.cli import dense_loss_names
 
-    runs = [(name, []) for name in loss_names() if name not in FOREGROUND_LOSSES]  # binary: see above
+    runs = [(name, []) for name in dense_loss_names() if name not in FOREGROUND_LOSSES]  # binary: see above
     runs += [("lmp", ["p=1.3", "base=focal", "gamma=1.0", "per_image=true"])]  # options: test_registry.py
     runs += [("recall", ["momentum=0.5", "gamma=1.0", "init=ones", "detach_focal=false", "sync_counts=false"])]
     return runs

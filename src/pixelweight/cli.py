@@ -43,9 +43,19 @@ from .results import check_record_name, check_results_dir
 from .train import TrainConfig, resolve_device, seed_everything, train
 
 
+#: Registered losses of image-level ``(N, C)`` logits (a chapter's classification arms), which
+#: this segmentation trainer does not offer.
+IMAGE_LOSSES = ("classification-ce",)
+
+
+def dense_loss_names() -> tuple:
+    """The registered losses this trainer offers: every one but :data:`IMAGE_LOSSES`."""
+    return tuple(name for name in loss_names() if name not in IMAGE_LOSSES)
+
+
 def _losses_epilog() -> str:
     lines = ["losses (--loss NAME, options as --loss-option NAME=VALUE):"]
-    for name in loss_names():
+    for name in dense_loss_names():
         spec = loss_spec(name)
         lines.append(f"  {name}: {spec.help}")
         lines.extend(f"      {opt.describe()}" for opt in spec.options)
@@ -64,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=256, help="training crop for real data (pixels)")
     p.add_argument("--imbalance", type=float, default=1.0, help="digitscenes: Zipf exponent")
     p.add_argument("--num-samples", type=int, default=2000, help="digitscenes: training images")
-    p.add_argument("--loss", default="ce", choices=loss_names(),
+    p.add_argument("--loss", default="ce", choices=dense_loss_names(),
                    help="the training loss (default: ce); see the list below")
     p.add_argument("--loss-option", action="append", default=[], metavar="NAME=VALUE",
                    help="an option of the chosen loss, repeatable (e.g. gamma=1.0)")

@@ -168,7 +168,7 @@ FOREGROUND_LOSSES = {  # name: (options, the functional they must give)
 
 
 def test_the_foreground_losses_are_registered_for_binary_logits():
-    assert loss_names()[7:] == ("wfm", "floss", "structure", "hybrid")
+    assert loss_names()[7:11] == ("wfm", "floss", "structure", "hybrid")
     assert {n: [(o.name, o.default) for o in loss_spec(n).options] for n in FOREGROUND_LOSSES} == {
         "wfm": [("beta2", 1.0), ("smoothing", 0.0)], "floss": [("beta2", 0.3)],
         "structure": [("form", "published")], "hybrid": []}

@@ -77,6 +77,7 @@ __all__ = [
 CHAPTERS = {
     "00_testbed": "testbed",
     "02_recall": "recall",
+    "03_zoom": "zoom",
     "04_lmp": "lmp",
 }
 

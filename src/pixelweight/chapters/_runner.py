@@ -221,8 +221,10 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     if missing:
         raise ValueError(f"{path}: the record lacks {missing}; it was not written by a chapter setup "
                          "(pixelweight.chapters), so it cannot be rebuilt")
-    if (config.get("task") or {}).get("type", "SegmentationTask") != "SegmentationTask":
-        raise ValueError(f"{path}: only segmentation runs can be verified, got task {config.get('task')!r}")
+    task = (config.get("task") or {}).get("type", "SegmentationTask")
+    if task not in _VERIFIABLE_TASKS:
+        raise ValueError(f"{path}: only segmentation and classification runs can be verified, got task "
+                         f"{config.get('task')!r}")
     data = config["data_spec"]
     spec = DataSpec(data["dataset"], size=data["size"], options=_tuples(data["options"]))
     model_cfg = dict(config["model"])
@@ -246,19 +248,27 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     if threads and resolve_device(device).type == "cpu":
         torch.set_num_threads(int(threads.group(1)))
     try:
-        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance)
+        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance,
+                                    task)
     finally:
         torch.set_num_threads(previous)
 
 
+#: The task types a record can be verified for, with the metrics that evaluate them.
+_VERIFIABLE_TASKS = {"SegmentationTask": "SegmentationMetrics", "ClassificationTask": "ClassificationMetrics"}
+
+
 def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device,
-                         tolerance) -> "Verification":
+                         tolerance, task: str = "SegmentationTask") -> "Verification":
     """Retrain through the chapters' own driver (:func:`run_seeds`), so that a change of the
-    seeding or of the factories between the specs and the harness shows too."""
-    from ..metrics import SegmentationMetrics
+    seeding or of the factories between the specs and the harness shows too. ``task``: the
+    record's task type, which picks the harness's task and the metrics (:data:`_VERIFIABLE_TASKS`)."""
+    from .. import metrics as metrics_module
+    from .. import train as train_module
     from ..results import _jsonable, package_differences
     from ._base import run_seeds
 
+    metrics_class = getattr(metrics_module, _VERIFIABLE_TASKS[task])
     counts = getattr(splits.train, "pixel_counts", None)
 
     def class_counts():
@@ -272,8 +282,9 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, pr
     (result,) = run_seeds(
         record.name, lambda: model.build(num_classes),
         lambda: arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None),
-        splits, profile, lambda: SegmentationMetrics(num_classes, class_names=names), device=device,
-        train_overrides={**overrides, "progress": False}, seeds=[record.seed])
+        splits, profile, lambda: metrics_class(num_classes, class_names=names), device=device,
+        train_overrides={**overrides, "progress": False}, seeds=[record.seed],
+        task=getattr(train_module, task)())
     fresh = _jsonable(result.metrics)  # as a record stores it (non-finite numbers as null)
     differences, worst, compared = {}, 0.0, 0
     for key, old in record.metrics.items():

@@ -23,8 +23,10 @@ from .recall import RecallLoss, RecallTerms, recall_counts, recall_loss, recall_
 from .sod import HybridLoss, SoftFMeasureLoss, StructureLoss, hybrid_loss, soft_fmeasure_loss, structure_loss
 from .wfm import WeightedFMeasureLoss, weighted_fmeasure_loss
 from .registry import LossContext, LossOption, LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
+from .classification import ClassificationCrossEntropy, classification_cross_entropy
 
 __all__ = [
+    "ClassificationCrossEntropy",
     "CrossEntropyLoss",
     "FocalLoss",
     "LossContext",
@@ -37,6 +39,7 @@ __all__ = [
     "class_counts",
     "build_loss",
     "class_weights",
+    "classification_cross_entropy",
     "cross_entropy",
     "focal_loss",
     "lmp_bounds",

@@ -294,7 +294,7 @@ def loss_names() -> Tuple[str, ...]:
     --------
     >>> from pixelweight.losses import loss_names
     >>> loss_names()
-    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid')
+    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid', 'classification-ce')
     """
     return tuple(_REGISTRY)
 

@@ -1,6 +1,8 @@
-"""Models shared by the chapters: a small U-Net and a small CNN classifier."""
+"""Models shared by the chapters: a small U-Net, a small CNN classifier, and both behind a
+sampler (uniform downsampling, the saliency sampler) for the saliency-sampler chapter."""
 
 from .classifier import SmallCNN
 from .unet import UNet
+from .zoom import ZOOM_MODES, ZoomClassifier, ZoomSegmenter
 
-__all__ = ["UNet", "SmallCNN"]
+__all__ = ["UNet", "SmallCNN", "ZOOM_MODES", "ZoomClassifier", "ZoomSegmenter"]

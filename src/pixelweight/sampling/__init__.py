@@ -12,6 +12,11 @@ network's fixed-size input reads the high-resolution image.
 - :func:`unzoom` and :func:`invert_grid`: the inverse warp for dense outputs (after Thavamani et
   al., CVPR 2023): a prediction on the zoomed image brought back to the original pixels.
 
+In the book: :doc:`Learning to zoom: the saliency sampler, derived and drawn </notebooks/03_zoom/01_derivation>`
+(the grid, the padding, caricatures, the inverse map), :doc:`classification
+</notebooks/03_zoom/02_classification>` and :doc:`zoom and unzoom for segmentation
+</notebooks/03_zoom/03_segmentation>`.
+
 Coordinates are PyTorch's normalised :math:`(x, y) \in [-1, 1]^2` with ``align_corners=True``
 throughout.
 """

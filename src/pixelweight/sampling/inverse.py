@@ -54,6 +54,9 @@ iterations themselves run without autograd. Where a clamped grid (the sampler cl
 :math:`[-1, 1]`) meets a pixel on the image border exactly, the inverse has a kink: its
 gradient there is the one-sided derivative toward the covered side.
 
+In the book: :doc:`Learning to zoom: the inverse map </notebooks/03_zoom/01_derivation>` and
+:doc:`zoom and unzoom for segmentation </notebooks/03_zoom/03_segmentation>`.
+
 **Cost.** Each iteration evaluates the bilinear map once for every output pixel (a gather of one
 cell's 8 coefficients); the loop stops when every pixel has converged or stalled, checked every
 4 iterations (on CUDA a host synchronisation each time). Memory is a few dozen numbers per

@@ -74,6 +74,10 @@ detail of an early, arbitrary zoom; Jin et al. (ICLR 2022) call it "important to
 degenerate solutions". The code's learning-rate multipliers for the saliency parts (0.01 /
 0.001) are an optimiser setting, not part of this module.
 
+In the book: :doc:`Learning to zoom: the saliency sampler, derived and drawn </notebooks/03_zoom/01_derivation>`;
+trained on a classification task in :doc:`Learning to zoom: classifying a small digit on a large canvas
+</notebooks/03_zoom/02_classification>`.
+
 **Pitfalls of the public code**, each avoided here: ``.cuda()`` is hard-coded (here the device
 and dtype follow the input); the Gaussian convolution is trainable unless frozen (here a
 buffer); ``align_corners`` changed meaning after PyTorch 0.4 (here ``True`` everywhere, which
@@ -617,6 +621,10 @@ class SaliencySampler(nn.Module):
         bilinear upsampling to ``out_size``; ``identity``) it follows ``.to()``, is not a
         parameter, never receives a gradient and is not saved in the ``state_dict`` (it is
         derived from the configuration).
+
+    Notes
+    -----
+    In the book: :doc:`Learning to zoom: the saliency sampler, derived and drawn </notebooks/03_zoom/01_derivation>`.
 
     Examples
     --------

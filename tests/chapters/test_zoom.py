@@ -1,0 +1,337 @@
+"""The learning-to-zoom chapter (pixelweight.chapters.zoom), its models
+(pixelweight.models.ZoomClassifier, ZoomSegmenter) and its loss (classification-ce): the
+stages and their records, each claim's verdict on hand-built runs (every verdict reachable),
+the identity checks, and tiny training runs that record, list and verify."""
+
+import dataclasses
+import math
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelweight.chapters import Scale, zoom
+from pixelweight.chapters._runner import chapter_jobs, verify_record
+from pixelweight.claims import ClaimsTable
+from pixelweight.losses import ClassificationCrossEntropy, build_loss, classification_cross_entropy, LossContext
+from pixelweight.models import ZoomClassifier, ZoomSegmenter
+from pixelweight.profiles import get_profile
+from pixelweight.sampling import identity_grid
+
+
+# ---------------------------------------------------------------------------------------
+# the loss
+# ---------------------------------------------------------------------------------------
+def test_classification_ce_is_torch_cross_entropy_and_registered():
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 3, 1, 0])
+    for reduction in ("mean", "sum", "none"):
+        assert torch.allclose(classification_cross_entropy(logits, target, reduction),
+                              F.cross_entropy(logits, target, reduction=reduction))
+    target[0] = 255
+    assert torch.allclose(classification_cross_entropy(logits, target, ignore_index=255),
+                          F.cross_entropy(logits, target, ignore_index=255))
+    loss = build_loss("classification-ce", LossContext(num_classes=4))
+    assert isinstance(loss, ClassificationCrossEntropy)
+    assert math.isnan(float(loss(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))))
+
+
+@pytest.mark.parametrize("logits, target, match", [
+    (torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long), "shape"),
+    (torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), "target must have shape"),
+    (torch.zeros(2, 3), torch.zeros(2), "integer"),
+    (torch.zeros(2, 3), torch.tensor([0, 3]), r"\[0, 3\)"),
+    (torch.zeros(2, 1), torch.tensor([0, 0]), "C >= 2"),
+])
+def test_classification_ce_rejects_bad_inputs(logits, target, match):
+    with pytest.raises(ValueError, match=match):
+        classification_cross_entropy(logits, target)
+
+
+# ---------------------------------------------------------------------------------------
+# the models
+# ---------------------------------------------------------------------------------------
+def test_every_zoom_model_starts_as_uniform_downsampling():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 64, 64)
+    uniform = F.interpolate(x, size=16, mode="bilinear", align_corners=True)
+    for mode in ("uniform", "saliency", "fixed"):
+        model = ZoomClassifier(mode=mode, input_size=16, grid_size=8).eval()
+        out = model.sample(x)
+        assert (out.output - uniform).abs().max() < 1e-5, mode
+        assert (out.grid - identity_grid(16, batch=3)).abs().max() < 1e-6, mode
+    assert ZoomClassifier(mode="full", input_size=16).eval().sample(x).output is x
+
+
+def test_the_blur_warm_up_lasts_its_steps_and_only_in_training():
+    model = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=2)
+    x = torch.rand(2, 1, 48, 48)
+    flags = []
+    for _ in range(4):
+        model(x)
+        flags.append(model.sampler.blur_warmup)
+    assert flags == [True, True, False, False] and model.training_steps == 4
+    model.eval()
+    model(x)
+    assert model.training_steps == 4
+
+
+def test_zoom_models_learn_their_saliency_and_shapes():
+    torch.manual_seed(0)
+    model = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, width=4, depth=2)
+    loss = F.cross_entropy(model(torch.rand(4, 1, 48, 48)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert model.sampler.saliency_net[-1].weight.grad.abs().sum() > 0  # the saliency is trained
+    assert not any(name.startswith("sampler.gaussian") for name, _ in model.named_parameters())
+    fixed = ZoomClassifier(mode="fixed", input_size=16, grid_size=8, width=4, depth=2)
+    F.cross_entropy(fixed(torch.rand(4, 1, 48, 48)), torch.tensor([0, 1, 2, 3])).backward()
+    assert fixed.fixed_logits.grad.abs().sum() > 0
+    seg = ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2)
+    out = seg(torch.rand(2, 1, 40, 40))
+    assert out.shape == (2, 11, 40, 40)
+    F.cross_entropy(out, torch.zeros(2, 40, 40, dtype=torch.long)).backward()
+    assert seg.sampler.saliency_net[-1].weight.grad is not None
+    assert ZoomSegmenter(mode="uniform", input_size=16, width=4, depth=2)(torch.rand(1, 1, 40, 40)).shape[-1] == 40
+
+
+def test_the_segmenter_unzooms_with_or_without_the_inverse_gradient():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 40, 40)
+    grads = {}
+    for flag in (False, True):
+        torch.manual_seed(1)
+        seg = ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2, unzoom_gradient=flag,
+                            unzoom_iterations=20)
+        seg.sampler.saliency_net[-1].weight.data.normal_(0, 0.5)  # a real warp
+        F.cross_entropy(seg(x), torch.zeros(2, 40, 40, dtype=torch.long)).backward()
+        grads[flag] = seg.sampler.saliency_net[-1].weight.grad.clone()
+    assert grads[False].abs().sum() > 0 and not torch.allclose(grads[False], grads[True])
+    with pytest.raises(ValueError, match="unzoom_iterations"):
+        ZoomSegmenter(unzoom_iterations=0)
+    with pytest.raises(TypeError, match="unzoom_gradient"):
+        ZoomSegmenter(unzoom_gradient=1)
+
+
+@pytest.mark.parametrize("kwargs, x, error, match", [
+    ({"mode": "zoomy"}, torch.rand(1, 1, 64, 64), ValueError, "mode"),
+    ({"mode": "saliency", "antialias": True}, torch.rand(1, 1, 64, 64), ValueError, "antialias"),
+    ({"input_size": 32}, torch.rand(1, 1, 16, 16), ValueError, "smaller than input_size"),
+    ({}, torch.rand(1, 3, 64, 64), ValueError, "shape"),
+    ({}, torch.zeros(1, 1, 64, 64, dtype=torch.long), ValueError, "floating"),
+    ({"padding": -1}, torch.rand(1, 1, 64, 64), ValueError, "padding"),
+])
+def test_zoom_models_validate(kwargs, x, error, match):
+    with pytest.raises(error, match=match):
+        ZoomClassifier(**kwargs)(x)
+
+
+# ---------------------------------------------------------------------------------------
+# the stages
+# ---------------------------------------------------------------------------------------
+def test_stages_arms_and_run_names():
+    assert zoom.CHAPTER.folder == "03_zoom" and set(zoom.STAGES) == {"headline", "sweep", "segmentation"}
+    head = zoom.setup("headline", "ci")
+    assert head.run_names() == [f"ch3-headline-{r}" for r in ("uniform", "sampler", "highres", "nopad", "noblur",
+                                                               "fixed")]
+    assert zoom.setup("sweep", "full").run_names(variants=True) == [
+        f"ch3-sweep-d{d}-{a}" for d in zoom.DIGIT_SIZES for a in ("uniform", "sampler")]
+    assert zoom.setup("segmentation", "ci").run_names() == ["ch3-seg-uniform", "ch3-seg-zoom"]
+    for stage in zoom.STAGES.values():
+        assert len(stage.scale("ci").profile.seeds) >= 3 and len(stage.scale("full").profile.seeds) >= 5
+        full = stage.scale("full")
+        assert full.profile.steps * full.train["plateau_window"] // full.profile.eval_every >= 3
+    assert head.describe() == ("`ci` (early training): 400 steps, 3 seeds, 96x96 canvases (digits 12 px), "
+                               "32x32 task input, width-16 SmallCNN")
+
+
+def test_each_arm_has_its_model_and_the_record_holds_it():
+    head = zoom.setup("headline", "ci")
+    specs = {a.label: head.arm_model(a) for a in head.arms}
+    assert specs["uniform"].options["mode"] == "uniform" and specs["high-res"].options["mode"] == "full"
+    assert specs["no padding"].options["padding"] == 0
+    assert specs["sampler"].options["blur_warmup_steps"] == int(zoom.BLUR_FRACTION * 400)
+    assert "blur_warmup_steps" not in specs["no blur warm-up"].options
+    full = zoom.setup("headline", "full")
+    config = full.full_config(full.arm("sampler"))
+    assert config["model"]["blur_warmup_steps"] == int(zoom.BLUR_FRACTION * full.profile.steps)
+    assert config["model"]["name"] == "ZoomClassifier" and config["num_classes"] == 10
+    assert isinstance(head.variant("") , zoom.ZoomSetup)
+    assert isinstance(zoom.setup("sweep", "ci").variant("d8"), zoom.ZoomSetup)
+    assert zoom.setup("sweep", "ci").variant("d8").data.options["digit_size"] == 8
+    with pytest.raises(TypeError, match="build_arm_model"):
+        head.build_model()
+    with pytest.raises(ValueError, match="one of"):
+        zoom.sweep_variant(10)
+
+
+def test_the_runner_lists_every_run():
+    jobs = chapter_jobs("03_zoom", "full")
+    assert len(jobs) == 5 * (6 + 2 * len(zoom.DIGIT_SIZES) + 2)
+    assert {j.stage for j in jobs} == {"headline", "sweep", "segmentation"}
+
+
+# ---------------------------------------------------------------------------------------
+# the claims on hand-built runs
+# ---------------------------------------------------------------------------------------
+def _runs(values, metric="test_accuracy"):
+    return [types.SimpleNamespace(seed=s, metrics={metric: v}) for s, v in enumerate(values)]
+
+
+def _headline(sampler, uniform=(0.50, 0.52, 0.51, 0.49), highres=(0.80, 0.82, 0.81, 0.79), **others):
+    runs = {"uniform": _runs(uniform), "sampler": _runs(sampler), "high-res": _runs(highres)}
+    for label in ("no padding", "no blur warm-up", "fixed saliency"):
+        runs[label] = _runs(others.get(label, uniform))
+    return runs
+
+
+def _sweep(gains, base=0.5):
+    runs = {}
+    for d, gain in zip(zoom.DIGIT_SIZES, gains):
+        v = zoom.sweep_variant(d)
+        runs[v, "uniform"] = _runs([base, base + 0.01, base - 0.01, base])
+        runs[v, "sampler"] = _runs([base + g for g in gain])
+    return runs
+
+
+def _verdicts(table):
+    return {c.label: c.verdict for c in table.claims}
+
+
+def test_claims_supported():
+    head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
+    runs = _headline(sampler=(0.75, 0.78, 0.77, 0.74))
+    effects = zoom.sweep_effects(sweep, _sweep([(0.3, 0.32, 0.29, 0.31), (0.1, 0.12, 0.11, 0.09),
+                                                (0.01, 0.0, 0.01, 0.005)]))
+    table = zoom.headline_claims(head, runs, effects)
+    assert isinstance(table, ClaimsTable)
+    v = _verdicts(table)
+    assert v["(a)"] == v["(b)"] == v["(c)"] == v["(d)"] == "supported"
+    assert v["(e)"] == v["(f)"] == v["(g)"] == "supported"
+    assert [c.label for c in table.claims if c.primary] == ["(a)"]
+    (c,) = [c for c in table.claims if c.label == "(c)"]
+    assert "gap closed on average: 85%" in c.effect_text()
+    assert "32x32 input" in table.claims[0].ran and "ci" in table.budget and "96x96" in table.scope
+
+
+def test_claims_contradicted_and_inconclusive():
+    head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
+    worse = _headline(sampler=(0.40, 0.41, 0.42, 0.39), **{"no padding": (0.6, 0.61, 0.6, 0.62)})
+    effects = zoom.sweep_effects(sweep, _sweep([(0.0, 0.01, -0.01, 0.0), (0.05,) * 4,
+                                                (-0.1, -0.12, -0.11, -0.09)]))
+    v = _verdicts(zoom.headline_claims(head, worse, effects))
+    assert v["(a)"] == "contradicted" and v["(b)"] == "contradicted" and v["(c)"] == "contradicted"
+    assert v["(e)"] == "contradicted"
+    assert v["(d)"] == "supported"  # 0 - (-0.1): the gain at 8 px beats the (negative) one at 20 px
+    noisy = _headline(sampler=(0.60, 0.40, 0.55, 0.45))
+    flat = zoom.sweep_effects(sweep, _sweep([(0.05, -0.05, 0.02, -0.02)] * 3))
+    v = _verdicts(zoom.headline_claims(head, noisy, flat))
+    assert v["(a)"] == "inconclusive" and v["(d)"] == "inconclusive"
+    assert v["(b)"] == "inconclusive"  # non-inferiority with an interval wider than the tolerance
+
+
+def test_claims_not_testable_and_without_the_sweep():
+    head = zoom.setup("headline", "ci")
+    runs = _headline(sampler=(float("nan"),) * 4)
+    v = _verdicts(zoom.headline_claims(head, runs))
+    assert v["(a)"] == "not testable at this scale" and "(b)" not in v and "(d)" not in v
+    same = _headline(sampler=(0.6, 0.6, 0.6, 0.6), uniform=(0.6,) * 4, highres=(0.6,) * 4)
+    (c,) = [c for c in zoom.headline_claims(head, same).claims if c.label == "(c)"]
+    assert "undefined" in c.effect_text()
+
+
+def test_claims_check_their_inputs():
+    head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
+    runs = _headline(sampler=(0.7,) * 4)
+    del runs["fixed saliency"]
+    with pytest.raises(KeyError, match="fixed saliency"):
+        zoom.headline_claims(head, runs)
+    shifted = _headline(sampler=(0.7,) * 4)
+    shifted["sampler"] = [types.SimpleNamespace(seed=s + 1, metrics=r.metrics) for s, r in
+                          enumerate(shifted["sampler"])]
+    with pytest.raises(ValueError, match="share their seeds"):
+        zoom.headline_claims(head, shifted)
+    with pytest.raises(ValueError, match="stage 'headline'"):
+        zoom.headline_claims(sweep, _headline(sampler=(0.7,) * 4))
+    with pytest.raises(ValueError, match="sweep_effects"):
+        zoom.headline_claims(head, _headline(sampler=(0.7,) * 4), {"gains": {}})
+    partial = _sweep([(0.1,) * 4] * 3)
+    del partial["d8", "sampler"]
+    with pytest.raises(KeyError, match="d8"):
+        zoom.sweep_effects(sweep, partial)
+    with pytest.raises(ValueError, match="fraction"):
+        zoom.gap_closed(_headline(sampler=(0.7,) * 4), fraction=1.5)
+
+
+def test_sweep_claims_record_only_b_and_d():
+    sweep = zoom.setup("sweep", "ci")
+    table = zoom.sweep_claims(sweep, _sweep([(0.3, 0.32, 0.29, 0.31), (0.1, 0.12, 0.11, 0.09), (0.0,) * 4]))
+    assert [c.label for c in table.claims if c.record] == ["(b)", "(d)"]
+    assert table.section == "converged-sweep"
+
+
+def test_segmentation_claims():
+    seg = zoom.setup("segmentation", "ci")
+
+    def runs(miou, iou):
+        return [types.SimpleNamespace(seed=s, metrics={"test_miou": m, "test_iou": [0.99] + [i] * 10})
+                for s, (m, i) in enumerate(zip(miou, iou))]
+
+    better = {"uniform": runs((0.3, 0.31, 0.29), (0.2, 0.21, 0.19)),
+              "zoom + unzoom": runs((0.5, 0.52, 0.49), (0.4, 0.42, 0.41))}
+    table = zoom.segmentation_claims(seg, better)
+    assert _verdicts(table) == {"(h)": "supported", "(i)": "supported"}  # no models: no boundary claim
+    assert table.claims[0].primary and "64x64 label resolution" in table.claims[0].ran
+    worse = {"uniform": better["zoom + unzoom"], "zoom + unzoom": better["uniform"]}
+    assert _verdicts(zoom.segmentation_claims(seg, worse))["(h)"] == "contradicted"
+    absent = {k: [types.SimpleNamespace(seed=r.seed, metrics={"test_miou": r.metrics["test_miou"],
+                                                              "test_iou": [0.9] + [None] * 10}) for r in v]
+              for k, v in better.items()}
+    assert _verdicts(zoom.segmentation_claims(seg, absent))["(i)"] == "not testable at this scale"
+
+
+def test_identity_checks_pass_on_canvases():
+    canvases = torch.stack([zoom.setup("headline", "ci").data.build("test", 4)[i][0] for i in range(4)])
+    exact, low = zoom.identity_checks(canvases)
+    assert exact.passed and exact.max_error < 1e-5
+    assert low.passed and 0 < low.max_error < zoom.LOW_CONTRAST_SHIFT
+    with pytest.raises(ValueError, match="contrast"):
+        zoom.identity_checks(canvases, contrast=2.0)
+    with pytest.raises(ValueError, match="side"):
+        zoom.identity_checks(torch.rand(1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------------------------------
+# tiny runs: trained, recorded, judged and verified
+# ---------------------------------------------------------------------------------------
+def _tiny(stage):
+    tiny = get_profile("ci", seeds=(0, 1), steps=3, batch_size=4, train_samples=12, val_samples=8, test_samples=8,
+                       eval_every=0)
+    st = zoom.STAGES[stage]
+    scales = {k: dataclasses.replace(v, profile=dataclasses.replace(tiny, name=k)) for k, v in st.scales.items()}
+    return dataclasses.replace(st, scales=scales)
+
+
+def test_tiny_classification_runs_are_deterministic_and_verify(tmp_path):
+    setup = zoom.ZoomSetup("03_zoom", _tiny("headline"), "ci", device="cpu", results_dir=str(tmp_path))
+    arms = [setup.arm("uniform"), setup.arm("sampler")]
+    runs = setup.run(arms, progress=False)
+    again = zoom.ZoomSetup("03_zoom", _tiny("headline"), "ci", device="cpu").run(arms, progress=False)
+    for label in runs:
+        assert [r.metrics["test_accuracy"] for r in runs[label]] == [r.metrics["test_accuracy"] for r in again[label]]
+    record = tmp_path / "ch3-headline-sampler--seed1.json"
+    assert record.is_file()
+    check = verify_record(record)
+    assert check.passed and check.compared > 0
+    frame = zoom.accuracy_frame(runs)
+    assert list(frame.columns) == ["arm", "seed", "value"] and len(frame) == 4
+    seen = zoom.sampled_examples(runs["sampler"][0].model, torch.rand(2, 1, 96, 96))
+    assert seen.output.shape == (2, 1, 32, 32) and seen.saliency.shape == (2, 1, 16, 16)
+    assert zoom.average_saliency(runs["sampler"][0].model, torch.rand(2, 1, 96, 96)).max() == 1.0
+
+
+def test_tiny_segmentation_runs_judge_the_boundary_claim():
+    setup = zoom.ZoomSetup("03_zoom", _tiny("segmentation"), "ci", device="cpu")
+    runs = setup.run(progress=False)
+    table = zoom.segmentation_claims(setup, runs)
+    assert [c.label for c in table.claims] == ["(h)", "(i)", "(j)"]
