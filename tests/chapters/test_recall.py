@@ -539,3 +539,33 @@ def test_show_sweep_converged_without_records_says_which_are_missing(monkeypatch
     out = recall.show_sweep_converged(recall.setup("sweep", "full"))
     assert not out.available and "CE (s0)" in out.missing and "recall (s2)" in out.missing
     assert "make results CHAPTER=02_recall" in shown[0]
+
+
+def test_undefined_metrics_make_the_claims_not_testable(full_freq):
+    """A metric a record stores as null (undefined at this scale) is never turned into a number."""
+    full = recall.setup("experiments", "full")
+    runs = _fake_runs([0.10, 0.12, 0.11], freq=full_freq)
+    runs["CE"][1].metrics["test_mean_accuracy"] = None
+    table = by_label(recall.experiments_claims_from_runs(full, runs))
+    assert table["(a)"].verdict == "not testable at this scale" and "relative change undefined" in table["(a)"].detail
+    sweep = _fake_sweep({0.0: 0.01, 1.0: 0.03, 2.0: 0.06})
+    sweep["s2", "recall"][0].metrics["test_mean_accuracy"] = float("nan")
+    eff = recall.sweep_effects(recall.setup("sweep", "full"), sweep)
+    assert math.isnan(eff["growth"].mean) and math.isnan(eff["gains"][2.0].mean)
+    assert recall.sweep_claims(recall.setup("sweep", "full"), **eff).claims[-1].verdict == "not testable at this scale"
+
+
+def test_sweep_effects_pair_live_runs_by_their_records_seeds():
+    import types
+
+    runs = _fake_sweep({0.0: 0.01, 1.0: 0.03, 2.0: 0.06})
+    live = {k: [types.SimpleNamespace(metrics=r.metrics, record=types.SimpleNamespace(seed=r.seed)) for r in rs]
+            for k, rs in runs.items()}
+    s = recall.setup("sweep", "full")
+    assert recall.sweep_effects(s, live)["growth"].mean == pytest.approx(0.05)
+    live["s1", "CE"] = live["s1", "CE"][::-1]
+    with pytest.raises(ValueError, match="share their seeds"):
+        recall.sweep_effects(s, live)
+    anonymous = {k: [types.SimpleNamespace(metrics=r.metrics) for r in rs] for k, rs in runs.items()}
+    with pytest.raises(ValueError, match="share their seeds"):
+        recall.sweep_effects(s, anonymous)

@@ -176,6 +176,39 @@ def test_staleness_ignores_a_docstring_change_in_git(tmp_path):
     assert _runner.stale_paths(record, tmp_path) == ["src/pixelweight/losses/x.py"]
 
 
+def test_a_chapters_own_code_paths_stale_its_records_only(monkeypatch, tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    zoomy = Chapter("09_tiny", "A tiny chapter", fake_chapter().STAGES, code_paths=("src/pixelweight/sampling",))
+    monkeypatch.setattr("pixelweight.chapters.CHAPTERS", {"09_tiny": "tiny", "08_other": "other"})
+    monkeypatch.setattr("pixelweight.chapters.get_chapter", lambda folder: types.SimpleNamespace(
+        CHAPTER=zoomy if folder == "09_tiny" else Chapter("08_other", "Other", fake_chapter().STAGES)))
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    code = tmp_path / "src/pixelweight/sampling/grid.py"
+    code.parent.mkdir(parents=True)
+    code.write_text("def f():\n    return 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    code.write_text("def f():\n    return 2\n")
+    git("commit", "-qam", "a change of the sampler")
+
+    def record(chapter):
+        return types.SimpleNamespace(provenance={"git_commit": first, "git_dirty": False}, config={"chapter": chapter})
+
+    assert _runner.record_code_paths(record("09_tiny"))[-1] == "src/pixelweight/sampling"
+    assert _runner.stale_paths(record("09_tiny"), tmp_path) == ["src/pixelweight/sampling/grid.py"]
+    assert _runner.stale_paths(record("08_other"), tmp_path) == []
+    assert _runner.stale_paths(record(None), tmp_path) == []
+    with pytest.raises(ValueError, match="code_paths must be folders"):
+        Chapter("09_tiny", "A tiny chapter", fake_chapter().STAGES, code_paths="src/pixelweight/sampling")
+
+
 def test_committed_runs_pair_the_seeds_and_match_the_stage(monkeypatch, tmp_path):
     """The converged records a chapter reads: only those of its full scale as it is today, only
     seeds every arm has, in seed order; and the section's fallback without records."""

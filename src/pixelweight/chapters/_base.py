@@ -830,6 +830,13 @@ class Converged:
         return out
 
 
+def run_seed(run: Any) -> Optional[int]:
+    """The training seed of a run: a committed run's ``seed``, or the seed of a live run's
+    record (:class:`~pixelweight.train.TrainResult` ``.record``); ``None`` when neither says."""
+    seed = getattr(run, "seed", None)
+    return seed if seed is not None else getattr(getattr(run, "record", None), "seed", None)
+
+
 def history_curve(runs: Mapping[str, Sequence[Any]], value: Callable[[Mapping[str, Any]], float], a: str,
                   b: Optional[str] = None):
     """A quantity along training, with its 95% interval over seeds: ``value(entry)`` of every
@@ -852,8 +859,7 @@ def history_curve(runs: Mapping[str, Sequence[Any]], value: Callable[[Mapping[st
         return pd.DataFrame([], columns=columns)
 
     def seeds(label: str) -> List[Any]:
-        return [getattr(r, "seed", None) if getattr(r, "seed", None) is not None
-                else getattr(getattr(r, "record", None), "seed", None) for r in runs[label]]
+        return [run_seed(r) for r in runs[label]]
 
     if b is not None and seeds(a) != seeds(b):
         raise ValueError(f"the runs of {a!r} and {b!r} must share their seeds, in order; "
@@ -973,9 +979,17 @@ class Chapter:
     folder: str
     title: str
     stages: Mapping[str, Stage]
+    #: Library folders beyond ``_runner.CODE_PATHS`` whose code shapes this chapter's runs
+    #: (e.g. ``("src/pixelweight/sampling",)``): a change there stales its records only.
+    code_paths: Tuple[str, ...] = ()
 
     def __post_init__(self):
         import re
+
+        paths = self.code_paths
+        if isinstance(paths, str) or not all(isinstance(x, str) and x.startswith("src/pixelweight/") for x in paths):
+            raise ValueError(f"code_paths must be folders under src/pixelweight/, got {paths!r}")
+        object.__setattr__(self, "code_paths", tuple(paths))
 
         if not isinstance(self.folder, str) or not re.match(r"^\d\d_[a-z0-9_]+$", self.folder):
             raise ValueError(f"folder must be a chapter folder such as '02_recall', got {self.folder!r}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_record", "stale_paths",
-           "CODE_PATHS", "DirtyTree"]
+           "CODE_PATHS", "DirtyTree", "record_code_paths"]
 
 
 class DirtyTree(RuntimeError):
@@ -31,9 +31,11 @@ class DirtyTree(RuntimeError):
 #: data, model) shows differently: its records no longer match the stage
 #: (:meth:`~pixelweight.chapters.Setup.committed_runs` leaves them out); the drivers between
 #: specs and harness are covered by ``verify``, which CI runs on the cheapest record.
+#: A chapter whose runs also use another part of the library names it in its own
+#: ``Chapter.code_paths`` (the zoom chapter: ``pixelweight.sampling``), so that a change there
+#: stales that chapter's records and no other's.
 CODE_PATHS = ("src/pixelweight/losses", "src/pixelweight/models", "src/pixelweight/data",
-              "src/pixelweight/train", "src/pixelweight/metrics", "src/pixelweight/sampling",
-              "src/pixelweight/spectral")
+              "src/pixelweight/train", "src/pixelweight/metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,8 +313,19 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, pr
                         float(tolerance))
 
 
+def record_code_paths(record) -> Tuple[str, ...]:
+    """The library folders whose code shapes ``record``'s numbers: :data:`CODE_PATHS` and the
+    ``code_paths`` of the chapter the record names (when it is a chapter of the book)."""
+    from . import CHAPTERS, get_chapter
+
+    chapter = (getattr(record, "config", None) or {}).get("chapter")
+    extra = tuple(get_chapter(chapter).CHAPTER.code_paths) if chapter in CHAPTERS else ()
+    return CODE_PATHS + tuple(p for p in extra if p not in CODE_PATHS)
+
+
 def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[str]]:
-    """The files of :data:`CODE_PATHS` whose code changed since the commit that made
+    """The files of :func:`record_code_paths` (:data:`CODE_PATHS` and the record's chapter's
+    own) whose code changed since the commit that made
     ``record`` (a :class:`~pixelweight.results.RunRecord`): empty when the record is current,
     ``None`` when it cannot be told (no git, or the commit is not in this clone). A Python
     file counts as changed when its code changed (:func:`code_changed`): a reworded docstring
@@ -324,7 +337,7 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
         return None
     repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[3]
     head = _git(str(repo), "rev-parse", "HEAD")
-    changed = _changed_code(str(repo), commit, head.strip()) if head else None
+    changed = _changed_code(str(repo), commit, head.strip(), record_code_paths(record)) if head else None
     if changed is None:
         return None
     changed = list(changed)
@@ -343,10 +356,11 @@ def _git(repo: str, *args: str) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _changed_code(repo: str, commit: str, head: str) -> Optional[Tuple[str, ...]]:
-    """The files of :data:`CODE_PATHS` whose code differs between ``commit`` and ``head``
+def _changed_code(repo: str, commit: str, head: str, paths: Tuple[str, ...] = CODE_PATHS
+                  ) -> Optional[Tuple[str, ...]]:
+    """The files under ``paths`` whose code differs between ``commit`` and ``head``
     (cached: the records of a chapter share a few commits)."""
-    names = _git(repo, "diff", "--name-only", "--no-renames", commit, head, "--", *CODE_PATHS)
+    names = _git(repo, "diff", "--name-only", "--no-renames", commit, head, "--", *paths)
     if names is None:
         return None
     changed = []

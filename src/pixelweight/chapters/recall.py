@@ -308,9 +308,7 @@ def experiments_effects(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> Dict
     missing = [arm.label for arm in setup.arms if arm.label not in runs]
     if missing:
         raise KeyError(f"the experiments claims need runs of every arm; missing {missing}")
-    ce_acc = [r.metrics["test_mean_accuracy"] for r in runs["CE"]]
-    if any(v is None or not math.isfinite(v) for v in ce_acc):
-        raise ValueError("CE's mean accuracy is undefined in a run")
+    ce_acc = [_finite_or_nan(r.metrics["test_mean_accuracy"]) for r in runs["CE"]]
     acc = paired_effect(runs, "recall (batch)", "CE", "test_mean_accuracy")
     beta = beta_trajectory(setup, runs)
     return dict(
@@ -432,7 +430,8 @@ def experiments_claims(
     if isinstance(relative_gain, bool) or not isinstance(relative_gain, Real):
         raise TypeError(f"relative_gain must be a number (percent), got {type(relative_gain).__name__}")
     return setup.claims_table([
-        _claim_a(acc_gain, f"{relative_gain:+.0f}% relative; moving average Δ = {acc_gain_ma.format(3)}"),
+        _claim_a(acc_gain, (f"{relative_gain:+.0f}% relative" if math.isfinite(relative_gain) else "relative change "
+                            f"undefined") + f"; moving average Δ = {acc_gain_ma.format(3)}"),
         _claim_b(miou_change),
         Claim("inverse-frequency CE gains recall but loses precision", source="abstract", label="(c)",
               ran="inverse-frequency CE vs CE, mean accuracy and mean precision",
@@ -570,18 +569,29 @@ def sweep_effects(setup: Setup, runs: Mapping[Any, Sequence[Any]]) -> Dict[str, 
                if (sweep_variant(s), a.label) not in runs]
     if missing:
         raise KeyError(f"the sweep claims need runs of every arm at every exponent; missing {missing}")
-    seeds = {key: [getattr(r, "seed", None) for r in runs[key]] for key in runs}
-    if len({tuple(v) for v in seeds.values()}) != 1:
+    from ._base import run_seed
+
+    seeds = {key: [run_seed(r) for r in runs[key]] for key in runs}
+    if len({tuple(v) for v in seeds.values()}) != 1 or None in next(iter(seeds.values())):
         raise ValueError(f"the sweep's runs must share their seeds, in order; got {seeds}")
 
     def gain_per_seed(s: float) -> list:
         v = sweep_variant(s)
-        return [r.metrics["test_mean_accuracy"] - c.metrics["test_mean_accuracy"]
+        return [_finite_or_nan(r.metrics["test_mean_accuracy"]) - _finite_or_nan(c.metrics["test_mean_accuracy"])
                 for r, c in zip(runs[v, "recall"], runs[v, "CE"])]
 
     gains = {s: paired_effect({"recall": runs[sweep_variant(s), "recall"], "CE": runs[sweep_variant(s), "CE"]},
                               "recall", "CE", "test_mean_accuracy") for s in EXPONENTS}
-    return {"gains": gains, "growth": paired_difference_ci(gain_per_seed(EXPONENTS[-1]), gain_per_seed(EXPONENTS[0]))}
+    high, low = gain_per_seed(EXPONENTS[-1]), gain_per_seed(EXPONENTS[0])
+    if not all(math.isfinite(v) for v in high + low):  # a metric undefined at this scale: not testable
+        nan = float("nan")
+        return {"gains": gains, "growth": Interval(nan, nan, nan, len(high), 0.95)}
+    return {"gains": gains, "growth": paired_difference_ci(high, low)}
+
+
+def _finite_or_nan(value: Any) -> float:
+    """A metric as a float, NaN where a record stores it as null (undefined)."""
+    return float("nan") if value is None else float(value)
 
 
 def sweep_claims_from_runs(setup: Setup, runs: Mapping[Any, Sequence[Any]]) -> ClaimsTable:

@@ -281,7 +281,7 @@ class ZoomSetup(Setup):
         return arm.build_loss(self.num_classes)
 
 
-CHAPTER = Chapter("03_zoom", "Learning to zoom", STAGES)
+CHAPTER = Chapter("03_zoom", "Learning to zoom", STAGES, code_paths=("src/pixelweight/sampling",))
 
 
 def setup(stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
