@@ -220,8 +220,13 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     if missing:
         raise ValueError(f"{path}: the record lacks {missing}; it was not written by a chapter setup "
                          "(pixelweight.chapters), so it cannot be rebuilt")
-    if (config.get("task") or {}).get("type", "SegmentationTask") != "SegmentationTask":
-        raise ValueError(f"{path}: only segmentation runs can be verified, got task {config.get('task')!r}")
+    stage = _record_stage(config)  # the chapter stage that made it: its task and its data wrapper
+    task = stage.task if stage is not None else None
+    described = config.get("task") or {}
+    if described.get("type", "SegmentationTask") != "SegmentationTask" and (
+            task is None or _tuples(_jsonable_task(task)) != _tuples(described)):
+        raise ValueError(f"{path}: only segmentation runs, or runs of a chapter stage that declares the "
+                         f"record's task, can be verified; got task {config.get('task')!r}")
     data = config["data_spec"]
     spec = DataSpec(data["dataset"], size=data["size"], options=_tuples(data["options"]))
     model_cfg = dict(config["model"])
@@ -233,6 +238,11 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     splits = spec.splits(profile)
     if config.get("data") is not None and _tuples(config["data"]) != _tuples(splits.config):
         raise ValueError(f"{path}: the data generated today differ from the record's (generator version?)")
+    wrap = stage.dataset_wrapper if stage is not None else None
+    if wrap is not None:
+        from ._base import Splits
+
+        splits = Splits(train=wrap(splits.train), val=wrap(splits.val), test=wrap(splits.test), config=splits.config)
     # CPU kernels sum in another order with another number of threads: retrain with the record's
     import re
 
@@ -245,16 +255,34 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     if threads and resolve_device(device).type == "cpu":
         torch.set_num_threads(int(threads.group(1)))
     try:
-        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance)
+        return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance,
+                                    task=task)
     finally:
         torch.set_num_threads(previous)
 
 
+def _record_stage(config: Mapping[str, Any]):
+    """The :class:`~pixelweight.chapters.Stage` a record names (``chapter``, ``stage``), or
+    ``None`` when it names none that exists today."""
+    from . import CHAPTERS, get_chapter
+
+    chapter, stage = config.get("chapter"), config.get("stage")
+    if chapter not in CHAPTERS or not isinstance(stage, str):
+        return None
+    return get_chapter(chapter).CHAPTER.stages.get(stage)
+
+
+def _jsonable_task(task) -> Dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(task.describe()))
+
+
 def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device,
-                         tolerance) -> "Verification":
+                         tolerance, task=None) -> "Verification":
     """Retrain through the chapters' own driver (:func:`run_seeds`), so that a change of the
     seeding or of the factories between the specs and the harness shows too."""
-    from ..metrics import SegmentationMetrics
+    from ..metrics import ForegroundMetrics, SegmentationMetrics
     from ..results import _jsonable, package_differences
     from ._base import run_seeds
 
@@ -271,8 +299,9 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, pr
     (result,) = run_seeds(
         record.name, lambda: model.build(num_classes),
         lambda: arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None),
-        splits, profile, lambda: SegmentationMetrics(num_classes, class_names=names), device=device,
-        train_overrides={**overrides, "progress": False}, seeds=[record.seed])
+        splits, profile,
+        ForegroundMetrics if num_classes == 1 else lambda: SegmentationMetrics(num_classes, class_names=names),
+        device=device, train_overrides={**overrides, "progress": False}, seeds=[record.seed], task=task)
     fresh = _jsonable(result.metrics)  # as a record stores it (non-finite numbers as null)
     differences, worst, compared = {}, 0.0, 0
     for key, old in record.metrics.items():
