@@ -341,12 +341,13 @@ def test_ranking_scores_known_values():
     p, r, b2 = 1.0, 0.5, wfm.RANKING_F_BETA2
     assert math.isclose(scores["F"][0, 1], (1 + b2) * p * r / (b2 * p + r))
     assert math.isclose(scores["Fʷ"][0, 0], 1.0, abs_tol=1e-9) and scores["Fʷ"][0, 1] < 1
+    assert np.allclose(scores["Fʷ at 0.5"], scores["Fʷ"])  # binary maps: thresholding changes nothing
 
 
 def test_rank_stability_is_one_for_the_clean_ground_truth_itself(ranking_data):
     data, preds, _ = ranking_data
     same = wfm.rank_stability(preds, data.labels, {"none": data.labels})
-    assert set(same["measure"]) == set(wfm.RANKING_MEASURES)
+    assert set(same["measure"]) == set(wfm.RANKING_MEASURES + wfm.RANKING_CONTROLS)
     assert np.allclose(same["tau"].dropna(), 1.0)
 
 
@@ -385,7 +386,7 @@ def test_stability_table_has_one_row_per_annotator(ranking_data):
     st = wfm.rank_stability(preds, data.labels, degraded)
     table = wfm.stability_table(st)
     assert list(table["sloppy annotator"]) == [f"{k} ({v} px)" for k, v in wfm.DEGRADATIONS.items()]
-    assert list(table.columns) == ["sloppy annotator", "τ of Fʷ", "τ of F", "τ of IoU", "images"]
+    assert list(table.columns) == ["sloppy annotator", "τ of Fʷ", "τ of F", "τ of IoU", "τ of Fʷ at 0.5", "images"]
 
 
 # ----------------------------------------------------------------------------------
@@ -408,3 +409,15 @@ def test_a_record_of_the_experiments_stage_verifies_exactly(tmp_path):
     assert set(small.metrics) >= {"test_wfm", "test_mae", "test_max_f", "test_s_measure"}
     outcome = _runner.verify_record(small.record_path)
     assert outcome.passed and outcome.compared >= 8, outcome.report()
+
+
+def test_live_runs_are_paired_by_their_records_seeds(exp_setup):
+    """A live TrainResult has no ``seed`` of its own: its record's seed pairs it."""
+    runs = fake_runs({"Fʷ": {"test_wfm": 0.05}})
+    live = {label: [types.SimpleNamespace(metrics=r.metrics, record=types.SimpleNamespace(seed=r.seed)) for r in rs]
+            for label, rs in runs.items()}
+    assert by_label(wfm.experiments_claims(exp_setup, live))["(a)"].verdict == "supported"
+    shuffled = dict(live, BCE=live["BCE"][::-1])
+    with pytest.raises(ValueError, match="share their seeds"):
+        wfm.paired_effect(shuffled, "Fʷ", "BCE", "test_wfm")
+    assert list(wfm.metric_frame(live)["seed"][:3]) == [0, 1, 2]

@@ -54,6 +54,7 @@ __all__ = [
     "PLATEAU",
     "PREDICTORS",
     "RANKING_F_BETA2",
+    "RANKING_CONTROLS",
     "RANKING_MEASURES",
     "SMALL_MODEL",
     "STAGES",
@@ -150,7 +151,7 @@ setup = CHAPTER.setup
 
 
 def count_parameters(model: ModelSpec, num_classes: int = 1) -> int:
-    """The number of trainable weights of ``model`` (a :class:`ModelSpec`)."""
+    """The number of trainable weights of ``model`` (a :class:`~pixelweight.chapters.ModelSpec`)."""
     if not isinstance(model, ModelSpec):
         raise TypeError(f"model must be a ModelSpec, got {type(model).__name__}")
     return sum(p.numel() for p in model.build(num_classes).parameters() if p.requires_grad)
@@ -163,6 +164,14 @@ def _check_setup(setup: Setup, stage: str) -> None:
     from ._base import check_stage
 
     check_stage(setup, CHAPTER.folder, stage)
+
+
+def _seed(run: Any) -> Optional[int]:
+    """The training seed of a run: a committed run's ``seed``, a live one's record's."""
+    seed = getattr(run, "seed", None)
+    if seed is None:
+        seed = getattr(getattr(run, "record", None), "seed", None)
+    return seed
 
 
 def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str, sign: int = +1) -> Interval:
@@ -179,7 +188,7 @@ def paired_effect(runs: Mapping[str, Sequence[Any]], a: str, b: str, key: str, s
             raise KeyError(f"no runs of {label!r}; there are {sorted(runs)}")
         if len(runs[label]) < 2:
             raise ValueError(f"a paired interval needs at least two seeds; {label!r} has {len(runs[label])}")
-    seeds = [[getattr(r, "seed", None) for r in runs[label]] for label in (a, b)]
+    seeds = [[_seed(r) for r in runs[label]] for label in (a, b)]
     if seeds[0] != seeds[1]:
         raise ValueError(f"the runs of {a!r} and {b!r} must share their seeds, in order; got {seeds}")
     values = []
@@ -232,7 +241,7 @@ def experiments_claims(setup: Setup, runs: Mapping[str, Sequence[Any]]) -> Claim
     return setup.claims_table([
         Claim("training on Fʷ raises the evaluation Fʷ over BCE", source="abstract", label="(a)", primary=True,
               ran=f"Fʷ loss vs BCE, test Fʷ (β² = 1), {book}",
-              detail=f"BCE + Fʷ vs BCE: {a_mix.format(3)}",
+              detail=f"BCE + Fʷ vs BCE: Δ Fʷ = {a_mix.format(3)}",
               evidence=Evidence("Δ Fʷ", a, direction=+1)),
         Claim("on MAE, max F and S-measure, Fʷ training matches or beats BCE", source="abstract", label="(b)",
               ran=f"Fʷ loss vs BCE, {book}, test MAE, max F (β² = 0.3) and S-measure, each non-inferior ({tol})",
@@ -275,7 +284,7 @@ def metric_frame(runs: Mapping[str, Sequence[Any]], keys: Sequence[str] = tuple(
     rows = []
     for label, rs in runs.items():
         for r in rs:
-            row = {"arm": label, "seed": getattr(r, "seed", None)}
+            row = {"arm": label, "seed": _seed(r)}
             for key in keys:
                 if key not in r.metrics:
                     raise KeyError(f"a run of {label!r} has no metric {key!r}")
@@ -533,7 +542,11 @@ PREDICTORS = ("soft boundary", "grown", "shrunk", "near false positive", "far fa
 #: at 0.5. (With β² = 1 the F-measure is :math:`2\,IoU / (1 + IoU)`, which ranks exactly as
 #: the IoU does.)
 RANKING_MEASURES = ("Fʷ", "F", "IoU")
+#: The :math:`\beta^2` of the F-measure claim (d) ranks with (0.3, salient-object practice).
 RANKING_F_BETA2 = 0.3
+#: A control, shown beside them and not judged: :math:`F^w` of the map binarised at 0.5, which
+#: reads what F and IoU read, so that its stability is that of the weights, not of the soft map.
+RANKING_CONTROLS = ("Fʷ at 0.5",)
 
 
 def _blob(shape, center, radius) -> np.ndarray:
@@ -592,7 +605,8 @@ def predictor_maps(images, masks, seed: int = 0) -> np.ndarray:
 
 
 def ranking_scores(preds, masks) -> Dict[str, np.ndarray]:
-    """The scores of every prediction: ``{measure: (N, K)}`` for :data:`RANKING_MEASURES`,
+    """The scores of every prediction: ``{measure: (N, K)}`` for :data:`RANKING_MEASURES` and
+    :data:`RANKING_CONTROLS`,
     ``preds`` ``(N, K, H, W)`` in [0, 1] against ``masks`` ``(N, H, W)`` (each with
     foreground). :math:`F^w` (β² = 1) of the soft maps; F (β² = 0.3) and IoU of the maps at
     0.5 (an empty prediction and an empty mask overlap perfectly: 1)."""
@@ -618,7 +632,9 @@ def ranking_scores(preds, masks) -> Dict[str, np.ndarray]:
     f = torch.where(tp + fp + fn > 0, (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp).clamp_min(1e-12),
                     torch.ones_like(tp))
     iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), torch.ones_like(tp))
-    return {"Fʷ": fw.numpy(), "F": f.reshape(n, k).numpy(), "IoU": iou.reshape(n, k).numpy()}
+    fw_hard = weighted_fmeasure(hard.double(), rep.gt, terms=rep).reshape(n, k)
+    return {"Fʷ": fw.numpy(), "F": f.reshape(n, k).numpy(), "IoU": iou.reshape(n, k).numpy(),
+            "Fʷ at 0.5": fw_hard.numpy()}
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -665,7 +681,7 @@ def rank_stability(preds, clean, degraded: Mapping[str, Any]):
             raise ValueError(f"every {kind!r} mask is empty")
         scores = ranking_scores(np.asarray(preds)[has], d[has])
         index = np.nonzero(has)[0]
-        for measure in RANKING_MEASURES:
+        for measure in RANKING_MEASURES + RANKING_CONTROLS:
             taus = np.full(len(g), math.nan)
             for j, i in enumerate(index):
                 taus[i] = _kendall(clean_scores[measure][i], scores[measure][j])
@@ -690,6 +706,9 @@ def stability_effects(stability) -> Dict[Tuple[str, str], Interval]:
     if not isinstance(stability, pd.DataFrame) or not {"kind", "image", "measure", "tau"} <= set(stability.columns):
         raise ValueError("stability must be the DataFrame of rank_stability")
     wide = stability.pivot_table(index=["kind", "image"], columns="measure", values="tau", dropna=False)
+    wide = wide[[m for m in RANKING_MEASURES if m in wide.columns]]  # the controls are not judged
+    if list(wide.columns) != list(RANKING_MEASURES):
+        raise ValueError(f"stability must hold the measures {RANKING_MEASURES}, got {list(wide.columns)}")
     out = {}
     for kind in dict.fromkeys(stability["kind"]):
         rows = wide.loc[kind].dropna()
@@ -705,15 +724,16 @@ def stability_effects(stability) -> Dict[Tuple[str, str], Interval]:
 
 def stability_table(stability):
     """Mean :math:`\\tau` [95% interval over images] per degradation kind (rows) and measure
-    (columns), as text cells, and the number of images where all are defined."""
+    (columns; the controls last), as text cells, and the number of images where all are defined."""
     import pandas as pd
 
     wide = stability.pivot_table(index=["kind", "image"], columns="measure", values="tau", dropna=False)
+    measures = [m for m in RANKING_MEASURES + RANKING_CONTROLS if m in wide.columns]
     rows = []
     for kind in dict.fromkeys(stability["kind"]):
-        sub = wide.loc[kind].dropna()
+        sub = wide.loc[kind][measures].dropna()
         row = {"sloppy annotator": f"{kind} ({DEGRADATIONS.get(kind, '?')} px)"}
-        for m in RANKING_MEASURES:
+        for m in measures:
             row[f"τ of {m}"] = _over_images(sub[m].to_numpy()).format(3) if len(sub) >= 2 else "—"
         row["images"] = len(sub)
         rows.append(row)

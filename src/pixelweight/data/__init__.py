@@ -16,7 +16,7 @@ bit-identical for a given ``seed`` and cache each generated split as ``.npz`` un
 ``cache_dir=False`` turns caching off).
 
 :class:`WithWFMTerms` serves a data set's masks with their Weighted-F-measure terms,
-computed once per image (:mod:`pixelweight.data.terms`).
+computed once per image.
 
 Real data: :class:`VOCSegmentation` (VOC folder layout, 255 = ignore) and
 :class:`SaliencyFolder` (images and masks paired by file stem).

@@ -223,8 +223,10 @@ def weighted_fmeasure_loss(
     scaler then skips the step). An image without labelled foreground scores
     :math:`F^w = 0` (loss 1, zero gradient), as in the metric.
 
-    In the book: the Weighted F-measure chapter (``notebooks/01_wfm``) trains with it; its data,
-    ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: derived in
+    :doc:`The Weighted F-measure: from the metric to a loss </notebooks/01_wfm/01_derivation>`;
+    trained against BCE and the salient-object losses in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     References: Margolin, Zelnik-Manor, Tal, *How to Evaluate Foreground Maps?*, CVPR 2014
     (metric and ``WFb.m``); Kolkin, Shakhnarovich, Shechtman, *Training Deep Networks to be
@@ -311,8 +313,10 @@ class WeightedFMeasureLoss(nn.Module):
 
     Notes
     -----
-    In the book: the Weighted F-measure chapter (``notebooks/01_wfm``) trains with it; its data,
-    ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: derived in
+    :doc:`The Weighted F-measure: from the metric to a loss </notebooks/01_wfm/01_derivation>`;
+    trained against BCE and the salient-object losses in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
