@@ -86,24 +86,34 @@ plotting.set_style()
 #
 # With $E = |G - D|$ the absolute error, Margolin et al. make two changes to the F-measure
 # **[code]** (their `WFb.m`, ported line by line by PySODMetrics, against which the library's
-# `weighted_fmeasure` is tested):
+# `weighted_fmeasure` is tested).
 #
-# 1. **Dependency.** A missed object pixel surrounded by found ones hurts less than an
-#    isolated miss, so errors on the object are smoothed by their neighbourhood. Each pixel
-#    first borrows the error of its nearest object pixel $\nu(i)$, so that the blur does not
-#    mix in background errors, then a 7 x 7 Gaussian $K$ ($\sigma = 5$) averages:
-#    $$ \tilde E_i = E_{\nu(i)}, \qquad E_A = K * \tilde E, \qquad
-#       E'_i = \begin{cases} \min(E_i, E_{A,i}) & i \in G \\ E_i & i \notin G. \end{cases} $$
-# 2. **Importance.** A false positive far from the object is worse than one on its border:
-#    $$ B_i = \begin{cases} 1 & i \in G \\ 2 - e^{\alpha \Delta_i} & i \notin G \end{cases},
-#       \qquad \alpha = \frac{\ln 0.5}{5}, $$
-#    with $\Delta_i$ the Euclidean distance to the nearest object pixel: 1 on the border, 1.5
-#    at 5 pixels, close to 2 far away.
+# **Dependency.** A missed object pixel surrounded by found ones hurts less than an isolated
+# miss, so errors on the object are smoothed by their neighbourhood. Each pixel first borrows
+# the error of its nearest object pixel $\nu(i)$, so that the blur does not mix in background
+# errors, then a 7 x 7 Gaussian $K$ ($\sigma = 5$) averages:
 #
-# With $E^w = E' \circ B$,
-# $$ TP^w = |G| - \sum_{G} E^w, \quad FP^w = \sum_{\neg G} E^w, \quad
-#    R^w = 1 - \frac{1}{|G|}\sum_G E^w, \quad P^w = \frac{TP^w}{TP^w + FP^w}, \quad
-#    F^w_\beta = \frac{(1 + \beta^2) P^w R^w}{\beta^2 P^w + R^w}, $$
+# $$
+# \tilde E_i = E_{\nu(i)}, \qquad E_A = K * \tilde E, \qquad
+# E'_i = \begin{cases} \min(E_i, E_{A,i}) & i \in G \\ E_i & i \notin G. \end{cases}
+# $$
+#
+# **Importance.** A false positive far from the object is worse than one on its border:
+#
+# $$
+# B_i = \begin{cases} 1 & i \in G \\ 2 - e^{\alpha \Delta_i} & i \notin G \end{cases},
+# \qquad \alpha = \frac{\ln 0.5}{5},
+# $$
+#
+# with $\Delta_i$ the Euclidean distance to the nearest object pixel: 1 on the border, 1.5 at 5
+# pixels, close to 2 far away. With $E^w = E' \circ B$,
+#
+# $$
+# TP^w = |G| - \sum_{G} E^w, \quad FP^w = \sum_{\neg G} E^w, \quad
+# R^w = 1 - \frac{1}{|G|}\sum_G E^w, \quad P^w = \frac{TP^w}{TP^w + FP^w}, \quad
+# F^w_\beta = \frac{(1 + \beta^2) P^w R^w}{\beta^2 P^w + R^w},
+# $$
+#
 # with $\beta^2 = 1$ in the reference code. Below, each term on a test image of
 # `SalientDigits`, scored against a prediction made from the image's own ink (a bottom-up
 # map: it finds the salient digit and, wrongly, the distractors too).
@@ -157,7 +167,7 @@ plt.show()
 # |---|---|---|
 # | $\Delta$, $\nu$ (distance transform) | $G$ only | a constant, computed once per image |
 # | $B$ | $G$ only | a constant |
-# | $E = |G - D|$ | $D$ | linear ($1 - D$ on $G$, $D$ elsewhere) |
+# | $E = \lvert G - D \rvert$ | $D$ | linear ($1 - D$ on $G$, $D$ elsewhere) |
 # | $\tilde E_i = E_{\nu(i)}$ | $D$ | linear (a gather) |
 # | $E_A = K * \tilde E$ | $D$ | linear (a convolution) |
 # | $\min(E, E_A)$ on $G$ | $D$ | piecewise linear: exact, with its subgradient |

@@ -171,8 +171,9 @@ ax.set_xticks(np.arange(len(kinds)), [f"{k} ({wfm.DEGRADATIONS[k]:g} px)" for k 
 ax.set_xlabel("sloppy annotator (strength in pixels)")
 ax.set_ylabel("Kendall τ, clean vs sloppy ranking\n(mean over images, 95% CI)")
 ax.set_ylim(0, 1.05)
-ax.legend(title="measure", fontsize="small", frameon=False, ncol=4, loc="lower right")
-ax.set_title("How stably each measure ranks the same predictions")
+fig.legend(*ax.get_legend_handles_labels(), title="measure", fontsize="small", frameon=False, ncol=4,
+           loc="outside lower center")
+fig.suptitle("How stably each measure ranks the same predictions")
 plt.show()
 
 # %% [markdown]

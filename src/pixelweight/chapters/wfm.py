@@ -581,7 +581,7 @@ def predictor_maps(images, masks, seed: int = 0) -> np.ndarray:
         ys, xs = np.nonzero(g)
         soft = ndimage.gaussian_filter(g.astype(float), rng.uniform(0.7, 2.0))
         grown = (outside <= rng.uniform(1.0, 3.0)).astype(float)
-        shrunk = (inside > rng.uniform(0.5, 1.5)).astype(float)
+        shrunk = (inside > rng.uniform(1.0, 1.5)).astype(float)  # at least the boundary goes
         near_ring = np.argwhere((outside > 2) & (outside <= 5))
         far_ring = np.argwhere(outside >= 10)
         near = g.astype(float)
