@@ -62,11 +62,12 @@ def test_cli_binary_saliency_folder(tmp_path, monkeypatch):
 
 
 #: The registered losses that take binary logits only (a foreground map): trained on the saliency folder.
-FOREGROUND_LOSSES = ("wfm", "floss", "structure", "hybrid")
+FOREGROUND_LOSSES = ("wfm", "floss", "structure", "hybrid", "bce-wfm")
 
 
 @pytest.mark.parametrize("loss, options", [("wfm", []), ("wfm", ["beta2=0.3", "smoothing=0.05"]), ("floss", []),
-                                           ("structure", ["form=intended"]), ("hybrid", [])],
+                                           ("structure", ["form=intended"]), ("hybrid", []),
+                                           ("bce-wfm", ["bce_weight=0.5"])],
                          ids=lambda v: v if isinstance(v, str) else "-".join(v))
 def test_cli_trains_the_foreground_losses_on_a_saliency_folder(tmp_path, monkeypatch, loss, options):
     """Crops of 20 from 18-pixel images: the padding is ignore_index, which these losses honour."""

@@ -275,3 +275,37 @@ def test_docstring_examples_run():
     for test in doctest.DocTestFinder().find(package, package.__name__, globs={}):
         runner.run(test, out=report.append)
     assert runner.tries >= 10 and runner.failures == 0, "".join(report)
+
+
+# ----------------------------------------------------------------------------------
+# AuxiliaryTargetsTask: per-image auxiliary targets handed to the losses that take them
+# ----------------------------------------------------------------------------------
+def test_auxiliary_task_passes_terms_only_to_losses_that_take_them():
+    from pixelweight.losses import WeightedFMeasureLoss
+    from pixelweight.train import AuxiliaryTargetsTask
+
+    task = AuxiliaryTargetsTask()
+    seen = {}
+
+    def plain(logits, target):
+        seen["plain"] = target
+        return logits.sum()
+
+    def spatial(logits, target, terms=None):
+        seen["spatial"] = terms
+        return logits.sum()
+
+    def anything(logits, target, **kw):
+        seen["anything"] = sorted(kw)
+        return logits.sum()
+
+    batch = (torch.zeros(2, 1, 3, 3), {"mask": torch.ones(2, 3, 3), "terms": "T", "other": 1})
+    for fn in (plain, spatial, anything):
+        task.loss(fn, torch.zeros(2, 1, 3, 3), batch)
+    assert seen["spatial"] == "T" and seen["anything"] == ["other", "terms"] and seen["plain"].shape == (2, 3, 3)
+    assert task.accepted(WeightedFMeasureLoss()) >= {"terms"}
+    with pytest.raises(ValueError, match="expects targets"):
+        task.loss(plain, torch.zeros(2, 1, 3, 3), (torch.zeros(2, 1, 3, 3), torch.ones(2, 3, 3)))
+    with pytest.raises(TypeError, match="metric_targets"):
+        AuxiliaryTargetsTask(metric_targets="x")
+    assert task.describe()["mask"] == "mask" and task.describe()["metric_targets"] == "mask"

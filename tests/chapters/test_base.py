@@ -206,3 +206,26 @@ def test_variants_and_the_stage_hook():
         Stage("v", "d", scales={"ci": Scale(TINY)}, variants={"a b": {}})
     with pytest.raises(ValueError, match="seeds \\[7\\]"):
         s2.run_arm(s2.arm("CE"), seeds=[7])
+
+
+def test_binary_stage_specs_task_wrapper_and_arm_models():
+    from pixelweight.metrics import ForegroundMetrics, SegmentationMetrics
+    from pixelweight.train import AuxiliaryTargetsTask
+
+    with pytest.raises(TypeError, match="task must be a pixelweight.train.Task"):
+        tiny_stage(task="segmentation")
+    with pytest.raises(TypeError, match="dataset_wrapper must be callable"):
+        tiny_stage(dataset_wrapper=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        tiny_stage(num_classes=0)
+    with pytest.raises(TypeError, match="model must be a ModelSpec"):
+        Arm("CE", "ce", model="UNet")
+    wrapped = []
+    stage = tiny_stage(task=AuxiliaryTargetsTask(), dataset_wrapper=lambda d: wrapped.append(d) or d)
+    s = Setup("02_recall", stage, "ci")
+    assert isinstance(s.metrics(), SegmentationMetrics) and len(s.splits.train) == 8 and len(wrapped) == 3
+    binary = Setup("02_recall", tiny_stage(num_classes=1), "ci")
+    assert isinstance(binary.metrics(), ForegroundMetrics)
+    small = Arm("CE small", "ce", run="ce-small", model=ModelSpec(width=2, depth=1))
+    assert s.model_of(small).width == 2 and s.model_of(s.arms[0]) == s.model
+    assert small.to_dict()["model"]["width"] == 2 and "model" not in s.arms[0].to_dict()  # old records unchanged

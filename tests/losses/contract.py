@@ -46,6 +46,7 @@ import pytest
 import torch
 
 from pixelweight.losses import (
+    BCEWeightedFMeasureLoss,
     CrossEntropyLoss,
     FocalLoss,
     HybridLoss,
@@ -65,6 +66,7 @@ from pixelweight.losses import (
     soft_fmeasure_loss,
     structure_loss,
     weighted_fmeasure_loss,
+    bce_weighted_fmeasure_loss,
 )
 
 from losses.loss_cases import REDUCTIONS
@@ -321,6 +323,11 @@ SPECS = [
              options=lambda c: dict(form="intended"), layouts=("binary",),
              none_shape=per_image, mean_denominator=valid_images),
     LossSpec("hybrid", "hybrid", hybrid_loss, HybridLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("bce-wfm", "bce-wfm", bce_weighted_fmeasure_loss, BCEWeightedFMeasureLoss, layouts=("binary",),
+             none_shape=per_image, mean_denominator=valid_images),
+    LossSpec("bce-wfm-weighted-smooth", "bce-wfm", bce_weighted_fmeasure_loss, BCEWeightedFMeasureLoss,
+             options=lambda c: dict(bce_weight=0.5, beta2=0.3, smoothing=0.05), layouts=("binary",),
              none_shape=per_image, mean_denominator=valid_images),
 ]
 

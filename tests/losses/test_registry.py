@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pixelweight.losses import (
+    BCEWeightedFMeasureLoss,
     CrossEntropyLoss,
     FocalLoss,
     HybridLoss,
@@ -33,6 +34,7 @@ from pixelweight.losses import (
     soft_fmeasure_loss,
     structure_loss,
     weighted_fmeasure_loss,
+    bce_weighted_fmeasure_loss,
 )
 from pixelweight.losses import registry
 
@@ -164,21 +166,25 @@ FOREGROUND_LOSSES = {  # name: (options, the functional they must give)
     "floss": ({"beta2": 1.0}, lambda x, t: soft_fmeasure_loss(x, t, beta2=1.0, ignore_index=255)),
     "structure": ({"form": "intended"}, lambda x, t: structure_loss(x, t, form="intended", ignore_index=255)),
     "hybrid": ({}, lambda x, t: hybrid_loss(x, t, ignore_index=255)),
+    "bce-wfm": ({"bce_weight": 0.5, "smoothing": 0.05},
+                lambda x, t: bce_weighted_fmeasure_loss(x, t, bce_weight=0.5, smoothing=0.05, ignore_index=255)),
 }
 
 
 def test_the_foreground_losses_are_registered_for_binary_logits():
-    assert loss_names()[7:11] == ("wfm", "floss", "structure", "hybrid")
+    assert loss_names()[7:12] == ("wfm", "floss", "structure", "hybrid", "bce-wfm")
     assert {n: [(o.name, o.default) for o in loss_spec(n).options] for n in FOREGROUND_LOSSES} == {
         "wfm": [("beta2", 1.0), ("smoothing", 0.0)], "floss": [("beta2", 0.3)],
-        "structure": [("form", "published")], "hybrid": []}
+        "structure": [("form", "published")], "hybrid": [],
+        "bce-wfm": [("bce_weight", 1.0), ("beta2", 1.0), ("smoothing", 0.0)]}
     assert loss_spec("structure").option("form").choices == ("published", "intended")
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 1, 9, 10, generator=g)
     target = torch.randint(0, 2, (2, 9, 10), generator=g)
     target[:, :2] = 255
     defaults = {"wfm": WeightedFMeasureLoss(ignore_index=255), "floss": SoftFMeasureLoss(ignore_index=255),
-                "structure": StructureLoss(ignore_index=255), "hybrid": HybridLoss(ignore_index=255)}
+                "structure": StructureLoss(ignore_index=255), "hybrid": HybridLoss(ignore_index=255),
+                "bce-wfm": BCEWeightedFMeasureLoss(ignore_index=255)}
     for name, (options, functional) in FOREGROUND_LOSSES.items():
         built = build_loss(name, BINARY_CTX)
         assert type(built) is type(defaults[name]) and built.ignore_index == 255

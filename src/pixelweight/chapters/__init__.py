@@ -76,6 +76,7 @@ __all__ = [
 #: The chapter modules, by the chapter's folder under ``notebooks/``.
 CHAPTERS = {
     "00_testbed": "testbed",
+    "01_wfm": "wfm",
     "02_recall": "recall",
     "03_zoom": "zoom",
     "04_lmp": "lmp",

@@ -216,12 +216,16 @@ class Arm:
     run : str, optional
         The run name's suffix in records (default: ``loss``); the record is named
         ``<stage prefix>-<run>``.
+    model : ModelSpec, optional
+        The model this arm trains, when a stage compares models (e.g. a smaller U-Net with
+        the same loss); default: the stage's scale's model.
     """
 
     label: str
     loss: str
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     run: str = ""
+    model: Optional[ModelSpec] = None
 
     def __post_init__(self):
         from ..losses.registry import loss_spec
@@ -235,6 +239,8 @@ class Arm:
         object.__setattr__(self, "options", options)
         if not self.run:
             object.__setattr__(self, "run", self.loss)
+        if self.model is not None and not isinstance(self.model, ModelSpec):
+            raise TypeError(f"model must be a ModelSpec or None, got {type(self.model).__name__}")
 
     def build_loss(self, num_classes: int, class_counts: Optional[Callable] = None,
                    ignore_index: Optional[int] = None) -> nn.Module:
@@ -244,7 +250,10 @@ class Arm:
         return build_loss(self.loss, context, **self.options)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"label": self.label, "name": self.loss, "options": _plain(dict(self.options))}
+        out = {"label": self.label, "name": self.loss, "options": _plain(dict(self.options))}
+        if self.model is not None:  # (records hold the model they trained under "model" too)
+            out["model"] = self.model.to_dict()
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +314,17 @@ class Stage:
         The harness's ``on_log`` hook for every run of the stage (e.g. the recall-loss
         weights), so that the notebook and ``python -m pixelweight.results run`` record the
         same history.
+    task : pixelweight.train.Task, optional
+        What the harness does with a batch in every run of the stage (default:
+        segmentation), e.g. :class:`~pixelweight.train.AuxiliaryTargetsTask` for batches
+        that carry cached ground-truth terms.
+    dataset_wrapper : callable, optional
+        Applied to each split when the setup builds it (``wrapper(dataset) -> dataset``),
+        e.g. :class:`~pixelweight.data.WithWFMTerms`, which computes the Weighted-F-measure
+        terms of every mask once and serves them with the batch.
+
+    With ``num_classes=1`` (binary logits, a foreground map) the setup evaluates with
+    :class:`~pixelweight.metrics.ForegroundMetrics` (F^w, MAE, max F, S-measure).
     """
 
     name: str
@@ -315,6 +335,8 @@ class Stage:
     num_classes: int = 11
     variants: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     on_log: Optional[Callable] = None
+    task: Any = None
+    dataset_wrapper: Optional[Callable[[Any], Any]] = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -345,6 +367,14 @@ class Stage:
         object.__setattr__(self, "variants", variants)
         if self.on_log is not None and not callable(self.on_log):
             raise TypeError("on_log must be callable")
+        from ..train import Task
+
+        if self.task is not None and not isinstance(self.task, Task):
+            raise TypeError(f"task must be a pixelweight.train.Task, got {type(self.task).__name__}")
+        if self.dataset_wrapper is not None and not callable(self.dataset_wrapper):
+            raise TypeError("dataset_wrapper must be callable (dataset -> dataset)")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}")
 
     def scale(self, profile: str) -> Scale:
         if profile not in self.scales:
@@ -472,7 +502,12 @@ class Setup:
     def splits(self) -> Splits:
         """The train/val/test splits (built on first use, then kept)."""
         if self._splits is None:
-            self._splits = self.data.splits(self.profile)
+            splits = self.data.splits(self.profile)
+            wrap = self.stage.dataset_wrapper
+            if wrap is not None:  # e.g. cached ground-truth terms served with the batch
+                splits = Splits(train=wrap(splits.train), val=wrap(splits.val), test=wrap(splits.test),
+                                config=splits.config)
+            self._splits = splits
         return self._splits
 
     def with_data(self, **options: Any) -> "Setup":
@@ -503,14 +538,23 @@ class Setup:
         return f"{self.data.dataset} {self.data.size}x{self.data.size}, {self.model.describe()}"
 
     # -- factories ---------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        """A fresh model (call it after seeding)."""
-        return self.model.build(self.num_classes)
+    def build_model(self, arm: Optional[Arm] = None) -> nn.Module:
+        """A fresh model (call it after seeding): ``arm``'s own model when it has one."""
+        return self.model_of(arm).build(self.num_classes)
+
+    def model_of(self, arm: Optional[Arm] = None) -> ModelSpec:
+        """The model ``arm`` trains: its own (``Arm.model``) or the scale's."""
+        if arm is not None and not isinstance(arm, Arm):
+            raise TypeError(f"arm must be an Arm or None, got {type(arm).__name__}")
+        return arm.model if arm is not None and arm.model is not None else self.model
 
     def metrics(self):
-        """A fresh evaluation accumulator (:class:`~pixelweight.metrics.SegmentationMetrics`)."""
-        from ..metrics import SegmentationMetrics
+        """A fresh evaluation accumulator: :class:`~pixelweight.metrics.SegmentationMetrics`,
+        or :class:`~pixelweight.metrics.ForegroundMetrics` for binary logits (``num_classes=1``)."""
+        from ..metrics import ForegroundMetrics, SegmentationMetrics
 
+        if self.num_classes == 1:
+            return ForegroundMetrics()
         return SegmentationMetrics(self.num_classes, class_names=self.class_names)
 
     def class_counts(self):
@@ -555,15 +599,17 @@ class Setup:
                 seeds: Optional[Sequence[int]] = None, task: Any = None,
                 **train_overrides: Any) -> List[TrainResult]:
         """Train one arm over the profile's seeds (or ``seeds``, a subset); its records go to
-        ``results_dir``. ``task``: a :class:`~pixelweight.train.Task` (default: segmentation)."""
+        ``results_dir``. ``task``: a :class:`~pixelweight.train.Task` (default: the stage's
+        ``task``, else segmentation). An arm with its own ``model`` trains that model."""
         if not isinstance(arm, Arm):
             raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
         return run_seeds(
-            name or self.run_name(arm), self.build_model, lambda: self.build_loss(arm), self.splits,
+            name or self.run_name(arm), lambda: self.build_model(arm), lambda: self.build_loss(arm), self.splits,
             self.profile, self.metrics, device=self.device, results_dir=self.results_dir,
-            record_config=self.record_config(loss=arm.to_dict()),
+            record_config=self.record_config(loss=arm.to_dict(), model=self.model_of(arm).to_dict()),
             on_log=on_log if on_log is not None else self.stage.on_log,
-            train_overrides={**self.scale.train, **train_overrides}, task=task, seeds=seeds,
+            train_overrides={**self.scale.train, **train_overrides},
+            task=task if task is not None else self.stage.task, seeds=seeds,
         )
 
     def run(self, arms: Optional[Sequence[Arm]] = None, *, on_log: Optional[Callable] = None,
@@ -599,7 +645,8 @@ class Setup:
         number of classes (as JSON, so that it compares with a record's config)."""
         full = self.stage.scale("full")
         data = full.data.replace(**self.stage.variants[self.variant_name]) if self.variant_name else full.data
-        return _plain({"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": full.model.to_dict(),
+        model = arm.model if arm.model is not None else full.model
+        return _plain({"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": model.to_dict(),
                        "train_overrides": dict(full.train), "loss": arm.to_dict(), "num_classes": self.num_classes})
 
     def committed_runs(self, arms: Optional[Sequence[Arm]] = None) -> Dict[str, List["CommittedRun"]]:

@@ -223,10 +223,18 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     if missing:
         raise ValueError(f"{path}: the record lacks {missing}; it was not written by a chapter setup "
                          "(pixelweight.chapters), so it cannot be rebuilt")
-    task = (config.get("task") or {}).get("type", "SegmentationTask")
-    if task not in _VERIFIABLE_TASKS:
-        raise ValueError(f"{path}: only segmentation and classification runs can be verified, got task "
-                         f"{config.get('task')!r}")
+    stage = _record_stage(config)  # the chapter stage that made it: its task and its data wrapper
+    described = config.get("task") or {}
+    kind = described.get("type", "SegmentationTask")
+    if stage is not None and stage.task is not None and _tuples(_jsonable_task(stage.task)) == _tuples(described):
+        task = stage.task  # the stage's own task (e.g. auxiliary targets served with the batch)
+    elif kind in _VERIFIABLE_TASKS:
+        from .. import train as train_module
+
+        task = getattr(train_module, kind)()
+    else:
+        raise ValueError(f"{path}: only segmentation and classification runs, or runs of a chapter stage that "
+                         f"declares the record's task, can be verified; got task {config.get('task')!r}")
     data = config["data_spec"]
     spec = DataSpec(data["dataset"], size=data["size"], options=_tuples(data["options"]))
     model_cfg = dict(config["model"])
@@ -238,6 +246,11 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
     splits = spec.splits(profile)
     if config.get("data") is not None and _tuples(config["data"]) != _tuples(splits.config):
         raise ValueError(f"{path}: the data generated today differ from the record's (generator version?)")
+    wrap = stage.dataset_wrapper if stage is not None else None
+    if wrap is not None:
+        from ._base import Splits
+
+        splits = Splits(train=wrap(splits.train), val=wrap(splits.val), test=wrap(splits.test), config=splits.config)
     # CPU kernels sum in another order with another number of threads: retrain with the record's
     import re
 
@@ -251,26 +264,53 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
         torch.set_num_threads(int(threads.group(1)))
     try:
         return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance,
-                                    task)
+                                    task=task)
     finally:
         torch.set_num_threads(previous)
 
 
-#: The task types a record can be verified for, with the metrics that evaluate them.
+#: The task types a record can be verified for without a chapter stage that declares it, with
+#: the metrics that evaluate them (a binary segmentation, ``num_classes == 1``, is scored by
+#: :class:`~pixelweight.metrics.ForegroundMetrics`).
 _VERIFIABLE_TASKS = {"SegmentationTask": "SegmentationMetrics", "ClassificationTask": "ClassificationMetrics"}
 
 
+def _record_stage(config: Mapping[str, Any]):
+    """The :class:`~pixelweight.chapters.Stage` a record names (``chapter``, ``stage``), or
+    ``None`` when it names none that exists today."""
+    from . import CHAPTERS, get_chapter
+
+    chapter, stage = config.get("chapter"), config.get("stage")
+    if chapter not in CHAPTERS or not isinstance(stage, str):
+        return None
+    return get_chapter(chapter).CHAPTER.stages.get(stage)
+
+
+def _jsonable_task(task) -> Dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(task.describe()))
+
+
 def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device,
-                         tolerance, task: str = "SegmentationTask") -> "Verification":
+                         tolerance, task=None) -> "Verification":
     """Retrain through the chapters' own driver (:func:`run_seeds`), so that a change of the
     seeding or of the factories between the specs and the harness shows too. ``task``: the
-    record's task type, which picks the harness's task and the metrics (:data:`_VERIFIABLE_TASKS`)."""
+    harness task the record ran (its type picks the metrics: :data:`_VERIFIABLE_TASKS`)."""
     from .. import metrics as metrics_module
-    from .. import train as train_module
     from ..results import _jsonable, package_differences
     from ._base import run_seeds
 
-    metrics_class = getattr(metrics_module, _VERIFIABLE_TASKS[task])
+    kind = type(task).__name__ if task is not None else "SegmentationTask"
+    names = list(getattr(spec.dataset_class, "class_names", [str(c) for c in range(num_classes)]))
+    if kind == "ClassificationTask":
+        def metrics():
+            return metrics_module.ClassificationMetrics(num_classes, class_names=names)
+    elif num_classes == 1:
+        metrics = metrics_module.ForegroundMetrics
+    else:
+        def metrics():
+            return metrics_module.SegmentationMetrics(num_classes, class_names=names)
     counts = getattr(splits.train, "pixel_counts", None)
 
     def class_counts():
@@ -278,15 +318,13 @@ def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, pr
 
         return torch.as_tensor(counts).sum(dim=0)
 
-    names = list(getattr(spec.dataset_class, "class_names", [str(c) for c in range(num_classes)]))
     overrides = {k: v for k, v in record.config["train"].items()
                  if k not in ("steps", "batch_size", "lr", "eval_every", "seed", "device", "progress")}
     (result,) = run_seeds(
         record.name, lambda: model.build(num_classes),
         lambda: arm.build_loss(num_classes, class_counts=class_counts if counts is not None else None),
-        splits, profile, lambda: metrics_class(num_classes, class_names=names), device=device,
-        train_overrides={**overrides, "progress": False}, seeds=[record.seed],
-        task=getattr(train_module, task)())
+        splits, profile, metrics, device=device, train_overrides={**overrides, "progress": False},
+        seeds=[record.seed], task=task)
     fresh = _jsonable(result.metrics)  # as a record stores it (non-finite numbers as null)
     differences, worst, compared = {}, 0.0, 0
     for key, old in record.metrics.items():

@@ -15,6 +15,9 @@ bit-identical for a given ``seed`` and cache each generated split as ``.npz`` un
 ``cache_dir`` (default ``$PIXELWEIGHT_CACHE`` or ``~/.cache/pixelweight``;
 ``cache_dir=False`` turns caching off).
 
+:class:`WithWFMTerms` serves a data set's masks with their Weighted-F-measure terms,
+computed once per image.
+
 Real data: :class:`VOCSegmentation` (VOC folder layout, 255 = ignore) and
 :class:`SaliencyFolder` (images and masks paired by file stem).
 """
@@ -28,6 +31,7 @@ from .real import IMAGE_EXTENSIONS, VOC_CLASSES, VOC_IGNORE_INDEX, SaliencyFolde
 from .salient import DEGRADATIONS, SalientDigits, degrade_mask
 from .scenes import DigitScenes
 from .transforms import PadCrop
+from .terms import WithWFMTerms
 
 __all__ = [
     "BACKGROUNDS",
@@ -45,6 +49,7 @@ __all__ = [
     "SalientDigits",
     "VOCSegmentation",
     "VOC_CLASSES",
+    "WithWFMTerms",
     "VOC_IGNORE_INDEX",
     "default_cache_dir",
     "degrade_mask",

@@ -113,6 +113,11 @@ def degrade_mask(mask, kind: str, strength: float, rng=None) -> np.ndarray:
     -------
     numpy.ndarray
         (H, W) uint8 mask with values 0 and 1.
+
+    Notes
+    -----
+    In the book: :doc:`The Weighted F-measure: ranking under sloppy ground truth </notebooks/01_wfm/03_ranking>`
+    ranks fixed predictions against such masks.
     """
     mask = _check_mask(mask)
     if not isinstance(kind, str):

@@ -22,6 +22,7 @@ from .lmp import LossMaxPooling, lmp_bounds, lmp_pool, lmp_weights, lmp_weights_
 from .recall import RecallLoss, RecallTerms, recall_counts, recall_loss, recall_terms, recall_weights
 from .sod import HybridLoss, SoftFMeasureLoss, StructureLoss, hybrid_loss, soft_fmeasure_loss, structure_loss
 from .wfm import WeightedFMeasureLoss, weighted_fmeasure_loss
+from .wfm import BCEWeightedFMeasureLoss, bce_weighted_fmeasure_loss
 from .registry import LossContext, LossOption, LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
 from .classification import ClassificationCrossEntropy, classification_cross_entropy
 
@@ -60,6 +61,8 @@ __all__ = [
     "SoftFMeasureLoss",
     "StructureLoss",
     "WeightedFMeasureLoss",
+    "BCEWeightedFMeasureLoss",
+    "bce_weighted_fmeasure_loss",
     "hybrid_loss",
     "soft_fmeasure_loss",
     "structure_loss",

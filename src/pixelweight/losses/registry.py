@@ -33,12 +33,15 @@ Binary logits only (``num_classes=1``, a foreground map; one value per image):
 
 - ``wfm``: the Weighted F-measure loss :math:`1 - F^w_\beta` (the exact metric of Margolin
   et al. as a loss, Kolkin et al.); ``beta2``, ``smoothing`` (of the minimum). The
-  ground-truth terms are computed at every call: to cache them, call the loss yourself
-  with ``terms=``;
+  ground-truth terms are computed at every call unless they come with the batch: train on
+  a ``pixelweight.data.WithWFMTerms`` data set with ``pixelweight.train.AuxiliaryTargetsTask``
+  (terms computed once per image), or call the loss yourself with ``terms=``;
 - ``floss``: FLoss, the soft F-measure (Zhao et al.); ``beta2``;
 - ``structure``: F3Net's structure loss (Wei et al.); ``form`` (``published``: unweighted
   BCE as the official code computes it, ``intended``: weighted BCE);
-- ``hybrid``: BASNet's hybrid loss BCE + (1 - SSIM) + IoU (Qin et al.).
+- ``hybrid``: BASNet's hybrid loss BCE + (1 - SSIM) + IoU (Qin et al.);
+- ``bce-wfm``: BCE plus the Weighted F-measure loss, ``bce_weight`` BCE + (1 - F^w);
+  ``bce_weight``, ``beta2``, ``smoothing``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from .lmp import LossMaxPooling
 from .recall import RecallLoss
 from .sod import STRUCTURE_FORMS, HybridLoss, SoftFMeasureLoss, StructureLoss
 from .wfm import WeightedFMeasureLoss
+from .wfm import BCEWeightedFMeasureLoss
 
 __all__ = [
     "LossContext",
@@ -294,7 +298,7 @@ def loss_names() -> Tuple[str, ...]:
     --------
     >>> from pixelweight.losses import loss_names
     >>> loss_names()
-    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid', 'classification-ce')
+    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid', 'bce-wfm', 'classification-ce')
     """
     return tuple(_REGISTRY)
 
@@ -478,4 +482,16 @@ register_loss(
     "hybrid",
     _binary_only("hybrid", lambda ctx: HybridLoss(ignore_index=ctx.ignore_index)),
     help="BASNet's hybrid loss BCE + (1 - SSIM) + IoU (Qin et al., CVPR 2019); binary logits",
+)
+register_loss(
+    "bce-wfm",
+    _binary_only("bce-wfm", lambda ctx, bce_weight, beta2, smoothing: BCEWeightedFMeasureLoss(
+        bce_weight=bce_weight, beta2=beta2, smoothing=smoothing, ignore_index=ctx.ignore_index)),
+    options=[
+        LossOption("bce_weight", float, 1.0, "weight of the BCE term (the F^w term has weight 1)"),
+        LossOption("beta2", float, 1.0, "beta^2 of F^w (1 in Margolin's code)"),
+        LossOption("smoothing", float, 0.0, "0: exact min(E, E_A) with its subgradient; s > 0: a smooth "
+                   "minimum within s/2 of it"),
+    ],
+    help="BCE plus the Weighted F-measure loss, bce_weight * BCE + (1 - F^w); binary logits",
 )

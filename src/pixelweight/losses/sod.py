@@ -114,8 +114,8 @@ def soft_fmeasure_loss(
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -142,8 +142,8 @@ class SoftFMeasureLoss(nn.Module):
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -242,8 +242,8 @@ def structure_loss(
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -282,8 +282,8 @@ class StructureLoss(nn.Module):
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -373,8 +373,8 @@ def hybrid_loss(
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -406,8 +406,8 @@ class HybridLoss(nn.Module):
 
     Notes
     -----
-    In the book: a peer of the Weighted F-measure loss in its chapter (``notebooks/01_wfm``); the
-    data, ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: a peer of the Weighted F-measure loss in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------

@@ -65,14 +65,16 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_float, check_ignore_index, check_reduction, require
 from ..metrics.foreground import WFMTerms, wfm_gt_terms
 from ._foreground import binary_maps, reduce_images
 from ._separable import blur, gaussian_half_kernel
+from ._foreground import masked_sum, valid_count  # (BCE + F^w)
 
-__all__ = ["WeightedFMeasureLoss", "weighted_fmeasure_loss"]
+__all__ = ["BCEWeightedFMeasureLoss", "WeightedFMeasureLoss", "bce_weighted_fmeasure_loss", "weighted_fmeasure_loss"]
 
 #: MATLAB's ``eps`` (:math:`2^{-52}`), the constant of ``WFb.m`` and PySODMetrics.
 _EPS = float(2.0**-52)
@@ -221,8 +223,10 @@ def weighted_fmeasure_loss(
     scaler then skips the step). An image without labelled foreground scores
     :math:`F^w = 0` (loss 1, zero gradient), as in the metric.
 
-    In the book: the Weighted F-measure chapter (``notebooks/01_wfm``) trains with it; its data,
-    ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: derived in
+    :doc:`The Weighted F-measure: from the metric to a loss </notebooks/01_wfm/01_derivation>`;
+    trained against BCE and the salient-object losses in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     References: Margolin, Zelnik-Manor, Tal, *How to Evaluate Foreground Maps?*, CVPR 2014
     (metric and ``WFb.m``); Kolkin, Shakhnarovich, Shechtman, *Training Deep Networks to be
@@ -309,8 +313,10 @@ class WeightedFMeasureLoss(nn.Module):
 
     Notes
     -----
-    In the book: the Weighted F-measure chapter (``notebooks/01_wfm``) trains with it; its data,
-    ``SalientDigits``, are introduced in :doc:`Chapter 0: the testbed </notebooks/00_testbed/01_testbed>`.
+    In the book: derived in
+    :doc:`The Weighted F-measure: from the metric to a loss </notebooks/01_wfm/01_derivation>`;
+    trained against BCE and the salient-object losses in
+    :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
 
     Examples
     --------
@@ -348,3 +354,119 @@ class WeightedFMeasureLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"beta2={self.beta2}, smoothing={self.smoothing}, ignore_index={self.ignore_index}, "
                 f"reduction={self.reduction!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# BCE + F^w: a pixel loss beside the spatial one
+# ---------------------------------------------------------------------------------------------
+def _check_bce_weight(bce_weight) -> float:
+    return check_float(bce_weight, "bce_weight", minimum=0.0)
+
+
+def bce_weighted_fmeasure_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    bce_weight: float = 1.0,
+    beta2: float = 1.0,
+    smoothing: float = 0.0,
+    ignore_index: Optional[int] = None,
+    reduction: str = "mean",
+    terms: Optional[WFMTerms] = None,
+) -> torch.Tensor:
+    r"""Binary cross-entropy plus the Weighted F-measure loss, per image.
+
+    .. math::
+        \mathcal{L}_n = \lambda\,\frac{1}{|V_n|}\sum_{i \in V_n} \mathrm{bce}_i
+          + \big(1 - F^w_\beta(\sigma(z_n), G_n)\big),
+
+    with :math:`\mathrm{bce}_i = -g_i\log\sigma(z_i) - (1 - g_i)\log(1 - \sigma(z_i))` over
+    the labelled pixels :math:`V_n` of image :math:`n` and the second term
+    :func:`weighted_fmeasure_loss` (the exact metric). The F^w term alone has no gradient
+    on an image without foreground (its metric is 0 whatever is predicted) and, like
+    every F-measure, only a weak one where the prediction is already confidently wrong; the
+    pixel term teaches every pixel, including those of empty images. Salient-object
+    practice combines a pixel loss with a region loss the same way (F3Net, BASNet).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        Binary logits ``(N, 1, H, W)``.
+    target : torch.Tensor
+        ``(N, H, W)`` or ``(N, 1, H, W)`` in {0, 1}, or ``ignore_index``.
+    bce_weight : float
+        :math:`\lambda \ge 0`, the weight of the BCE term (0: the F^w loss alone).
+    beta2, smoothing, terms
+        As in :func:`weighted_fmeasure_loss` (``terms``: the cached ground-truth terms).
+    ignore_index : int, optional
+        Target value of pixels outside both terms.
+    reduction : {"mean", "sum", "none"}
+        ``"none"``: ``(N,)``; ``"mean"``: over the images with a labelled pixel.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar or ``(N,)``, in the logits' dtype (computed in float32 at least).
+
+    Notes
+    -----
+    In the book: :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`
+    trains with it beside BCE and the F^w loss alone.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.losses import bce_weighted_fmeasure_loss, cross_entropy, weighted_fmeasure_loss
+    >>> target = torch.zeros(1, 8, 8, dtype=torch.long)
+    >>> target[:, 2:6, 2:6] = 1
+    >>> logits = torch.where(target == 1, 2.0, -2.0).unsqueeze(1).double()
+    >>> loss = bce_weighted_fmeasure_loss(logits, target)
+    >>> round(loss.item(), 4)
+    0.3576
+    >>> round((cross_entropy(logits, target) + weighted_fmeasure_loss(logits, target)).item(), 4)
+    0.3576
+    """
+    bce_weight = _check_bce_weight(bce_weight)
+    check_reduction(reduction)
+    maps = binary_maps(logits, target, ignore_index)
+    pixel = F.binary_cross_entropy_with_logits(maps.logits, maps.target, reduction="none")
+    bce = masked_sum(pixel, maps.valid) / valid_count(maps)  # mean over the labelled pixels
+    wfm = weighted_fmeasure_loss(logits, target, beta2, smoothing, ignore_index, "none", terms)
+    return reduce_images(bce_weight * bce + wfm.to(bce.dtype), maps.has_valid, reduction, maps.dtype)
+
+
+class BCEWeightedFMeasureLoss(nn.Module):
+    r"""Module form of :func:`bce_weighted_fmeasure_loss`; ``forward(logits, target, terms=None)``.
+
+    Notes
+    -----
+    In the book: :doc:`The Weighted F-measure: experiments </notebooks/01_wfm/02_experiments>`.
+
+    Examples
+    --------
+    >>> from pixelweight.losses import BCEWeightedFMeasureLoss
+    >>> BCEWeightedFMeasureLoss(bce_weight=0.5)
+    BCEWeightedFMeasureLoss(bce_weight=0.5, beta2=1.0, smoothing=0.0, ignore_index=None, reduction='mean')
+    """
+
+    def __init__(
+        self,
+        bce_weight: float = 1.0,
+        beta2: float = 1.0,
+        smoothing: float = 0.0,
+        ignore_index: Optional[int] = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.bce_weight = _check_bce_weight(bce_weight)
+        self.beta2 = _check_beta2(beta2)
+        self.smoothing = _check_smoothing(smoothing)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.reduction = check_reduction(reduction)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, terms: Optional[WFMTerms] = None) -> torch.Tensor:
+        return bce_weighted_fmeasure_loss(logits, target, self.bce_weight, self.beta2, self.smoothing,
+                                          self.ignore_index, self.reduction, terms)
+
+    def extra_repr(self) -> str:
+        return (f"bce_weight={self.bce_weight}, beta2={self.beta2}, smoothing={self.smoothing}, "
+                f"ignore_index={self.ignore_index}, reduction={self.reduction!r}")

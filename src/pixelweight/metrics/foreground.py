@@ -214,6 +214,9 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     between equidistant foreground pixels are broken as scipy (and so PySODMetrics)
     breaks them.
 
+    To compute them once per image of a training set and serve them with the batch, wrap the
+    data set in :class:`pixelweight.data.WithWFMTerms`.
+
     Parameters
     ----------
     gt : torch.Tensor
@@ -330,6 +333,9 @@ def weighted_fmeasure(
     blur's zero padding shrinks :math:`E_A` within 3 pixels of the image border, so a
     foreground error there is partly forgiven even when the map is entirely wrong (as in
     the reference code).
+
+    In the book: each term is pictured in
+    :doc:`The Weighted F-measure: from the metric to a loss </notebooks/01_wfm/01_derivation>`.
 
     Parameters
     ----------

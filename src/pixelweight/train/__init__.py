@@ -10,7 +10,9 @@ measures whether the validation metric reached a plateau and writes a JSON
   the forward pass, the loss, the metric update and what to log.
   :class:`SegmentationTask` (the default: ``(image, target)`` pairs, one logits tensor)
   and :class:`ClassificationTask`; a :class:`Task` with selectors covers models with
-  several outputs and batches carrying per-sample auxiliary targets.
+  several outputs and batches carrying per-sample auxiliary targets, and
+  :class:`AuxiliaryTargetsTask` hands such targets (e.g. cached ground-truth terms) to the
+  losses that take them as keywords.
 - Seeding: :func:`seed_everything` before building the model; the data order comes from
   a generator seeded by ``config.seed``. Results are deterministic on CPU.
 - Device ``"auto"`` picks CUDA, then Apple's MPS, then the CPU.
@@ -38,6 +40,7 @@ from .loop import TrainResult, train
 from .plateau import measure_plateau
 from .runtime import DistContext, resolve_device, seed_everything
 from .task import ClassificationTask, SegmentationTask, Task
+from .task import AuxiliaryTargetsTask
 
 __all__ = [
     "TrainConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "Task",
     "SegmentationTask",
     "ClassificationTask",
+    "AuxiliaryTargetsTask",
     "move_to_device",
     "select",
     "measure_plateau",

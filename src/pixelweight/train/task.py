@@ -249,3 +249,87 @@ def check_task(task: Any) -> Task:
     if not isinstance(task, Task):
         raise TypeError(f"task must be a pixelweight.train.Task, got {type(task).__name__}")
     return task
+
+
+class AuxiliaryTargetsTask(SegmentationTask):
+    r"""Dense prediction whose batches carry per-image auxiliary targets beside the mask.
+
+    Batches are ``(image, {"mask": m, name: value, ...})`` (e.g. from
+    :class:`pixelweight.data.WithWFMTerms`: the cached Weighted-F-measure terms). The loss
+    is called as ``loss_fn(logits.float(), m, **aux)`` where ``aux`` holds the auxiliary
+    targets whose names are keyword parameters of the loss (of its ``forward`` for an
+    ``nn.Module``); every other loss gets ``loss_fn(logits.float(), m)``, so one data
+    stream serves a stage whose arms train with different losses. The metrics get the mask.
+
+    Parameters
+    ----------
+    mask : str, default "mask"
+        The key of the mask in the batch's targets.
+    **kwargs
+        The other parameters of :class:`Task` (``inputs``, ``targets``, ``output``,
+        ``collate_fn``); ``metric_targets`` is ``mask``.
+
+    Raises
+    ------
+    ValueError
+        When the batch's targets are not a mapping holding ``mask``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pixelweight.train import AuxiliaryTargetsTask
+    >>> task = AuxiliaryTargetsTask()
+    >>> batch = (torch.zeros(1, 1, 2, 2), {"mask": torch.ones(1, 2, 2), "terms": "cached"})
+    >>> def plain(logits, target):
+    ...     return "mask only"
+    >>> def spatial(logits, target, terms=None):
+    ...     return f"mask and {terms}"
+    >>> task.loss(plain, torch.zeros(1, 1, 2, 2), batch), task.loss(spatial, torch.zeros(1, 1, 2, 2), batch)
+    ('mask only', 'mask and cached')
+    """
+
+    def __init__(self, *, mask: str = "mask", **kwargs: Any) -> None:
+        if not isinstance(mask, str) or not mask:
+            raise TypeError(f"mask must be a non-empty str key, got {mask!r}")
+        if "metric_targets" in kwargs or "loss_outputs" in kwargs:
+            raise TypeError("AuxiliaryTargetsTask sets metric_targets (the mask) and hands the loss one output")
+        super().__init__(metric_targets=mask, **kwargs)
+        self.mask = mask
+
+    def _targets(self, batch: Any) -> Mapping[str, Any]:
+        targets = self.get_targets(batch)
+        if not isinstance(targets, Mapping) or self.mask not in targets:
+            what = sorted(map(str, targets)) if isinstance(targets, Mapping) else type(targets).__name__
+            raise ValueError(f"AuxiliaryTargetsTask expects targets {{{self.mask!r}: mask, ...}}, got {what}")
+        return targets
+
+    def accepted(self, loss_fn: Callable) -> frozenset:
+        """The keyword parameters of ``loss_fn`` (of its ``forward`` for a module), or every
+        name when it takes ``**kwargs`` (a signature lookup, microseconds per step)."""
+        import inspect
+
+        target = loss_fn.forward if isinstance(loss_fn, nn.Module) else loss_fn
+        try:
+            params = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature: the mask only
+            return frozenset()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return _Everything()
+        return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+    def loss(self, loss_fn: Callable, outputs: Any, batch: Any) -> torch.Tensor:
+        """``loss_fn(float32 output, mask, **the auxiliary targets it accepts)``."""
+        targets = self._targets(batch)
+        accepted = self.accepted(loss_fn)
+        aux = {k: v for k, v in targets.items() if k != self.mask and k in accepted}
+        return loss_fn(self.select_output(outputs).float(), targets[self.mask], **aux)
+
+    def describe(self) -> Dict[str, Any]:
+        return {**super().describe(), "mask": self.mask}
+
+
+class _Everything(frozenset):
+    """Contains every name (a loss that takes ``**kwargs``)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
