@@ -79,6 +79,45 @@ def test_every_zoom_model_starts_as_uniform_downsampling():
     assert ZoomClassifier(mode="full", input_size=16).eval().sample(x).output is x
 
 
+def test_every_mode_draws_the_same_task_network_for_a_seed():
+    """The arms of a comparison share the task network's initialisation: the saliency network
+    is built after it (before the fix, the saliency network took the first draws of the RNG)."""
+    for cls, kw in ((ZoomClassifier, {}), (ZoomSegmenter, {"width": 4, "depth": 2})):
+        states = {}
+        for mode, extra in (("uniform", {}), ("saliency", {}), ("saliency", {"padding": 0}),
+                            ("saliency", {"blur_warmup_steps": 5}), ("fixed", {}), ("full", {})):
+            torch.manual_seed(3)
+            states[mode, str(extra)] = cls(mode=mode, input_size=16, grid_size=8, **kw, **extra).net.state_dict()
+        first = next(iter(states.values()))
+        for key, state in states.items():
+            assert state.keys() == first.keys(), key
+            assert all(torch.equal(state[k], first[k]) for k in first), (cls.__name__, key)
+
+
+def test_without_padding_the_model_starts_from_a_centre_zoom():
+    """The no-padding ablation does not start as uniform downsampling (the docs said it did)."""
+    grid = ZoomClassifier(mode="saliency", input_size=32, grid_size=16, padding=0).eval().sample(
+        torch.rand(1, 1, 96, 96)).grid.detach()
+    deviation = (grid - identity_grid(32, batch=1)).abs()
+    assert 0.2 < float(deviation.max()) < 0.3
+    assert float(grid[0, 0, 0, 0]) > -0.9 and float(grid[0, -1, -1, 0]) < 0.9  # pulled toward the centre
+
+
+def test_the_blur_warm_up_clock_is_a_buffer():
+    model = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=3)
+    assert "training_steps" in model.state_dict()
+    x = torch.rand(2, 1, 48, 48)
+    model(x)
+    model(x)
+    fresh = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=3)
+    fresh.load_state_dict(model.state_dict())
+    assert int(fresh.training_steps) == 2
+    fresh(x)
+    assert fresh.sampler.blur_warmup  # the third step is still in the warm-up
+    fresh(x)
+    assert not fresh.sampler.blur_warmup and int(fresh.training_steps) == 4
+
+
 def test_the_blur_warm_up_lasts_its_steps_and_only_in_training():
     model = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=2)
     x = torch.rand(2, 1, 48, 48)
