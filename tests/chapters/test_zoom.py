@@ -465,3 +465,20 @@ def test_tiny_segmentation_runs_judge_the_boundary_claim():
     without_models = {label: [types.SimpleNamespace(seed=zoom._seed(r),
                                                     metrics=r.metrics) for r in rs] for label, rs in runs.items()}
     assert [c.label for c in zoom.segmentation_claims(setup, without_models).claims] == ["(h)", "(i)", "(j)"]
+
+
+def test_benchmark_models_times_the_arms_without_touching_them():
+    from pixelweight.benchmark import benchmark_models
+
+    torch.manual_seed(0)
+    models = {"uniform": ZoomSegmenter(mode="uniform", input_size=16, grid_size=8, width=4, depth=2),
+              "zoom": ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2)}
+    before = {k: v.clone() for k, v in models["zoom"].state_dict().items()}
+    frame = benchmark_models(models, torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32)),
+                             F.cross_entropy, repeats=2)
+    assert list(frame["model"]) == ["uniform", "zoom"] and frame["train_step_ratio"].iloc[0] == 1.0
+    assert (frame[["train_step_s", "forward_s"]] > 0).all().all()
+    assert all(torch.equal(v, before[k]) for k, v in models["zoom"].state_dict().items())
+    with pytest.raises(ValueError, match="timer"):
+        benchmark_models(models, torch.rand(2, 1, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
+                         F.cross_entropy, timer="gpu")
