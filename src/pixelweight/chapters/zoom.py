@@ -25,6 +25,18 @@ it, so ``python -m pixelweight.results verify`` rebuilds the run). :class:`ZoomS
 :class:`~pixelweight.chapters.Setup` that knows this: one model per arm, the classification
 task and metrics where the stage classifies. Runs are named ``ch3-<stage>-<arm>``.
 
+The ``full`` budget (``make results CHAPTER=03_zoom``: 5 seeds; 2,000 steps of 32 images for
+the ``headline`` and ``sweep`` stages, 2,000 steps of 16 scenes for ``segmentation``): one
+training step, one thread, measured as process CPU time (the machine was shared; CPU time is
+what an unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res
+0.150, no padding 0.029, no blur warm-up 0.027, learned data-set map 0.019 (0.268 s for the
+six); each sweep variant 0.043 s for its two arms (0.172 s for the four variants);
+segmentation uniform 0.059 s, zoom + unzoom 0.141 s. So 5 x 2,000 x (0.268 + 0.172 + 0.200) s
+= 6,400 s of training, about 7,000 s (115 min) on one core with the evaluations (about 6%);
+at 2 jobs x 1 thread on 2 idle cores about 58 minutes, 70 with a 20% margin for the two jobs
+sharing memory bandwidth: within the 90 minutes of the design. One seed at 2,500 steps had
+plateaued by step 1,600 in the sampler and uniform arms, hence the 2,000 steps.
+
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
 :func:`segmentation_claims` (``03_segmentation``), each computed from runs (live or
