@@ -93,7 +93,7 @@ plotting.set_style()
 # and the output pixel at $x$ is the input at $u(x)$, read by bilinear interpolation
 # (`grid_sample`). Where $S$ is large, nearby grid points are pulled toward it: the sampling is
 # dense, the region magnified. The public code uses $g$ = {glue:text}`code_grid` cells, a
-# Gaussian of full width at half maximum 13 cells ($\sigma \approx$ {glue:text}`code_sigma`) and a
+# Gaussian of full width at half maximum {glue:text}`code_fwhm` cells ($\sigma \approx$ {glue:text}`code_sigma`) and a
 # padding of {glue:text}`code_padding` cells [code]; the paper states $\sigma$ as a third of the
 # map's width instead (the code's issue #6 asks which is right) [paper, unverified].
 #
@@ -106,6 +106,7 @@ plotting.set_style()
 # %% tags=["hide-input"]
 glue("code_grid", CODE_GRID_SIZE)
 glue("code_sigma", f"{CODE_SIGMA:.2f}")
+glue("code_fwhm", f"{2 * np.sqrt(2 * np.log(2)) * CODE_SIGMA:.0f}")  # FWHM = 2 sqrt(2 ln 2) sigma
 glue("code_padding", CODE_PADDING)
 
 # %% [markdown]
@@ -167,7 +168,7 @@ plt.show()
 #
 # Hand-made saliency maps on scikit-image's sample photographs: a Gaussian bump on the
 # photographer's face, one on the astronaut's face, and a vertical band over the cup of coffee.
-# Each photograph is sampled to a 96 x 96 output, uniformly and by the sampler; the grid is
+# Each photograph is sampled to a {glue:text}`cari_px` x {glue:text}`cari_px` output, uniformly and by the sampler; the grid is
 # drawn over the photograph (every fourth line).
 
 # %% tags=["hide-input"]
@@ -187,6 +188,8 @@ def as_tensor(image):
     return (x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None])
 
 
+CARICATURE = 96  # side of the sampled output, pixels
+glue("cari_px", CARICATURE)
 photos = {
     "camera": (as_tensor(skdata.camera()), bump(31, 0.25, 0.45, 0.08)),
     "astronaut": (as_tensor(skdata.astronaut()), bump(31, 0.25, 0.42, 0.08)),
@@ -194,24 +197,24 @@ photos = {
 }
 fig, axes = plt.subplots(len(photos), 4, figsize=(plotting.PAGE_WIDTH, 2.0 * len(photos)))
 for row, (name, (x, s)) in zip(axes, photos.items()):
-    grid = saliency_grid(s, out_size=96)
-    uniform = F.interpolate(x, size=96, mode="bilinear", align_corners=True)
+    grid = saliency_grid(s, out_size=CARICATURE)
+    uniform = F.interpolate(x, size=CARICATURE, mode="bilinear", align_corners=True)
     caricature = zoom(x, grid)
     h, w = x.shape[-2:]
     show = lambda t: t[0].permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()  # noqa: E731
     kw = {"cmap": "gray"} if x.shape[1] == 1 else {}
     row[0].imshow(show(x), **kw)
     g = (grid[0].numpy() + 1) / 2  # the grid in pixel coordinates of each axis
-    for r in range(0, 96, 6):
+    for r in range(0, CARICATURE, 6):
         row[0].plot(g[r, :, 0] * (w - 1), g[r, :, 1] * (h - 1), color="tab:orange", lw=0.7)
-    for c in range(0, 96, 6):
+    for c in range(0, CARICATURE, 6):
         row[0].plot(g[:, c, 0] * (w - 1), g[:, c, 1] * (h - 1), color="tab:orange", lw=0.7)
     row[1].imshow(s[0, 0], cmap="magma")
     row[2].imshow(show(uniform), **kw)
     row[3].imshow(show(caricature), **kw)
     row[0].set_ylabel(name, fontsize="small")
-for ax, title in zip(axes[0], ["photograph and grid", "saliency (31 x 31 cells)", "uniform, 96 x 96",
-                               "sampler, 96 x 96"]):
+for ax, title in zip(axes[0], ["photograph and grid", "saliency (31 x 31 cells)",
+                               f"uniform, {CARICATURE} x {CARICATURE}", f"sampler, {CARICATURE} x {CARICATURE}"]):
     ax.set_title(title, fontsize="small")
 for ax in axes.flat:
     ax.set_xticks([])
@@ -221,7 +224,7 @@ for ax in axes.flat:
 plt.show()
 
 # %% [markdown]
-# The faces and the cup fill a larger part of the 96 x 96 output than under uniform
+# The faces and the cup fill a larger part of the {glue:text}`cari_px` x {glue:text}`cari_px` output than under uniform
 # downsampling, at the cost of everything around them; the grid lines crowd over the salient
 # regions. This is what the task network sees.
 #
@@ -239,6 +242,8 @@ for height in heights:
     grid = saliency_grid(bump(31, 0.5, 0.5, 0.06, height), out_size=97)
     step = (grid[0, 48, 49, 0] - grid[0, 48, 47, 0]) / 2  # spacing at the centre, normalised
     mags.append(float((2 / 96) / step))
+glue("contrast_low", f"{1 + heights[1]:g}")
+glue("contrast_high", f"{1 + heights[-1]:g}")
 glue("mag_low", f"{mags[1]:.3f}")
 glue("mag_high", f"{mags[-1]:.1f}")
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.6, 2.6))
@@ -250,8 +255,8 @@ ax.legend(frameon=False, fontsize="small")
 plt.show()
 
 # %% [markdown]
-# A bump of contrast 1.1 magnifies its centre by {glue:text}`mag_low` (1 is uniform
-# sampling); a contrast of 101 by {glue:text}`mag_high`.
+# A bump of contrast {glue:text}`contrast_low` magnifies its centre by {glue:text}`mag_low` (1 is
+# uniform sampling); a contrast of {glue:text}`contrast_high` by {glue:text}`mag_high`.
 #
 # ## The inverse map
 #
@@ -266,21 +271,24 @@ plt.show()
 
 # %% tags=["hide-input"]
 x, s = photos["camera"]
-grid = saliency_grid(s, out_size=128)
+ZOOMED = 128  # side of the zoomed image, pixels
+side = x.shape[-1]  # the photograph's
+glue("zoomed_px", ZOOMED)
+grid = saliency_grid(s, out_size=ZOOMED)
 small = zoom(x, grid)
-inverse = invert_grid(grid, out_size=512)
-back = unzoom(small, grid, out_size=512)
-uniform_back = F.interpolate(F.interpolate(x, size=128, mode="bilinear", align_corners=True), size=512,
+inverse = invert_grid(grid, out_size=side)
+back = unzoom(small, grid, out_size=side)
+uniform_back = F.interpolate(F.interpolate(x, size=ZOOMED, mode="bilinear", align_corners=True), size=side,
                              mode="bilinear", align_corners=True)
-yy, xx = np.mgrid[0:512, 0:512]
-face = (np.abs(yy / 511 - 0.25) < 0.1) & (np.abs(xx / 511 - 0.45) < 0.1)
+yy, xx = np.mgrid[0:side, 0:side]
+face = (np.abs(yy / (side - 1) - 0.25) < 0.1) & (np.abs(xx / (side - 1) - 0.45) < 0.1)
 err_zoom = float((back - x).abs()[0, 0].numpy()[face].mean())
 err_uniform = float((uniform_back - x).abs()[0, 0].numpy()[face].mean())
 glue("covered", f"{100 * float(inverse.valid.float().mean()):.1f}")
 glue("err_face_zoom", f"{err_zoom:.3f}")
 glue("err_face_uniform", f"{err_uniform:.3f}")
 fig, axes = plt.subplots(1, 4, figsize=(plotting.PAGE_WIDTH, 2.2))
-panels = [(x, "photograph (512 px)"), (small, "zoomed (128 px)"), (back, "unzoomed (512 px)"),
+panels = [(x, f"photograph ({side} px)"), (small, f"zoomed ({ZOOMED} px)"), (back, f"unzoomed ({side} px)"),
           (uniform_back, "uniform down and up")]
 for ax, (t, title) in zip(axes, panels):
     ax.imshow(t[0, 0].clamp(0, 1), cmap="gray")
@@ -294,6 +302,6 @@ plt.show()
 # The warp reaches {glue:text}`covered`% of the original pixels (the padding keeps the grid
 # on the image border). Over the face, the mean absolute error of the round trip is
 # {glue:text}`err_face_zoom` after zoom and unzoom, against {glue:text}`err_face_uniform` after
-# uniform downsampling to the same 128 x 128 and back: the zoom kept detail where the saliency
+# uniform downsampling to the same {glue:text}`zoomed_px` x {glue:text}`zoomed_px` and back: the zoom kept detail where the saliency
 # asked for it. The next notebook asks whether a network can *learn* such a saliency from a
 # classification loss; the third whether zoom and unzoom help segmentation.

@@ -44,6 +44,12 @@ computed per call; FLoss, F3Net's structure loss, BASNet's hybrid loss) against
 masks, for one or more batch shapes (:data:`FOREGROUND_SHAPES`), with the issue's target
 (:data:`FOREGROUND_TARGETS`).
 
+**Whole models against each other.** :func:`benchmark_models` times one training step (forward,
+loss, backward, an Adam step, on copies of the models) and one evaluation forward pass of each
+of several models on the same batch, and gives each as a ratio to the first model: what the
+learning-to-zoom chapter reports for its arms ("equal task-network input size" is not equal
+compute: the sampler's saliency network and grid, and for segmentation the unzoom, cost time).
+
 From a shell (every loss, 1 and 2 CPU threads; ``--set recall`` gives the recall chapter's
 comparison), e.g. on a GPU at the size of a Cityscapes batch::
 
@@ -70,7 +76,7 @@ from ._validation import check_float, check_ignore_index, check_int
 
 __all__ = ["DEFAULT_SHAPE", "FOREGROUND_REFERENCE", "FOREGROUND_SHAPES", "FOREGROUND_TARGETS", "LIBRARY_SHAPE",
            "REFERENCE", "SAMPLER_TARGET", "TARGETS", "benchmark_calls", "benchmark_foreground", "benchmark_library",
-           "benchmark_losses", "benchmark_sampler", "default_losses", "foreground_batch", "foreground_losses",
+           "benchmark_losses", "benchmark_models", "benchmark_sampler", "default_losses", "foreground_batch", "foreground_losses",
            "keep_freed_memory", "library_losses", "main", "peak_memory", "profile_losses", "ratio_table",
            "time_calls"]
 
@@ -919,6 +925,78 @@ def benchmark_sampler(
     frame["target"] = [SAMPLER_TARGET if (name == "sampler" and task_net) else float("nan") for name in frame["call"]]
     frame["meets"] = [None if t != t else bool(r <= t) for t, r in zip(frame["target"], frame["ratio"])]
     return frame
+
+
+def benchmark_models(models: Mapping[str, torch.nn.Module], inputs: torch.Tensor, targets: torch.Tensor,
+                     loss_fn: Callable, *, repeats: int = 5, warmup: int = 1, timer: str = "auto",
+                     device: str | torch.device = "cpu", lr: float = 1e-3) -> "object":
+    """Seconds of a training step and of an evaluation forward pass of each of ``models`` on
+    the batch ``(inputs, targets)``, and their ratio to the **first** model.
+
+    Every model is deep-copied (the originals are left as they are) and moved to ``device``;
+    a training step is ``loss_fn(model(inputs), targets).backward()`` and an Adam step
+    (``lr``) in training mode, a forward pass runs in eval mode under ``torch.no_grad``. The
+    calls take turns within each round (:func:`time_calls`) and each ratio is the median over
+    the rounds of the ratio within a round, so that a slow spell of a shared machine hits all
+    models alike. ``timer="auto"``: process CPU time on the CPU (a loaded machine disturbs it
+    less; use one thread), elapsed time on a GPU.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model: ``model``, ``train_step_s`` and ``forward_s`` (medians), and
+        ``train_step_ratio`` and ``forward_ratio`` (to the first model).
+    """
+    import copy
+    import statistics
+
+    import pandas as pd
+
+    from .train import resolve_device
+
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models must be a non-empty mapping of name -> nn.Module")
+    for name, m in models.items():
+        if not isinstance(m, torch.nn.Module):
+            raise TypeError(f"models[{name!r}] must be an nn.Module, got {type(m).__name__}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable")
+    if timer not in TIMERS + ("auto",):
+        raise ValueError(f"timer must be one of {TIMERS + ('auto',)}, got {timer!r}")
+    device = resolve_device(device)
+    if timer == "auto":
+        timer = "cpu" if device.type == "cpu" else "wall"
+    x, y = inputs.to(device), targets.to(device)
+    steps, forwards = {}, {}
+    for name, model in models.items():
+        m = copy.deepcopy(model).to(device)
+        opt = torch.optim.Adam(m.parameters(), lr=lr)
+
+        def step(m=m, opt=opt):
+            m.train()
+            opt.zero_grad(set_to_none=True)
+            loss_fn(m(x), y).backward()
+            opt.step()
+
+        def forward(m=m):
+            m.eval()
+            with torch.no_grad():
+                m(x)
+
+        steps[name], forwards[name] = step, forward
+    train_times = time_calls(steps, repeats=repeats, warmup=warmup, device=device, timer=timer)
+    forward_times = time_calls(forwards, repeats=repeats, warmup=warmup, device=device, timer=timer)
+    first = next(iter(models))
+    rows = []
+    for name in models:
+        rows.append({
+            "model": name,
+            "train_step_s": statistics.median(train_times[name]),
+            "forward_s": statistics.median(forward_times[name]),
+            "train_step_ratio": statistics.median(a / b for a, b in zip(train_times[name], train_times[first])),
+            "forward_ratio": statistics.median(a / b for a, b in zip(forward_times[name], forward_times[first])),
+        })
+    return pd.DataFrame(rows, columns=["model", "train_step_s", "forward_s", "train_step_ratio", "forward_ratio"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -37,11 +37,26 @@ def test_classification_ce_is_torch_cross_entropy_and_registered():
     assert math.isnan(float(loss(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))))
 
 
+def test_classification_ce_keeps_the_loss_contract_of_ce():
+    """The contract suite runs it too (tests/losses/contract.py); here the three defects of its
+    first version: an all-ignored batch gave NaN, float16 logits a float32 loss, and the label
+    check read a boolean on the host (a GPU sync) instead of the checked path of the pixel losses."""
+    logits = torch.randn(4, 3, requires_grad=True)
+    out = classification_cross_entropy(logits, torch.full((4,), 255), ignore_index=255)
+    assert out.item() == 0 and out.requires_grad
+    assert classification_cross_entropy(logits.detach().half(), torch.tensor([0, 1, 2, 1])).dtype == torch.float16
+    import inspect
+
+    from pixelweight.losses import classification as module
+
+    assert "bool(" not in inspect.getsource(module.classification_cross_entropy)
+
+
 @pytest.mark.parametrize("logits, target, match", [
     (torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long), "shape"),
     (torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), "target must have shape"),
     (torch.zeros(2, 3), torch.zeros(2), "integer"),
-    (torch.zeros(2, 3), torch.tensor([0, 3]), r"\[0, 3\)"),
+    (torch.zeros(2, 3), torch.tensor([0, 3]), r"\[0, 2\]"),
     (torch.zeros(2, 1), torch.tensor([0, 0]), "C >= 2"),
 ])
 def test_classification_ce_rejects_bad_inputs(logits, target, match):
@@ -62,6 +77,45 @@ def test_every_zoom_model_starts_as_uniform_downsampling():
         assert (out.output - uniform).abs().max() < 1e-5, mode
         assert (out.grid - identity_grid(16, batch=3)).abs().max() < 1e-6, mode
     assert ZoomClassifier(mode="full", input_size=16).eval().sample(x).output is x
+
+
+def test_every_mode_draws_the_same_task_network_for_a_seed():
+    """The arms of a comparison share the task network's initialisation: the saliency network
+    is built after it (before the fix, the saliency network took the first draws of the RNG)."""
+    for cls, kw in ((ZoomClassifier, {}), (ZoomSegmenter, {"width": 4, "depth": 2})):
+        states = {}
+        for mode, extra in (("uniform", {}), ("saliency", {}), ("saliency", {"padding": 0}),
+                            ("saliency", {"blur_warmup_steps": 5}), ("fixed", {}), ("full", {})):
+            torch.manual_seed(3)
+            states[mode, str(extra)] = cls(mode=mode, input_size=16, grid_size=8, **kw, **extra).net.state_dict()
+        first = next(iter(states.values()))
+        for key, state in states.items():
+            assert state.keys() == first.keys(), key
+            assert all(torch.equal(state[k], first[k]) for k in first), (cls.__name__, key)
+
+
+def test_without_padding_the_model_starts_from_a_centre_zoom():
+    """The no-padding ablation does not start as uniform downsampling (the docs said it did)."""
+    grid = ZoomClassifier(mode="saliency", input_size=32, grid_size=16, padding=0).eval().sample(
+        torch.rand(1, 1, 96, 96)).grid.detach()
+    deviation = (grid - identity_grid(32, batch=1)).abs()
+    assert 0.2 < float(deviation.max()) < 0.3
+    assert float(grid[0, 0, 0, 0]) > -0.9 and float(grid[0, -1, -1, 0]) < 0.9  # pulled toward the centre
+
+
+def test_the_blur_warm_up_clock_is_a_buffer():
+    model = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=3)
+    assert "training_steps" in model.state_dict()
+    x = torch.rand(2, 1, 48, 48)
+    model(x)
+    model(x)
+    fresh = ZoomClassifier(mode="saliency", input_size=16, grid_size=8, blur_warmup_steps=3)
+    fresh.load_state_dict(model.state_dict())
+    assert int(fresh.training_steps) == 2
+    fresh(x)
+    assert fresh.sampler.blur_warmup  # the third step is still in the warm-up
+    fresh(x)
+    assert not fresh.sampler.blur_warmup and int(fresh.training_steps) == 4
 
 
 def test_the_blur_warm_up_lasts_its_steps_and_only_in_training():
@@ -135,7 +189,10 @@ def test_stages_arms_and_run_names():
     assert head.run_names() == [f"ch3-headline-{r}" for r in ("uniform", "sampler", "highres", "nopad", "noblur",
                                                                "fixed")]
     assert zoom.setup("sweep", "full").run_names(variants=True) == [
-        f"ch3-sweep-d{d}-{a}" for d in zoom.DIGIT_SIZES for a in ("uniform", "sampler")]
+        f"ch3-sweep-{v}-{a}" for v in [f"d{d}" for d in zoom.DIGIT_SIZES] + [zoom.FILL_VARIANT]
+        for a in ("uniform", "sampler")]
+    fill = zoom.setup("sweep", "ci").variant(zoom.FILL_VARIANT).data
+    assert fill.options["digit_size"] == fill.size and fill.options["clutter"] == 0  # zooming cannot help
     assert zoom.setup("segmentation", "ci").run_names() == ["ch3-seg-uniform", "ch3-seg-zoom"]
     for stage in zoom.STAGES.values():
         assert len(stage.scale("ci").profile.seeds) >= 3 and len(stage.scale("full").profile.seeds) >= 5
@@ -167,7 +224,7 @@ def test_each_arm_has_its_model_and_the_record_holds_it():
 
 def test_the_runner_lists_every_run():
     jobs = chapter_jobs("03_zoom", "full")
-    assert len(jobs) == 5 * (6 + 2 * len(zoom.DIGIT_SIZES) + 2)
+    assert len(jobs) == 5 * (6 + 2 * (len(zoom.DIGIT_SIZES) + 1) + 2)
     assert {j.stage for j in jobs} == {"headline", "sweep", "segmentation"}
 
 
@@ -180,15 +237,17 @@ def _runs(values, metric="test_accuracy"):
 
 def _headline(sampler, uniform=(0.50, 0.52, 0.51, 0.49), highres=(0.80, 0.82, 0.81, 0.79), **others):
     runs = {"uniform": _runs(uniform), "sampler": _runs(sampler), "high-res": _runs(highres)}
-    for label in ("no padding", "no blur warm-up", "fixed saliency"):
+    for label in ("no padding", "no blur warm-up", zoom.FIXED_ARM):
         runs[label] = _runs(others.get(label, uniform))
     return runs
 
 
-def _sweep(gains, base=0.5):
+def _sweep(gains, base=0.5, fill=None):
+    """Sweep runs with the sampler's gains per digit size; on the fill variant the gain ``fill``
+    (default: the largest digit's)."""
     runs = {}
-    for d, gain in zip(zoom.DIGIT_SIZES, gains):
-        v = zoom.sweep_variant(d)
+    variants = [zoom.sweep_variant(d) for d in zoom.DIGIT_SIZES] + [zoom.FILL_VARIANT]
+    for v, gain in zip(variants, list(gains) + [gains[-1] if fill is None else fill]):
         runs[v, "uniform"] = _runs([base, base + 0.01, base - 0.01, base])
         runs[v, "sampler"] = _runs([base + g for g in gain])
     return runs
@@ -243,8 +302,8 @@ def test_claims_not_testable_and_without_the_sweep():
 def test_claims_check_their_inputs():
     head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
     runs = _headline(sampler=(0.7,) * 4)
-    del runs["fixed saliency"]
-    with pytest.raises(KeyError, match="fixed saliency"):
+    del runs[zoom.FIXED_ARM]
+    with pytest.raises(KeyError, match=zoom.FIXED_ARM):
         zoom.headline_claims(head, runs)
     shifted = _headline(sampler=(0.7,) * 4)
     shifted["sampler"] = [types.SimpleNamespace(seed=s + 1, metrics=r.metrics) for s, r in
@@ -261,6 +320,73 @@ def test_claims_check_their_inputs():
         zoom.sweep_effects(sweep, partial)
     with pytest.raises(ValueError, match="fraction"):
         zoom.gap_closed(_headline(sampler=(0.7,) * 4), fraction=1.5)
+
+
+def test_claim_c_is_not_testable_when_high_res_is_no_better_than_uniform():
+    """Before the fix, with high-res below uniform the "half-way" target fell below uniform and a
+    sampler no better than uniform was "supported"."""
+    head = zoom.setup("headline", "ci")
+    below = _headline(sampler=(0.51, 0.53, 0.52, 0.50), highres=(0.30, 0.32, 0.31, 0.29))
+    (c,) = [c for c in zoom.headline_claims(head, below).claims if c.label == "(c)"]
+    assert c.verdict == "not testable at this scale"
+    unsure = _headline(sampler=(0.51, 0.53, 0.52, 0.50), highres=(0.60, 0.42, 0.56, 0.44))  # h - u not surely > 0
+    (c,) = [c for c in zoom.headline_claims(head, unsure).claims if c.label == "(c)"]
+    assert c.verdict == "not testable at this scale"
+
+
+def test_claim_b_is_judged_where_zooming_cannot_help():
+    """(b) reads the fill variant, not the largest digit of the sweep (where the sampler can still
+    win and so passes non-inferiority trivially)."""
+    head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
+    helps_at_20 = [(0.3, 0.32, 0.29, 0.31), (0.1, 0.12, 0.11, 0.09), (0.2, 0.21, 0.19, 0.2)]
+    worse_on_fill = zoom.sweep_effects(sweep, _sweep(helps_at_20, fill=(-0.1, -0.12, -0.11, -0.09)))
+    assert _verdicts(zoom.headline_claims(head, _headline(sampler=(0.7,) * 4), worse_on_fill))["(b)"] == \
+        "contradicted"
+    assert _verdicts(zoom.sweep_claims(sweep, _sweep(helps_at_20, fill=(-0.1, -0.12, -0.11, -0.09))))["(b)"] == \
+        "contradicted"
+    (b,) = [c for c in zoom.sweep_claims(sweep, _sweep(helps_at_20, fill=(0.0,) * 4)).claims if c.label == "(b)"]
+    assert b.verdict == "supported" and "fills the 96x96 canvas" in b.ran
+
+
+def test_missing_or_nan_metrics_give_not_testable_not_an_error():
+    head, sweep = zoom.setup("headline", "ci"), zoom.setup("sweep", "ci")
+    runs = _sweep([(0.3,) * 4, (0.1,) * 4, (0.0,) * 4])
+    runs["d8", "sampler"] = _runs([float("nan"), 0.8, 0.8, 0.8])
+    runs["d20", "sampler"] = _runs([None, 0.5, 0.5, 0.5])
+    assert math.isnan(zoom.sweep_effects(sweep, runs)["growth"].mean)
+    assert _verdicts(zoom.sweep_claims(sweep, runs))["(d)"] == "not testable at this scale"
+    seg = zoom.setup("segmentation", "ci")
+    seg_runs = {label: [types.SimpleNamespace(seed=s, metrics={"test_miou": 0.5, "test_iou": [0.9] * 11,
+                                                               "test_boundary_accuracy": v})
+                        for s, v in enumerate(values)]
+                for label, values in (("uniform", (0.5, None, 0.4)), ("zoom + unzoom", (0.6, 0.6, float("nan"))))}
+    assert math.isnan(zoom.boundary_effect(seg, seg_runs).mean)
+    assert _verdicts(zoom.segmentation_claims(seg, seg_runs))["(j)"] == "not testable at this scale"
+
+
+def test_boundary_accuracy_is_a_metric_of_the_segmentation_runs():
+    seg = zoom.setup("segmentation", "ci")
+    metrics = seg.metrics()
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 3
+    logits = F.one_hot(target, 11).permute(0, 3, 1, 2).float()
+    logits[0, :, 2, 2] = 0
+    logits[0, 5, 2, 2] = 1  # one wrong boundary pixel
+    metrics.update(logits, target)
+    out = metrics.compute()
+    from pixelweight.metrics import boundary_mask
+
+    total = int(boundary_mask(target, width=zoom.BOUNDARY_WIDTH).sum())
+    assert out["boundary_accuracy"] == pytest.approx((total - 1) / total) and "miou" in out
+    metrics.reset()
+    metrics.update(torch.zeros(1, 11, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+    assert metrics.compute()["boundary_accuracy"] is None  # no boundary pixel
+
+
+def test_identity_checks_follow_the_images_dtype():
+    canvases = torch.stack([zoom.setup("headline", "ci").data.build("test", 2)[i][0] for i in range(2)]).double()
+    exact, low = zoom.identity_checks(canvases)
+    assert exact.passed and low.passed
 
 
 def test_sweep_claims_record_only_b_and_d():
@@ -333,5 +459,26 @@ def test_tiny_classification_runs_are_deterministic_and_verify(tmp_path):
 def test_tiny_segmentation_runs_judge_the_boundary_claim():
     setup = zoom.ZoomSetup("03_zoom", _tiny("segmentation"), "ci", device="cpu")
     runs = setup.run(progress=False)
+    assert all("test_boundary_accuracy" in r.metrics for rs in runs.values() for r in rs)
     table = zoom.segmentation_claims(setup, runs)
     assert [c.label for c in table.claims] == ["(h)", "(i)", "(j)"]
+    without_models = {label: [types.SimpleNamespace(seed=zoom._seed(r),
+                                                    metrics=r.metrics) for r in rs] for label, rs in runs.items()}
+    assert [c.label for c in zoom.segmentation_claims(setup, without_models).claims] == ["(h)", "(i)", "(j)"]
+
+
+def test_benchmark_models_times_the_arms_without_touching_them():
+    from pixelweight.benchmark import benchmark_models
+
+    torch.manual_seed(0)
+    models = {"uniform": ZoomSegmenter(mode="uniform", input_size=16, grid_size=8, width=4, depth=2),
+              "zoom": ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2)}
+    before = {k: v.clone() for k, v in models["zoom"].state_dict().items()}
+    frame = benchmark_models(models, torch.rand(2, 1, 32, 32), torch.randint(0, 11, (2, 32, 32)),
+                             F.cross_entropy, repeats=2)
+    assert list(frame["model"]) == ["uniform", "zoom"] and frame["train_step_ratio"].iloc[0] == 1.0
+    assert (frame[["train_step_s", "forward_s"]] > 0).all().all()
+    assert all(torch.equal(v, before[k]) for k, v in models["zoom"].state_dict().items())
+    with pytest.raises(ValueError, match="timer"):
+        benchmark_models(models, torch.rand(2, 1, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
+                         F.cross_entropy, timer="gpu")

@@ -47,6 +47,7 @@ import torch
 
 from pixelweight.losses import (
     BCEWeightedFMeasureLoss,
+    ClassificationCrossEntropy,
     CrossEntropyLoss,
     FocalLoss,
     HybridLoss,
@@ -56,6 +57,7 @@ from pixelweight.losses import (
     SoftFMeasureLoss,
     StructureLoss,
     WeightedFMeasureLoss,
+    classification_cross_entropy,
     cross_entropy,
     focal_loss,
     hybrid_loss,
@@ -71,7 +73,7 @@ from pixelweight.losses import (
 
 from losses.loss_cases import REDUCTIONS
 
-LAYOUTS = ("multiclass", "binary")
+LAYOUTS = ("multiclass", "binary")  # the default layouts of a spec; also "classification": (N, C) logits
 DEVICES = ("cpu", "cuda")  # "cuda" is skipped without a GPU
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -99,6 +101,11 @@ def image_class_table(logits_shape, valid) -> Tuple[int, ...]:
 
 def per_image(logits_shape, valid) -> Tuple[int, ...]:
     """One value per image, ``(N,)`` (the foreground-map losses: binary logits only)."""
+    return (logits_shape[0],)
+
+
+def per_sample(logits_shape, valid) -> Tuple[int, ...]:
+    """One value per sample, ``(N,)`` (the classification layout: ``(N, C)`` logits)."""
     return (logits_shape[0],)
 
 
@@ -163,7 +170,8 @@ class LossSpec:
     module_options : callable
         Extra module-only keyword arguments (e.g. ``RecallLoss(num_classes, momentum)``).
     layouts : tuple
-        ``"multiclass"`` ((N, C, H, W) logits, C >= 2) and/or ``"binary"`` ((N, 1, H, W)).
+        ``"multiclass"`` ((N, C, H, W) logits, C >= 2) and/or ``"binary"`` ((N, 1, H, W)), or
+        ``"classification"`` ((N, C) class logits and (N,) labels: a loss of whole images).
     none_shape : callable
         ``none_shape(logits.shape, valid) -> shape`` of ``reduction="none"``.
     mean_denominator : callable
@@ -309,6 +317,9 @@ SPECS = [
              options=lambda c: dict(p=3.0, ratio=0.6, pixel_loss=functools.partial(focal_loss, gamma=2.0)),
              nan="raise",
              none_differentiable=False),
+    # image classification: (N, C) logits, (N,) labels, one value per sample
+    LossSpec("classification-ce", "classification-ce", classification_cross_entropy, ClassificationCrossEntropy,
+             layouts=("classification",), none_shape=per_sample),
     # the foreground-map losses: binary logits, one value per image
     LossSpec("wfm", "wfm", weighted_fmeasure_loss, WeightedFMeasureLoss, layouts=("binary",),
              none_shape=per_image, mean_denominator=valid_images),

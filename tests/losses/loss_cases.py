@@ -31,6 +31,15 @@ def binary_inputs(n=2, h=5, w=6, dtype=torch.float64, device="cpu", ignore_index
     return logits.requires_grad_(requires_grad), target.to(device)
 
 
+def classification_inputs(n=2, c=4, h=5, w=6, dtype=torch.float64, device="cpu", ignore_index=None, seed=0,
+                          requires_grad=False):
+    """Random class logits (M, C) and labels (M,) with M = n * h * w samples (as many as the
+    pixels of the other layouts); a few samples set to ignore_index."""
+    logits, target = multiclass_inputs(n, c, h, w, dtype, device, ignore_index, seed, requires_grad=False)
+    logits = logits.permute(0, 2, 3, 1).reshape(-1, c).contiguous()
+    return logits.requires_grad_(requires_grad), target.reshape(-1)
+
+
 def perfect_logits(target, num_channels, scale=40.0, dtype=torch.float64):
     """Logits that put (almost) all probability on the target class."""
     if num_channels == 1:

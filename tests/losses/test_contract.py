@@ -21,9 +21,10 @@ from losses.contract import (
     image_class_table,
     known_defect,
     per_image,
+    per_sample,
     pixel_map,
 )
-from losses.loss_cases import binary_inputs, multiclass_inputs
+from losses.loss_cases import binary_inputs, classification_inputs, multiclass_inputs
 
 LAYOUT = object()  # an axis of `cases`: the layouts the spec supports
 IGNORE = 255
@@ -50,6 +51,8 @@ def inputs(layout, *, n=2, c=4, h=5, w=6, ignore_index=IGNORE, seed=0, dtype=tor
               requires_grad=requires_grad)
     if layout == "binary":
         return (*binary_inputs(**kw), 2)
+    if layout == "classification":  # (N, C) class logits, (N,) labels: n * h * w samples
+        return (*classification_inputs(c=c, **kw), c)
     return (*multiclass_inputs(c=c, **kw), c)
 
 
@@ -118,8 +121,12 @@ def test_gradcheck(spec, layout, reduction):
 # dtypes and devices
 # ------------------------------------------------------------------------------------------
 def _scaled_inputs(layout, seed, **kw):
-    """Image 0 nearly uniform (logits x 0.15: early training, near-ties), image 1 confident (x 1.5)."""
+    """Image 0 nearly uniform (logits x 0.15: early training, near-ties), image 1 confident (x 1.5);
+    for (N, C) logits, the first half of the samples and the second."""
     x, t, c = inputs(layout, seed=seed, **kw)
+    if x.ndim == 2:
+        scale = torch.tensor([0.15, 1.5], dtype=x.dtype).repeat_interleave(x.shape[0] // 2).view(-1, 1)
+        return x * scale, t, c
     scale = torch.tensor([0.15, 1.5], dtype=x.dtype).view(2, 1, 1, 1)
     return x * scale, t, c
 
@@ -151,10 +158,12 @@ def test_low_precision_at_a_realistic_size(spec, dtype, device):
     1,032,192 valid pixels (past float16's largest integer, 65,504), images from nearly uniform to
     confident; the mean against float64."""
     g = torch.Generator().manual_seed(0)
-    c = 5 if "multiclass" in spec.layouts else 1  # binary-only losses: (N, 1, H, W) logits, 0/1 labels
+    c = 5 if "binary" not in spec.layouts or "multiclass" in spec.layouts else 1  # binary-only: (N, 1, H, W)
     x = torch.randn(4, c, 512, 512, generator=g) * torch.tensor([0.15, 1.0, 2.0, 4.0]).view(4, 1, 1, 1)
     t = torch.randint(0, max(c, 2), (4, 512, 512), generator=g)
     t[:, :8] = IGNORE
+    if spec.layouts == ("classification",):  # as many (N, C) samples: 1,048,576 x 5 logits
+        x, t = x.permute(0, 2, 3, 1).reshape(-1, c), t.reshape(-1)
     x = x.to(dtype)
     out = spec.loss(max(c, 2), IGNORE, "mean", device)(x.to(device), t.to(device))
     ref = spec.loss(max(c, 2), IGNORE, "mean")(x.double(), t)
@@ -202,7 +211,7 @@ def test_reduction_layouts_and_normalisers(spec, layout):
     valid = t != IGNORE
     none, total, mean = (spec.loss(c, IGNORE, r)(x, t) for r in ("none", "sum", "mean"))
     assert none.shape == spec.none_shape(x.shape, valid)
-    if spec.none_shape is pixel_map:
+    if spec.none_shape in (pixel_map, per_sample):
         assert torch.all(none.reshape(valid.shape)[~valid] == 0)
     if spec.none_shape in (image_class_table, per_image):
         assert torch.all(none[2] == 0)
@@ -221,7 +230,11 @@ def test_reduction_layouts_and_normalisers(spec, layout):
 @pytest.mark.parametrize("spec, layout, memory", cases("memory_layout", SPECS, LAYOUT, ["channels_last", "non_contiguous"]))
 def test_memory_layouts(spec, layout, memory):
     x, t, c = inputs(layout, seed=7, requires_grad=True)
-    if memory == "channels_last":
+    if x.ndim == 2:  # (N, C) logits: no channels_last; the same values behind transposed strides
+        y = x.detach().t().contiguous().t()
+        u = torch.stack([t, t], 1)[:, 0]
+        assert not y.is_contiguous() and not u.is_contiguous()
+    elif memory == "channels_last":
         y, u = x.detach().contiguous(memory_format=torch.channels_last), t
         assert layout == "binary" or not y.is_contiguous()
     else:  # the same values behind transposed strides
@@ -273,9 +286,9 @@ def test_state_dict_round_trip(spec, layout):
 @pytest.mark.parametrize("spec, layout, reduction", cases("nan", SPECS, LAYOUT, REDUCTIONS))
 def test_nan_logit_gives_nan(spec, layout, reduction):
     x, t, c = inputs(layout, seed=10)
-    n, i, j = (t != IGNORE).nonzero()[0].tolist()  # a valid pixel
+    index = tuple((t != IGNORE).nonzero()[0].tolist())  # a valid pixel (or sample)
     x = x.clone()
-    x[n, 0, i, j] = float("nan")
+    x[index[:1] + (0,) + index[1:]] = float("nan")
     loss = spec.loss(c, IGNORE, reduction)
     if spec.nan == "raise":
         with pytest.raises(ValueError, match="finite"):
@@ -285,8 +298,8 @@ def test_nan_logit_gives_nan(spec, layout, reduction):
     assert torch.isnan(out).any(), f"a NaN logit gave the finite loss {out}"
     if reduction != "none":
         assert torch.isnan(out)
-    elif spec.none_shape is pixel_map:
-        assert torch.isnan(out.reshape(t.shape)[n, i, j])
+    elif spec.none_shape in (pixel_map, per_sample):
+        assert torch.isnan(out.reshape(t.shape)[index])
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,15 +310,15 @@ def test_invalid_inputs_raise(spec, layout):
     x, t, c = inputs(layout)
     loss = spec.loss(c, IGNORE)
     bad = [
-        (t[:, :3], r"target.*shape|shape.*target"),  # wrong spatial size
-        (torch.full_like(t, c if layout == "multiclass" else 2), "target"),  # a label outside [0, C)
+        (t[:3] if t.ndim == 1 else t[:, :3], r"target.*shape|shape.*target"),  # wrong size
+        (torch.full_like(t, 2 if layout == "binary" else c), "target"),  # a label outside [0, C)
         (t.double() + 0.5 if layout == "binary" else t.double(), "target|integer"),  # binary: 0/1 floats are fine
     ]
     for target, match in bad:
         with pytest.raises(ValueError, match=match):
             loss(x, target)
     with pytest.raises(ValueError, match="logits"):
-        loss(x[0], t[0])  # 3-D logits
+        loss(x[0], t[0])  # 3-D logits (1-D for the classification layout)
     with pytest.raises(ValueError, match="logits"):
         loss(x.long(), t)  # integer logits
     with pytest.raises(TypeError, match="logits"):

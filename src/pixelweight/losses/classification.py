@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_tensor
+from .._validation import check_choice, check_ignore_index, check_tensor
+from ._common import ce_total, prepare
 from .registry import register_loss
 
 __all__ = ["ClassificationCrossEntropy", "classification_cross_entropy"]
@@ -21,7 +21,11 @@ _REDUCTIONS = ("none", "mean", "sum")
 def classification_cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
                                  ignore_index: Optional[int] = None) -> torch.Tensor:
     r"""Cross-entropy :math:`-\log \mathrm{softmax}(z_i)_{y_i}` of ``(N, C)`` class logits against
-    ``(N,)`` labels: ``torch.nn.functional.cross_entropy`` with its inputs checked.
+    ``(N,)`` labels: ``torch.nn.functional.cross_entropy`` with its inputs checked, computed by the
+    pixel losses' checked path (:func:`pixelweight.losses.cross_entropy` on a 1 x 1 image per
+    sample), so it keeps their contract: the result has the logits' dtype (float16/bfloat16
+    accumulate in float32), an all-ignored batch gives 0 (never NaN), and the label check costs
+    no host-device synchronisation on a GPU.
 
     Parameters
     ----------
@@ -37,8 +41,8 @@ def classification_cross_entropy(logits: torch.Tensor, target: torch.Tensor, red
     Returns
     -------
     torch.Tensor
-        A scalar, or ``(N,)`` for ``reduction="none"`` (0 for an ignored sample). NaN logits
-        give NaN.
+        A scalar, or ``(N,)`` for ``reduction="none"`` (0 for an ignored sample); ``"mean"``
+        over no valid sample is a zero that keeps the graph. NaN logits give NaN.
 
     Notes
     -----
@@ -62,17 +66,16 @@ def classification_cross_entropy(logits: torch.Tensor, target: torch.Tensor, red
         raise ValueError(f"logits must be a floating tensor, got dtype {logits.dtype}")
     if target.shape != logits.shape[:1]:
         raise ValueError(f"target must have shape (N,) = ({logits.shape[0]},), got {tuple(target.shape)}")
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise ValueError(f"target must hold integer labels, got dtype {target.dtype}")
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    target = target.long()
-    keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-    bad = keep & ((target < 0) | (target >= logits.shape[1]))
-    if bool(bad.any()):
-        raise ValueError(f"target labels must lie in [0, {logits.shape[1]}), got {target[bad][:5].tolist()}")
-    return F.cross_entropy(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, target,
-                           reduction=reduction, ignore_index=-100 if ignore_index is None else ignore_index)
+    # The pixel losses' checked path on a 1 x 1 "image" per sample: the label range is a
+    # device-side check (no host sync on CUDA) or left to the CPU kernel; an all-ignored batch
+    # gives a zero that keeps the graph; float16/bfloat16 sum in float32 and return their dtype.
+    p = prepare(logits[:, :, None, None], target[:, None, None], ignore_index, kernel_checks_labels=True)
+    out = ce_total(p, reduction)
+    return out.reshape(-1) if reduction == "none" else out
 
 
 class ClassificationCrossEntropy(nn.Module):
@@ -94,7 +97,7 @@ class ClassificationCrossEntropy(nn.Module):
     def __init__(self, reduction: str = "mean", ignore_index: Optional[int] = None) -> None:
         super().__init__()
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return classification_cross_entropy(logits, target, self.reduction, self.ignore_index)

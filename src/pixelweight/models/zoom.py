@@ -15,11 +15,20 @@ one of four ways (``mode``):
 - ``"full"``: the task network reads the full-resolution image (the upper bound; it costs
   :math:`(\text{size}/\text{input\_size})^2` times the task network's compute).
 
-The last layer of the saliency network and the fixed map start at zero, so every zooming
-model starts as uniform downsampling (a softmax of a constant map is uniform, and a uniform
-saliency gives the identity grid exactly) and departs from it only as far as training
-moves it. ``blur_warmup_steps``: the sampler's blur warm-up (the sampled image is
-average-pooled to a random size and upsampled back) for that many training forward passes.
+The last layer of the saliency network and the fixed map start at zero, so the saliency
+starts constant. With the default replicate padding a constant saliency gives the identity
+grid exactly, so those models start as uniform downsampling and depart from it only as far
+as training moves them. Without padding (``padding=0``, the ablation) a constant saliency
+does **not** give the identity: the kernel's weights are cut at the border, every sample is
+pulled toward the centre, and the model starts from a **centre zoom** (at the chapter's
+sizes the grid starts up to about 0.26 off the identity in normalised coordinates, whose
+range [-1, 1] spans the image). ``blur_warmup_steps``: the sampler's blur warm-up (the sampled image is
+average-pooled to a random size and upsampled back) for that many training forward passes,
+counted by the buffer ``training_steps`` (in the ``state_dict``; eval passes do not count).
+
+The task network is built **before** the saliency network, so that under the same seed every
+mode gives the task network the same initial weights (the arms of a comparison then differ
+in how the input is made, not in the draw of the task network).
 
 :class:`ZoomClassifier` puts a :class:`~pixelweight.models.SmallCNN` behind the sampler;
 :class:`ZoomSegmenter` a :class:`~pixelweight.models.UNet`, whose logits it brings back to
@@ -51,7 +60,7 @@ class _Zoom(nn.Module):
     def __init__(self, in_channels: int, mode: str, input_size: int, grid_size: int, sigma: Optional[float],
                  padding: Optional[int], saliency_width: int, blur_warmup_steps: int, antialias: bool):
         super().__init__()
-        from ..sampling import CODE_GRID_SIZE, CODE_SIGMA, SaliencySampler
+        from ..sampling import CODE_GRID_SIZE, CODE_SIGMA
 
         self.mode = check_choice(mode, "mode", ZOOM_MODES)
         self.input_size = check_int(input_size, "input_size", minimum=4)
@@ -68,8 +77,21 @@ class _Zoom(nn.Module):
         if antialias and self.mode != "uniform":
             raise ValueError(f"antialias applies to mode='uniform' only, got mode={self.mode!r}")
         self.antialias = antialias
-        self.training_steps = 0  # training forward passes seen (the blur warm-up's clock)
+        # training forward passes seen (the blur warm-up's clock): a buffer, so that it is saved
+        # with the model, moves with it and is updated in place (no Python int for
+        # torch.compile to guard on); read on the host only while the warm-up may still be on
+        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+        self._warmup_over = self.blur_warmup_steps == 0
+        self._in_channels = in_channels
         self.sampler = None
+        self.fixed_logits = None
+
+    def _build_sampler(self) -> None:
+        """The saliency network and the sampler: called by the subclasses **after** they built
+        their task network, so that the task network's initial weights do not depend on the mode."""
+        from ..sampling import SaliencySampler
+
+        in_channels = self._in_channels
         if self.mode in ("saliency", "fixed"):
             net = None
             if self.mode == "saliency":
@@ -89,6 +111,10 @@ class _Zoom(nn.Module):
                                            activation="softmax", blur_warmup=self.blur_warmup_steps > 0)
         self.fixed_logits = (nn.Parameter(torch.zeros(1, 1, self.grid_size, self.grid_size))
                              if self.mode == "fixed" else None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._warmup_over = self.blur_warmup_steps == 0  # the loaded clock decides again
 
     def _check_input(self, x: torch.Tensor, in_channels: int) -> None:
         check_tensor(x, "x")
@@ -117,8 +143,11 @@ class _Zoom(nn.Module):
                                 antialias=self.antialias)
             return SamplerOutput(out, identity_grid(self.input_size, batch=n, dtype=x.dtype, device=x.device), flat)
         if self.training:
-            self.sampler.blur_warmup = self.training_steps < self.blur_warmup_steps
-            self.training_steps += 1
+            if not self._warmup_over:
+                self._warmup_over = int(self.training_steps) >= self.blur_warmup_steps
+            self.sampler.blur_warmup = not self._warmup_over
+            with torch.no_grad():
+                self.training_steps.add_(1)
         if self.mode == "fixed":
             s = torch.softmax(self.fixed_logits.flatten(), 0).view(1, 1, self.grid_size, self.grid_size)
             return self.sampler(x, saliency=s.expand(n, 1, self.grid_size, self.grid_size))
@@ -160,7 +189,7 @@ class ZoomClassifier(_Zoom):
 
     Examples
     --------
-    At initialisation the sampler is uniform downsampling, exactly:
+    At initialisation the sampler (with its default padding) is uniform downsampling, exactly:
 
     >>> import torch
     >>> from pixelweight.models import ZoomClassifier
@@ -184,6 +213,7 @@ class ZoomClassifier(_Zoom):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.net = SmallCNN(in_channels, num_classes, width, depth)
+        self._build_sampler()  # after the task network: the same draw of it in every mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, self.in_channels)
@@ -240,6 +270,7 @@ class ZoomSegmenter(_Zoom):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.net = UNet(in_channels, num_classes, width=width, depth=depth)
+        self._build_sampler()  # after the task network: the same draw of it in every mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from ..sampling import unzoom
