@@ -240,6 +240,9 @@ _ = claims.record(results_dir)
 # %%
 setup_full = testbed.setup("baseline", "full", chapter=chapter)
 converged = setup_full.show_converged(testbed.baseline_claims, results_dir)
+
+# %% tags=["hide-input"]
+# The converged paragraph: every number computed from the committed records
 full_text = converged.text()
 full_gap = testbed.rare_recall_gap(setup_full, converged.runs) if converged.available else gap
 if converged.available:

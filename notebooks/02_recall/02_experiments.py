@@ -359,26 +359,11 @@ setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "test_m
 # "Competitive mIoU" is our reading: at most {glue:text}`miou_tolerance` below CE.
 
 # %%
-d_acc = paired_difference_ci(per_seed("recall (batch)", "test_mean_accuracy"), per_seed("CE", "test_mean_accuracy"))
-d_acc_ma = paired_difference_ci(per_seed("recall (moving average)", "test_mean_accuracy"),
-                                per_seed("CE", "test_mean_accuracy"))
-d_miou = paired_difference_ci(per_seed("recall (batch)", "test_miou"), per_seed("CE", "test_miou"))
-d_inv_acc = paired_difference_ci(per_seed("inverse-frequency CE", "test_mean_accuracy"),
-                                 per_seed("CE", "test_mean_accuracy"))
-d_inv_prec = paired_difference_ci(per_seed("inverse-frequency CE", "test_mean_precision"),
-                                  per_seed("CE", "test_mean_precision"))
-d_vs_inv_prec = paired_difference_ci(per_seed("recall (batch)", "test_mean_precision"),
-                                     per_seed("inverse-frequency CE", "test_mean_precision"))
-d_vs_inv_miou = paired_difference_ci(per_seed("recall (batch)", "test_miou"), per_seed("inverse-frequency CE", "test_miou"))
-relative_gain = 100 * d_acc.mean / np.mean(per_seed("CE", "test_mean_accuracy"))
-
-# The claims, their sources and how each is judged: pixelweight.chapters.recall.experiments_claims
-claims = recall.experiments_claims(
-    setup, acc_gain=d_acc, acc_gain_ma=d_acc_ma, miou_change=d_miou, inverse_acc_gain=d_inv_acc,
-    inverse_prec_change=d_inv_prec, prec_vs_inverse=d_vs_inv_prec, miou_vs_inverse=d_vs_inv_miou,
-    beta_change=beta.change, beta_first=beta.first, beta_last=beta.last, first_step=beta.first_step,
-    relative_gain=relative_gain,
-)
+# The effects, measured from the runs, and the claims, their sources and how each is judged:
+# pixelweight.chapters.recall.experiments_effects and experiments_claims (the same function
+# judges the converged records below)
+effects = recall.experiments_effects(setup, runs)
+claims = recall.experiments_claims(setup, **effects)
 claims.show()
 _ = claims.record(results_dir)
 verdicts = {claim.label: claim.verdict for claim in claims.claims}
@@ -388,7 +373,7 @@ glue("verdict_b", verdicts["(b)"])
 glue("verdict_c", verdicts["(c)"])
 glue("verdict_d", verdicts["(d)"])
 glue("verdict_e", verdicts["(c′)"])
-glue("relative_gain", f"{relative_gain:.0f}")
+glue("relative_gain", f"{effects['relative_gain']:.0f}")
 
 # %% [markdown]
 # At this scale: (a) {glue:text}`verdict_a` (a {glue:text}`relative_gain`% relative change
@@ -402,30 +387,29 @@ glue("relative_gain", f"{relative_gain:.0f}")
 # %% [markdown]
 # ## Converged claims
 #
-# The verdicts above describe early training. The claims that the CE and recall-loss runs
-# alone decide — the primary claims (a) and (b), and (d) from the weights the recall-loss
-# runs logged — are tested again on the committed converged runs: the same scenes, model
-# and seeds' data, trained to a plateau (`full` profile, made with
-# `make results CHAPTER=02_recall`). Their verdicts replace the early ones on the landing
-# page and the scorecard; (c) and (c′) need the inverse-frequency runs, which have no
-# converged record yet, so their early verdicts stand, labelled as such.
-
+# The verdicts above describe early training. The same claims are tested again, by the same
+# function, on the committed converged runs: the same scenes, model and seeds' data, trained
+# to a plateau (`full` profile, made with `make results CHAPTER=02_recall`). Their verdicts
+# replace the early ones on the landing page and the scorecard.
 # %%
 setup_full = recall.setup("experiments", "full", chapter=chapter)
 converged = recall.show_converged(setup_full, results_dir)
+# %% tags=["hide-input"]
 if converged["runs"]:
-    beta_full = recall.beta_trajectory(setup_full, converged["runs"])
+    v, e, beta_full = converged["verdicts"], converged["effects"], converged["beta"]
+    flips = [label for label in v if v[label] != verdicts[label]]
     markdown(
         f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau "
-        f"of the validation mIoU; {converged['hours']} hours of training in all), claim (a) is "
-        f"**{converged['verdict_a']}** (Δ mean accuracy {converged['effect_a']}) and claim (b) "
-        f"**{converged['verdict_b']}** (Δ mIoU {converged['effect_b']}). Claim (d) is **{converged['verdict_d']}**: "
-        f"β is {beta_full.first.format(2)} at step {beta_full.first_step} and {beta_full.last.format(2)} over the "
-        f"last tenth of training (Δβ = {beta_full.change.format(2)}), against 1 for inverse frequency. "
-        "The figure follows the mean-accuracy difference along "
-        "training: a gain measured early in training need not survive to the plateau, which is why the book's "
-        "verdicts come from the converged runs.")
-
+        f"of the validation mIoU; {converged['hours']} hours of training in all): (a) is **{v['(a)']}** "
+        f"(Δ mean accuracy {e['(a)']}), (b) **{v['(b)']}** (Δ mIoU {e['(b)']}), (c) **{v['(c)']}** "
+        f"({e['(c)']}), (c′) **{v['(c′)']}** ({e['(c′)']}) and (d) **{v['(d)']}**: β is "
+        f"{beta_full.first.format(2)} at step {beta_full.first_step} and {beta_full.last.format(2)} over the last "
+        f"tenth of training, against 1 for inverse frequency. "
+        + (f"{len(flips)} of the {len(v)} verdicts differ from this page's early ones "
+           f"({', '.join(flips)}). " if flips else "Every verdict is the same as early in training. ")
+        + "The figure follows the mean-accuracy difference of recall loss and CE along training: a gain "
+        "measured early in training need not survive to the plateau, which is why the book's verdicts come "
+        "from the converged runs.")
 # %% tags=["hide-input"]
 curve, early = converged["curve"], recall.learning_curve(runs)
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))

@@ -90,7 +90,7 @@ for s in EXPONENTS:
     at_s = setup.variant(recall.sweep_variant(s))  # the same scenes with Zipf exponent s
     frequencies[s] = at_s.splits.train.class_pixel_frequencies()
     for arm in at_s.arms:
-        runs[s, arm.label] = at_s.run_arm(arm)  # recorded as ch2-sweep-s<s>-<arm>
+        runs[at_s.variant_name, arm.label] = at_s.run_arm(arm)  # recorded as ch2-sweep-s<s>-<arm>
 all_runs = [r for rs in runs.values() for r in rs]
 glue("n_runs", len(all_runs))
 glue("n_seeds", len(P.seeds))
@@ -110,7 +110,7 @@ glue("ratio_s2", f"{ratios[2.0]:.0f}")
 
 # %% tags=["hide-input"]
 def per_seed(s, label, key):
-    return [r.metrics[key] for r in runs[s, label]]
+    return [r.metrics[key] for r in runs[recall.sweep_variant(s), label]]
 
 
 rows, gains = [], {}
@@ -149,19 +149,18 @@ setup.show_committed(columns=["seed", "test_miou", "test_mean_accuracy", "device
 # ## Claims
 
 # %%
-gain_low = np.asarray(per_seed(EXPONENTS[0], "recall", "test_mean_accuracy")) - np.asarray(
-    per_seed(EXPONENTS[0], "CE", "test_mean_accuracy"))
-gain_high = np.asarray(per_seed(EXPONENTS[-1], "recall", "test_mean_accuracy")) - np.asarray(
-    per_seed(EXPONENTS[-1], "CE", "test_mean_accuracy"))
-growth = paired_difference_ci(gain_high, gain_low)  # same training seeds at both ends of the sweep
-# The claims and how each is judged: pixelweight.chapters.recall.sweep_claims
-claims = recall.sweep_claims(setup, gains={s: gains[s, "mean accuracy"] for s in EXPONENTS}, growth=growth)
+# The effects, measured from the runs (pixelweight.chapters.recall.sweep_effects: the gains
+# paired by seed at each s, and the growth paired by seed across the sweep), and the claims
+# and how each is judged (sweep_claims; the same function judges the converged records below)
+effects = recall.sweep_effects(setup, runs)
+growth = effects["growth"]
+claims = recall.sweep_claims(setup, **effects)
 claims.show()
 _ = claims.record(results_dir)
 glue("growth", growth.format(3))
 glue("verdict_growth", claims.claims[-1].verdict)
 for s in EXPONENTS:
-    glue(f"gain_s{int(s)}", gains[s, "mean accuracy"].format(3))
+    glue(f"gain_s{int(s)}", effects["gains"][s].format(3))
 
 # %% [markdown]
 # The mean-accuracy gain of recall loss over CE is {glue:text}`gain_s0` at $s = 0$,
@@ -170,3 +169,40 @@ for s in EXPONENTS:
 # with the imbalance" is **{glue:text}`verdict_growth`** at this scale. Note that even at
 # $s = 0$ the classes are not balanced: background owns most pixels whatever $s$ is, so
 # recall loss has an imbalance to correct at every point of the sweep.
+
+# %% [markdown]
+# ## Converged claims
+#
+# The same claims, judged by the same function on the committed converged runs of the sweep
+# (`full` profile: the same scenes and model, more seeds, trained to a plateau; made with
+# `make results CHAPTER=02_recall`). Their verdict on the growth replaces the early one on
+# the landing page and the scorecard.
+# %%
+setup_full = recall.setup("sweep", "full", chapter=chapter)
+converged = recall.show_sweep_converged(setup_full, results_dir)
+# %% tags=["hide-input"]
+if converged.available:
+    full_effects = recall.sweep_effects(setup_full, converged.runs)
+    text = converged.text()
+    growth_full = converged.table.claims[-1]
+    markdown(
+        f"At the converged budget ({text['seeds']} seeds; {text['plateau']} runs reached the plateau of the "
+        f"validation mIoU; {text['hours']} hours of training in all) the mean-accuracy gain of recall loss over "
+        + ", ".join(f"CE is {full_effects['gains'][s].format(3)} at s = {s:g}" for s in EXPONENTS)
+        + f"; the growth is {full_effects['growth'].format(3)}, so \"the gain grows with the imbalance\" is "
+        f"**{growth_full.verdict}** (early in training: {claims.claims[-1].verdict}).")
+    fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))
+    for offset, (name, gains_at, marker) in enumerate([
+            (f"this page's {P.name} runs ({len(P.seeds)} seeds)", effects["gains"], "s"),
+            (f"converged runs (full profile, {text['seeds']} seeds)", full_effects["gains"], "o")]):
+        xs = np.asarray(EXPONENTS) + (offset - 0.5) * 0.08
+        means = np.array([gains_at[s].mean for s in EXPONENTS])
+        yerr = [means - [gains_at[s].low for s in EXPONENTS], [gains_at[s].high for s in EXPONENTS] - means]
+        ax.errorbar(xs, means, yerr=yerr, fmt=marker + "-", capsize=3, label=name)
+    ax.axhline(0, color="0.4", lw=1, ls="--")
+    ax.set_xticks(EXPONENTS)
+    ax.set_xlabel("Zipf exponent s")
+    ax.set_ylabel("Δ test mean accuracy\n(recall − CE, paired)")
+    ax.set_title("The recall-loss gain against the imbalance, early and converged (95% CI)")
+    ax.legend(frameon=False, fontsize="small")
+    plt.show()

@@ -272,6 +272,9 @@ markdown(f"At `{P.name}` scale the verdict on mIoU is **{verdict_miou}**, on the
 # %%
 setup_full = lmp.setup("headline", "full", chapter=chapter)
 converged = setup_full.show_converged(lmp.headline_claims_from_runs, results_dir)
+
+# %% tags=["hide-input"]
+# The converged paragraph: every number computed from the committed records
 full_text = converged.text()
 if converged.available:
     full = lmp.headline_effects(setup_full, converged.runs)

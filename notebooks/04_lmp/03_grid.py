@@ -238,6 +238,9 @@ _ = claims.record(results_dir)
 # %%
 setup_full = lmp.setup("grid", "full", chapter=chapter)
 converged = setup_full.show_converged(lmp.grid_claims_from_runs, results_dir)
+
+# %% tags=["hide-input"]
+# The converged paragraph: every number computed from the committed records
 full_text = converged.text()
 if converged.available:
     full = lmp.grid_effects(*lmp.grid_frames(setup_full, converged.runs))
