@@ -409,7 +409,8 @@ def test_page_in_the_browser(page, book, server, browser):
             problems.append("no claims table (columns Source ... Verdict) on a page that recorded verdicts")
         else:
             for line in recorded:
-                if not any(line["claim"] in row and row.endswith(line["verdict"]) for row in claims):
+                if not any(_plain_quotes(line["claim"]) in _plain_quotes(row) and row.endswith(line["verdict"])
+                           for row in claims):
                     problems.append(f"the claims table lacks the recorded claim {line['claim']!r} ({line['verdict']})")
 
     if page in TOC_ENTRIES:
@@ -488,6 +489,11 @@ def test_search_page_finds(query, expected, book, server, browser):
     assert any(h.split("?")[0].split("#")[0].endswith(expected) for h in hits), (query, done, hits)
 
 
+def _plain_quotes(text: str) -> str:
+    """``text`` with MyST's typographic quotes (smartquotes: ’ for ') made plain again."""
+    return text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'}))
+
+
 def test_scorecard_lists_every_recorded_claim(book, server, browser):
     """The scorecard page: one row per recorded verdict of the build, each with a verdict label
     that reads without colour and a link to the section of the chapter that tests it."""
@@ -510,7 +516,7 @@ def test_scorecard_lists_every_recorded_claim(book, server, browser):
     assert rows is not None, "the scorecard page has no table of claims"
     assert len(rows) == len(recorded)
     for (claim, href, label, badge), (notebook, line) in zip(rows, recorded, strict=True):
-        assert line["claim"] in claim
+        assert _plain_quotes(line["claim"]) in _plain_quotes(claim)
         assert href is not None and href.split("#")[0].endswith(f"{notebook}.html"), (claim, href)
         if line.get("section"):
             assert href.endswith(f"#{line['section']}"), (claim, href)

@@ -396,17 +396,23 @@ setup_full = recall.setup("experiments", "full", chapter=chapter)
 converged = recall.show_converged(setup_full, results_dir)
 # %% tags=["hide-input"]
 if converged["runs"]:
-    v, e, beta_full = converged["verdicts"], converged["effects"], converged["beta"]
+    v, beta_full = converged["verdicts"], converged["beta"]
+    by_label = {c.label: c for c in converged["result"].table.claims}
+
+    def measured(label):  # each measured difference of a claim with its interval, without the judging detail
+        return ", ".join(f"{e.what} {e.effect.mean:+.3f} [{e.effect.low:.3f}, {e.effect.high:.3f}]"
+                         for e in by_label[label].evidence)
+
     flips = [label for label in v if v[label] != verdicts[label]]
     markdown(
         f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau "
         f"of the validation mIoU; {converged['hours']} hours of training in all): (a) is **{v['(a)']}** "
-        f"(Δ mean accuracy {e['(a)']}), (b) **{v['(b)']}** (Δ mIoU {e['(b)']}), (c) **{v['(c)']}** "
-        f"({e['(c)']}), (c′) **{v['(c′)']}** ({e['(c′)']}) and (d) **{v['(d)']}**: β is "
+        f"({measured('(a)')}), (b) **{v['(b)']}** ({measured('(b)')}), (c) **{v['(c)']}** ({measured('(c)')}), "
+        f"(c′) **{v['(c′)']}** ({measured('(c′)')}) and (d) **{v['(d)']}**: β is "
         f"{beta_full.first.format(2)} at step {beta_full.first_step} and {beta_full.last.format(2)} over the last "
         f"tenth of training, against 1 for inverse frequency. "
-        + (f"{len(flips)} of the {len(v)} verdicts differ from this page's early ones "
-           f"({', '.join(flips)}). " if flips else "Every verdict is the same as early in training. ")
+        + (f"{len(flips)} of the {len(v)} verdicts differ from this page's early ones: "
+           f"{', '.join(flips)}. " if flips else "Every verdict is the same as early in training. ")
         + "The figure follows the mean-accuracy difference of recall loss and CE along training: a gain "
         "measured early in training need not survive to the plateau, which is why the book's verdicts come "
         "from the converged runs.")

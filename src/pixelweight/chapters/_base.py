@@ -323,6 +323,8 @@ class Stage:
         e.g. :class:`~pixelweight.data.WithWFMTerms`, which computes the Weighted-F-measure
         terms of every mask once and serves them with the batch.
 
+    Notes
+    -----
     With ``num_classes=1`` (binary logits, a foreground map) the setup evaluates with
     :class:`~pixelweight.metrics.ForegroundMetrics` (F^w, MAE, max F, S-measure).
     """
@@ -1051,14 +1053,29 @@ class Chapter:
             raise ValueError(f"chapter {self.folder!r} has no stage {name!r}; it has {sorted(self.stages)}")
         return self.stages[name]
 
-    def setup(self, stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
-              chapter: Optional[str] = None) -> Setup:
-        """The ``stage`` at ``profile`` (``"ci"``/``"full"``), ready to run.
+    @property
+    def setup(self) -> Callable[..., Setup]:
+        """This chapter's ``setup(stage, profile, *, device="auto", results_dir=None,
+        chapter=None)``, the function its module exposes (``setup = CHAPTER.setup``): a function
+        of its own per chapter, not a method bound to :class:`Chapter` (Sphinx's autodoc
+        rewrites the signature of what it documents, and a function shared by every chapter
+        module would be rewritten once per module)."""
+        this = self
 
-        ``chapter`` is the name the book's build passes to the notebook (a papermill
-        parameter; ``None`` outside the build): it must be this chapter's folder, so that a
-        notebook cannot record its verdicts under another chapter.
-        """
+        def setup(stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
+                  chapter: Optional[str] = None) -> Setup:
+            """The ``stage`` at ``profile`` (``"ci"``/``"full"``), ready to run.
+
+            ``chapter`` is the name the book's build passes to the notebook (a papermill
+            parameter; ``None`` outside the build): it must be this chapter's folder, so that a
+            notebook cannot record its verdicts under another chapter.
+            """
+            return this._setup(stage, profile, device=device, results_dir=results_dir, chapter=chapter)
+
+        return setup
+
+    def _setup(self, stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
+               chapter: Optional[str] = None) -> Setup:
         if chapter is not None and chapter != self.folder:
             raise ValueError(f"this notebook belongs to chapter {self.folder!r}, but the build says {chapter!r}")
         if not isinstance(profile, str):

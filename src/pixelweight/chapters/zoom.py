@@ -317,7 +317,7 @@ CHAPTER = Chapter("03_zoom", "Learning to zoom", STAGES, code_paths=("src/pixelw
 def setup(stage: str, profile: str, *, device: str = "auto", results_dir: Optional[str] = None,
           chapter: Optional[str] = None) -> ZoomSetup:
     """The ``stage`` at ``profile`` as a :class:`ZoomSetup` (see
-    :meth:`pixelweight.chapters.Chapter.setup`)."""
+    :attr:`pixelweight.chapters.Chapter.setup`)."""
     base = CHAPTER.setup(stage, profile, device=device, results_dir=results_dir, chapter=chapter)
     return ZoomSetup(base.chapter, base.stage, profile, device=device, results_dir=results_dir)
 

@@ -193,8 +193,7 @@ class ZoomClassifier(_Zoom):
 
     >>> import torch
     >>> from pixelweight.models import ZoomClassifier
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> x = torch.rand(2, 1, 96, 96)
     >>> zoomed = ZoomClassifier(mode="saliency", input_size=32).eval()
     >>> uniform = ZoomClassifier(mode="uniform", input_size=32).eval()
