@@ -55,6 +55,7 @@ from ..claims import Check, Claim, ClaimsTable, Evidence
 from ..profiles import get_profile
 from ..stats import Interval, paired_difference_ci
 from ._base import Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Stage, _plain, check_stage
+from ._base import run_seed as _seed
 
 __all__ = [
     "CHAPTER",
@@ -333,13 +334,6 @@ def sweep_variant(digit_size: int) -> str:
 # --------------------------------------------------------------------------------------
 # effects measured from runs
 # --------------------------------------------------------------------------------------
-def _seed(run) -> Any:
-    seed = getattr(run, "seed", None)
-    if seed is None:
-        seed = getattr(getattr(run, "record", None), "seed", None)
-    return seed
-
-
 def _metric(runs: Mapping[Any, Sequence[Any]], key: Any, metric: str) -> List[float]:
     if key not in runs:
         raise KeyError(f"no runs of {key!r}; there are {sorted(map(str, runs))}")
