@@ -53,6 +53,7 @@ from pixelweight.losses import (
     HybridLoss,
     LossMaxPooling,
     RecallLoss,
+    SoftCrossEntropyLoss,
     SoftDiceLoss,
     SoftFMeasureLoss,
     StructureLoss,
@@ -64,6 +65,7 @@ from pixelweight.losses import (
     loss_max_pooling,
     recall_loss,
     recall_weights,
+    soft_cross_entropy,
     soft_dice_loss,
     soft_fmeasure_loss,
     structure_loss,
@@ -279,6 +281,34 @@ def _recall_momentum_ones_reference(logits, target, c, ignore_index, reduction):
     return cross_entropy(logits, target, w, ignore_index, reduction)
 
 
+def _one_hot_probabilities(logits, target, ignore_index):
+    """Class indices as soft-ce's probability target: one-hot vectors ``(N, C, H, W)`` in the logits'
+    dtype, all 0 at ignored pixels (the convention of a pixel that does not count). A label outside
+    ``[0, C)`` widens the one-hot (a wrong-shape target, which soft-ce must refuse); anything but an
+    ``(N, H, W)`` integer tensor is passed on unchanged, for soft-ce to validate."""
+    if not isinstance(target, torch.Tensor) or target.ndim != 3 or target.is_floating_point():
+        return target
+    dtype = logits.dtype if isinstance(logits, torch.Tensor) and logits.is_floating_point() else torch.float64
+    c = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.ndim == 4 else 2
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    width = max(c, int(safe.max()) + 1) if safe.numel() else c
+    onehot = torch.nn.functional.one_hot(safe, width).to(dtype)
+    return (onehot * valid.unsqueeze(-1).to(dtype)).permute(0, 3, 1, 2)
+
+
+def soft_cross_entropy_one_hot(logits, target, ignore_index=None, reduction="mean"):
+    """soft-ce on the contract's class-index inputs given as one-hot probabilities."""
+    return soft_cross_entropy(logits, _one_hot_probabilities(logits, target, ignore_index), ignore_index, reduction)
+
+
+class SoftCrossEntropyLossOneHot(SoftCrossEntropyLoss):
+    """:class:`SoftCrossEntropyLoss` fed the one-hot probabilities of class-index targets."""
+
+    def forward(self, logits, target):
+        return super().forward(logits, _one_hot_probabilities(logits, target, self.ignore_index))
+
+
 SPECS = [
     LossSpec("ce", "ce", cross_entropy, CrossEntropyLoss),
     LossSpec("ce-weighted", "ce", cross_entropy, CrossEntropyLoss,
@@ -317,6 +347,12 @@ SPECS = [
              options=lambda c: dict(p=3.0, ratio=0.6, pixel_loss=functools.partial(focal_loss, gamma=2.0)),
              nan="raise",
              none_differentiable=False),
+    # soft targets: class indices (then plain CE), and the same labels as one-hot probabilities,
+    # all 0 at ignored pixels (a family of its own, so that the once-per-loss tests, realistic size
+    # and torch.compile, run the probability path too)
+    LossSpec("soft-ce", "soft-ce", soft_cross_entropy, SoftCrossEntropyLoss, layouts=("multiclass",)),
+    LossSpec("soft-ce-probs", "soft-ce-probs", soft_cross_entropy_one_hot, SoftCrossEntropyLossOneHot,
+             layouts=("multiclass",)),
     # image classification: (N, C) logits, (N,) labels, one value per sample
     LossSpec("classification-ce", "classification-ce", classification_cross_entropy, ClassificationCrossEntropy,
              layouts=("classification",), none_shape=per_sample),

@@ -25,6 +25,7 @@ from .wfm import WeightedFMeasureLoss, weighted_fmeasure_loss
 from .wfm import BCEWeightedFMeasureLoss, bce_weighted_fmeasure_loss
 from .registry import LossContext, LossOption, LossSpec, build_loss, loss_names, loss_spec, parse_loss_options, register_loss
 from .classification import ClassificationCrossEntropy, classification_cross_entropy
+from .soft import SoftCrossEntropyLoss, soft_cross_entropy
 
 __all__ = [
     "ClassificationCrossEntropy",
@@ -67,4 +68,6 @@ __all__ = [
     "soft_fmeasure_loss",
     "structure_loss",
     "weighted_fmeasure_loss",
+    "SoftCrossEntropyLoss",
+    "soft_cross_entropy",
 ]

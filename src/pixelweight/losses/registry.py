@@ -298,7 +298,7 @@ def loss_names() -> Tuple[str, ...]:
     --------
     >>> from pixelweight.losses import loss_names
     >>> loss_names()
-    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid', 'bce-wfm', 'classification-ce')
+    ('ce', 'inverse-ce', 'median-ce', 'focal', 'dice', 'recall', 'lmp', 'wfm', 'floss', 'structure', 'hybrid', 'bce-wfm', 'classification-ce', 'soft-ce')
     """
     return tuple(_REGISTRY)
 
