@@ -79,3 +79,88 @@ def test_small_cnn():
         model(torch.randn(1, 2, 8, 8))
     with pytest.raises(ValueError, match="input must be a floating tensor .*got dtype torch.uint8"):
         model(torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+
+
+# ----------------------------------------------------------------------------------
+# UpsampledUNet (the spectral chapter's model)
+# ----------------------------------------------------------------------------------
+from pixelweight.models import UpsampledUNet  # noqa: E402
+from pixelweight.spectral import TruncatedUNet, count_flops  # noqa: E402
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("hw", [(32, 32), (29, 40)])
+def test_upsampled_unet_returns_logits_at_the_input_size(stride, hw):
+    model = UpsampledUNet(num_classes=5, width=4, depth=4, output_stride=stride).eval()
+    out = model(torch.randn(2, 1, *hw))
+    assert out.shape == (2, 5, *hw) and model.logit_stride == stride
+
+
+def test_upsampled_unet_at_stride_one_is_the_unet_exactly():
+    torch.manual_seed(0)
+    plain = UNet(num_classes=3, width=4, depth=3)
+    model = UpsampledUNet(num_classes=3, width=4, depth=3)
+    model.unet.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 24, 24)
+    assert torch.equal(model.eval()(x), plain.eval()(x))
+
+
+def test_upsampled_unet_upsamples_the_coarse_logits_bilinearly():
+    torch.manual_seed(0)
+    model = UpsampledUNet(num_classes=3, width=4, depth=3, output_stride=4).eval()
+    x = torch.randn(1, 1, 32, 32)
+    coarse = model.unet(x)
+    assert coarse.shape[-2:] == (8, 8)
+    expected = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize("method", ["fft", "area"])
+def test_upsampled_unet_truncation_is_the_truncated_unet_upsampled(method):
+    torch.manual_seed(0)
+    model = UpsampledUNet(num_classes=3, width=4, depth=3, truncation=2, truncation_method=method).eval()
+    x = torch.randn(2, 1, 32, 32)
+    coarse = TruncatedUNet(model.unet, 2, method=method)(x)
+    expected = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(model(x), expected)
+    assert model.logit_stride == 2
+
+
+def test_upsampled_unet_truncation_shares_the_parameters_of_the_plain_network():
+    plain, cut = UpsampledUNet(width=4, depth=3), UpsampledUNet(width=4, depth=3, truncation=4)
+    assert list(plain.state_dict()) == list(cut.state_dict())  # a trained t = 1 loads into t = 4
+    cut.load_state_dict(plain.state_dict())
+    assert sum(p.numel() for p in cut.parameters()) == sum(p.numel() for p in plain.parameters())
+
+
+def test_upsampled_unet_truncation_cuts_the_decoder_cost_by_about_t_squared():
+    full = count_flops(UpsampledUNet(width=4, depth=3).eval(), (1, 1, 32, 32))
+    cut = count_flops(UpsampledUNet(width=4, depth=3, truncation=2).eval(), (1, 1, 32, 32))
+    decoder = ("unet.up", "unet.decoder", "unet.head")
+    assert full.within(*decoder) == 4 * cut.within(*decoder)
+    assert full.within("unet.encoder") == cut.within("unet.encoder")
+
+
+def test_upsampled_unet_gradients_reach_every_parameter():
+    model = UpsampledUNet(num_classes=3, width=4, depth=3, output_stride=2, truncation=2)
+    model(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(output_stride=3), "power of two"),
+    (dict(output_stride=16, depth=3), "exceeds"),
+    (dict(truncation=0), "truncation"),
+    (dict(truncation_method="nearest"), "truncation_method"),
+])
+def test_upsampled_unet_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        UpsampledUNet(**kw)
+
+
+def test_upsampled_unet_truncation_needs_a_bottleneck_it_divides():
+    model = UpsampledUNet(width=4, depth=3, truncation=4)
+    with pytest.raises(ValueError, match="not a multiple of factor=4"):
+        model(torch.randn(1, 1, 16, 16))  # bottleneck 2 x 2
+    with pytest.raises(ValueError, match="floating"):
+        UpsampledUNet(width=4)(torch.zeros(1, 1, 8, 8, dtype=torch.long))

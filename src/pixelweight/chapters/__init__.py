@@ -80,6 +80,7 @@ CHAPTERS = {
     "02_recall": "recall",
     "03_zoom": "zoom",
     "04_lmp": "lmp",
+    "05_spectral": "spectral",
 }
 
 

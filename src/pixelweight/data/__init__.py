@@ -16,7 +16,9 @@ bit-identical for a given ``seed`` and cache each generated split as ``.npz`` un
 ``cache_dir=False`` turns caching off).
 
 :class:`WithWFMTerms` serves a data set's masks with their Weighted-F-measure terms,
-computed once per image.
+computed once per image; :class:`BlockAnnotated` serves block-wise weak labels (majority or
+soft), and :class:`WeakDigitScenes` is :class:`DigitScenes` with a block-wise annotated
+training split (spectral analysis).
 
 Real data: :class:`VOCSegmentation` (VOC folder layout, 255 = ignore) and
 :class:`SaliencyFolder` (images and masks paired by file stem).
@@ -32,8 +34,12 @@ from .salient import DEGRADATIONS, SalientDigits, degrade_mask
 from .scenes import DigitScenes
 from .transforms import PadCrop
 from .terms import WithWFMTerms
+from .weak import ANNOTATIONS, BlockAnnotated, WeakDigitScenes
 
 __all__ = [
+    "ANNOTATIONS",
+    "BlockAnnotated",
+    "WeakDigitScenes",
     "BACKGROUNDS",
     "CACHE_ENV_VAR",
     "ClutteredDigits",

@@ -148,8 +148,8 @@ def soft_cross_entropy(
     as there, a logit of :math:`-\infty` gives NaN (:math:`0 \cdot (-\infty)`), and so does a
     NaN logit at a pixel that does not count (class-index targets give 0 there).
 
-    In the book: the class-index cross-entropy it generalises,
-    :doc:`Chapter 0: cross-entropy on a long tail </notebooks/00_testbed/02_ce_baseline>`.
+    In the book: training on soft block labels,
+    :doc:`Chapter 5: block-wise weak annotation </notebooks/05_spectral/03_weak_annotation>`.
 
     Examples
     --------
@@ -196,8 +196,8 @@ class SoftCrossEntropyLoss(nn.Module):
 
     Notes
     -----
-    In the book: the class-index cross-entropy it generalises,
-    :doc:`Chapter 0: cross-entropy on a long tail </notebooks/00_testbed/02_ce_baseline>`.
+    In the book: training on soft block labels,
+    :doc:`Chapter 5: block-wise weak annotation </notebooks/05_spectral/03_weak_annotation>`.
 
     Examples
     --------

@@ -5,4 +5,6 @@ from .classifier import SmallCNN
 from .unet import UNet
 from .zoom import ZOOM_MODES, ZoomClassifier, ZoomSegmenter
 
-__all__ = ["UNet", "SmallCNN", "ZOOM_MODES", "ZoomClassifier", "ZoomSegmenter"]
+from .upsampled import UpsampledUNet
+
+__all__ = ["UNet", "SmallCNN", "UpsampledUNet", "ZOOM_MODES", "ZoomClassifier", "ZoomSegmenter"]
