@@ -121,7 +121,14 @@ def test_upsampled_unet_truncation_is_the_truncated_unet_upsampled(method):
     model = UpsampledUNet(num_classes=3, width=4, depth=3, truncation=2, truncation_method=method).eval()
     x = torch.randn(2, 1, 32, 32)
     coarse = TruncatedUNet(model.unet, 2, method=method)(x)
-    expected = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    if method == "area":  # block means sit at block centres: F.interpolate's convention
+        expected = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+    else:  # the FFT crop samples every other pixel: logit j sits at pixel 2j
+        from pixelweight.models.upsampled import _upsample
+
+        expected = _upsample(coarse, (32, 32), 2, 0.0)
+        assert not torch.allclose(expected, torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bilinear",
+                                                                            align_corners=False))
     torch.testing.assert_close(model(x), expected)
     assert model.logit_stride == 2
 
@@ -164,3 +171,35 @@ def test_upsampled_unet_truncation_needs_a_bottleneck_it_divides():
         model(torch.randn(1, 1, 16, 16))  # bottleneck 2 x 2
     with pytest.raises(ValueError, match="floating"):
         UpsampledUNet(width=4)(torch.zeros(1, 1, 8, 8, dtype=torch.long))
+
+
+def test_upsampling_with_the_block_centre_convention_is_f_interpolate():
+    from pixelweight.models.upsampled import _upsample
+
+    x = torch.randn(2, 3, 5, 7)
+    for stride in (2, 4):
+        expected = torch.nn.functional.interpolate(x, size=(5 * stride, 7 * stride), mode="bilinear",
+                                                   align_corners=False)
+        # the grid_sample path at the same offset (nudged off the fast path) agrees
+        got = _upsample(x, (5 * stride, 7 * stride), stride, (stride - 1) / 2 + 1e-12)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["fft", "area"])
+@pytest.mark.parametrize("t", [2, 4])
+def test_truncated_logits_stay_where_the_input_put_them(method, t):
+    """A smooth bump through truncation by t and back: its centre of mass does not move (the FFT
+    crop samples at every t-th pixel, the area mean at block centres; the upsampling follows)."""
+    from pixelweight.models.upsampled import _upsample
+    from pixelweight.spectral import area_downsample, fft_crop
+
+    size = 32
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                            indexing="ij")
+    bump = torch.exp(-((yy - 13.0) ** 2 + (xx - 17.0) ** 2) / (2 * 3.0 ** 2))[None, None]
+    coarse = fft_crop(bump, size // t) if method == "fft" else area_downsample(bump, t)
+    centre = 0.0 if method == "fft" else (t - 1) / 2
+    back = _upsample(coarse, (size, size), t, centre)[0, 0]
+    mass = back.sum()
+    assert float((back * yy).sum() / mass) == pytest.approx(13.0, abs=0.05)
+    assert float((back * xx).sum() / mass) == pytest.approx(17.0, abs=0.05)

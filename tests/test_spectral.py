@@ -29,6 +29,7 @@ from helpers.toy import threshold_task
 from losses.loss_cases import DEVICES
 from pixelweight.models import UNet
 from pixelweight.spectral import (
+    eval_logits,
     CrossEntropySpectrum,
     FlopCount,
     SpectralBiasProbe,
@@ -633,6 +634,43 @@ def test_probe_upsamples_coarse_logits_and_restores_modes():
     out = probe(1, model)
     assert list(out) == ["residual_energy"] and len(out["residual_energy"]) == max_radial_frequency(8, 8) + 1
     assert model.training and torch.equal(model.encoder[0][1].running_mean, running)
+
+
+def test_probe_logs_the_truncated_cross_entropy_it_is_asked_for():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 16, 16, generator=g)
+    target = torch.randint(0, 3, (3, 16, 16), generator=g)
+    model = UNet(1, 3, width=2, depth=1).eval()
+    with torch.no_grad():
+        logits = model(images)
+    for k in (0, 4, 50):  # 50 > K_max: CE_K is the CE
+        out = SpectralBiasProbe(images, target, cross_entropy_at=k)(1, model)
+        ce = float(F.cross_entropy(logits, target))
+        ce_k = float(truncated_cross_entropy(logits, target, min(k, max_radial_frequency(16, 16))))
+        assert out["ce"] == pytest.approx(ce, rel=1e-5) and out["ce_truncated"] == pytest.approx(ce_k, rel=1e-5)
+        assert out["ce_relative_error"] == pytest.approx(abs(ce_k - ce) / ce, abs=2e-6)  # float32 cancellation
+        assert out["ce_cutoff"] == k
+    assert "ce" not in SpectralBiasProbe(images, target)(1, model)
+    with pytest.raises(ValueError, match="cross_entropy_at"):
+        SpectralBiasProbe(images, target, cross_entropy_at=-1)
+
+
+def test_eval_logits_batches_restores_modes_and_validates():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2)).train()
+    images = torch.rand(5, 1, 8, 8)
+    running = model[1].running_mean.clone()
+    out = eval_logits(model, images, batch_size=2)
+    assert model.training and torch.equal(model[1].running_mean, running)
+    assert torch.equal(out, model.eval()(images).detach())
+    model.train()
+    assert eval_logits(model, images, size=(16, 16)).shape == (5, 2, 16, 16)
+    for bad, match in ((dict(batch_size=0), "batch_size"), (dict(images=torch.rand(0, 1, 8, 8)), "B >= 1"),
+                       (dict(images=torch.zeros(2, 1, 8, 8, dtype=torch.long)), "floating")):
+        kw = {"model": model, "images": images, **bad}
+        with pytest.raises(ValueError, match=match):
+            eval_logits(**kw)
+    with pytest.raises(TypeError, match="nn.Module"):
+        eval_logits(lambda x: x, images)
 
 
 def test_learning_steps():

@@ -46,7 +46,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 #
 # The previous notebook derived, from the spectrum of the labels, which output grids should
 # keep their accuracy: those whose Nyquist frequency $N/(2s)$ reaches the labels' cut-off
-# $K_{0.9}$ **[derived]**. Chen, Chiu and Wu {cite:p}`chen2020spectral` use this to choose an
+# $K_\alpha$ **[derived]**. Chen, Chiu and Wu {cite:p}`chen2020spectral` use this to choose an
 # efficient low-resolution output grid, and to truncate the high frequencies of a decoder's
 # features to save computation **[abstract]**. Here we train the chapter's U-Net at every
 # output stride $s \in \{1, 2, 4, 8, 16\}$, its logits upsampled bilinearly to the labels
@@ -144,7 +144,7 @@ plt.show()
 # {glue:text}`n_runs` runs ({glue:text}`n_seeds` seeds per stride, {glue:text}`steps` steps
 # each) took {glue:text}`train_minutes` minutes on {glue:text}`device_name`. The stride-1
 # network reaches a test mIoU of {glue:text}`miou_1`, stride 2 {glue:text}`miou_2`, stride 16
-# {glue:text}`miou_16` (means over seeds). The labels' cut-off $K_{0.9}$ =
+# {glue:text}`miou_16` (means over seeds). The labels' cut-off $K_\alpha$ =
 # {glue:text}`k_alpha` cycles per image predicts the knee at $s^*$ = {glue:text}`knee`.
 # These networks are early in training; the converged runs at the end decide.
 #
@@ -155,7 +155,9 @@ plt.show()
 # |R_c(k)|^2$, sums to the Brier score (Parseval; `spectral.residual_energy`). Every
 # {glue:text}`log_every` steps the training hook measures it on a fixed batch of
 # {glue:text}`probe_images` validation images, in four bands of frequency. A band is *learned*
-# when its residual energy falls below half of its first measured value. If low frequencies are
+# when its residual energy falls below half of its first measured value (**[ours]**; the first
+# measurement comes after {glue:text}`log_every` steps, so what a band learns before it is not
+# seen). If low frequencies are
 # learned first {cite:p}`rahaman2019spectral`, the bands are learned in order of frequency.
 
 # %% tags=["hide-input"]
@@ -171,10 +173,17 @@ for ax, data, title in ((axes[0], curves, "stride 1"), (axes[1], coarse, "stride
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_title(f"{title}: residual energy by band", fontsize="small")
-axes[1].get_legend().remove()
-axes[0].legend(title="band (cycles per image)", fontsize="x-small", title_fontsize="x-small", loc="lower left")
+handles, names = axes[0].get_legend_handles_labels()
+for ax in axes:
+    ax.get_legend().remove()
+fig.legend(handles, names, title="band (cycles per image)", fontsize="x-small", title_fontsize="x-small",
+           loc="outside lower center", ncol=4, frameon=False)
 axes[0].set_ylabel("residual energy / first measured value\n(log scale; mean, 95% CI over seeds)")
 plt.show()
+last = {name: c[c.step == c.step.max()] for name, c in (("1", curves), ("16", coarse))}
+top = curves.band.iloc[-1]
+for name, c in last.items():
+    glue(f"high_{name}", f"{c.loc[c.band == top, 'relative_energy'].mean():.2f}")
 steps_frame = spectral.learning_step_frame(runs["s = 1"], SIZE)
 learned = steps_frame.groupby("band", sort=False)["step"].agg(lambda v: mean_ci(v.to_numpy()).format(0))
 markdown("Learning step of each band (stride 1; the first step at which its residual energy is below half its "
@@ -182,10 +191,11 @@ markdown("Learning step of each band (stride 1; the first step at which its resi
          "over seeds [95% CI]:\n\n" + table(learned.reset_index().rename(columns={"step": "learning step"})))
 
 # %% [markdown]
-# The stride-16 network (right) shows the other side of the prediction: the highest band of its
-# residual hardly moves, because a grid of 2 x 2 logits cannot represent what the labels hold
-# there. The claims table below compares, per seed, the learning steps of the lowest and the
-# highest band of the stride-1 network.
+# The stride-16 network (right) shows the other side of the prediction: a grid of 2 x 2 logits
+# cannot represent what the labels hold at high frequencies. At the end of training the residual
+# energy of the highest band is {glue:text}`high_16` of its first measured value for stride 16,
+# {glue:text}`high_1` for stride 1 (means over seeds). The claims table below compares, per seed,
+# the learning steps of the lowest and the highest band of the stride-1 network.
 #
 # ## Truncated decoder features
 #
@@ -211,7 +221,8 @@ for t in spectral.TRUNCATIONS:
                  "all multiply-adds (M)": flops[t]["total"] / 1e6,
                  "test mIoU": mean_ci(frame_t.loc[frame_t["arm"] == label, "test_miou"]).format(3),
                  "Δ vs t = 1 (paired)": "—" if t == 1 else spectral.paired_effect(runs_t, label, "t = 1").format(3)})
-markdown("Per 32 x 32 image; test mIoU mean over seeds [95% CI]:\n\n" + table(pd.DataFrame(rows), floatfmt=".2f"))
+markdown("Convolution multiply-adds per 32 x 32 image (`spectral.decoder_flops`); test mIoU mean over seeds "
+         "[95% CI]:\n\n" + table(pd.DataFrame(rows), floatfmt=".2f"))
 glue("decoder_share", f"{flops[1]['decoder'] / flops[1]['total']:.0%}")
 glue("saving_4", f"{flops[1]['total'] / flops[4]['total']:.2f}")
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.6, 3.0), layout="constrained")
@@ -227,9 +238,10 @@ ax.set_title("Accuracy against computation, truncated decoders", fontsize="small
 plt.show()
 
 # %% [markdown]
-# The decoder (up-convolutions, decoder blocks and head) is {glue:text}`decoder_share` of the
-# network's multiply-adds at $t = 1$; truncating by 4 makes the whole network
-# {glue:text}`saving_4` times cheaper. The claims below judge what that costs in accuracy.
+# The decoder (up-convolutions, decoder blocks and head) does {glue:text}`decoder_share` of the
+# network's convolution multiply-adds at $t = 1$; truncating by 4 divides the whole network's by
+# {glue:text}`saving_4`. These counts leave out the FFT crops themselves (a few FFTs of the skip
+# connections, not free). The claims below judge what the truncation costs in accuracy.
 #
 # ## Committed `full`-profile runs
 #

@@ -50,7 +50,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # accuracy in line with the labels' spectrum **[abstract]**. The book's reading **[derived]**:
 # block labels of side $b$ keep the label frequencies up to about $N/(2b)$ cycles per image, as a
 # grid of stride $b$ does (first notebook), so training on them should cost little while
-# $N/(2b) \ge K_{0.9}$ and more beyond. We train the chapter's U-Net on block labels of side
+# $N/(2b) \ge K_\alpha$ and more beyond. We train the chapter's U-Net on block labels of side
 # $b \in \{2, 4, 8, 16\}$ and on the dense labels, and score every network on the **dense** test
 # labels. Two kinds of block label:
 #
@@ -58,8 +58,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 #   minority of its pixels becomes background);
 # - **soft**: each block gets the fraction of its pixels in each class, and the network trains on
 #   these class probabilities with the cross-entropy against soft targets
-#   (`pixelweight.losses.soft_cross_entropy`); it is what an annotator estimating coverage, or
-#   a cheap polygon tool rasterised onto the block grid, would give.
+#   (`pixelweight.losses.soft_cross_entropy`).
 #
 # **Needs:** a CPU for the `ci` profile (nine label sets x three seeds, trained briefly); the
 # converged `full` runs come from `make results CHAPTER=05_spectral`.
@@ -182,7 +181,7 @@ plt.show()
 # %% [markdown]
 # {glue:text}`n_runs` runs ({glue:text}`n_seeds` seeds per label set, {glue:text}`steps` steps
 # each) took {glue:text}`train_minutes` minutes on {glue:text}`device_name`. The labels'
-# cut-off $K_{0.9}$ = {glue:text}`k_alpha` cycles per image predicts the knee at $b^*$ =
+# cut-off $K_\alpha$ = {glue:text}`k_alpha` cycles per image predicts the knee at $b^*$ =
 # {glue:text}`knee`. The oracle is not a bound for a trained network: the network sees the
 # image, whose strokes are drawn at full resolution, so it can place boundaries the block labels
 # never showed it. These networks are early in training; the converged runs at the end decide.

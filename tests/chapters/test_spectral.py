@@ -15,7 +15,8 @@ from pixelweight.data import DigitScenes, WeakDigitScenes
 from pixelweight.losses import SoftCrossEntropyLoss
 from pixelweight.models import UpsampledUNet
 from pixelweight.profiles import get_profile
-from pixelweight.spectral import label_energy, through_stride
+from pixelweight.spectral import (band_energy, eval_logits, label_energy, residual_energy, through_stride,
+                                  truncated_cross_entropy)
 from pixelweight.train import TrainConfig, train
 
 
@@ -111,6 +112,16 @@ def test_predicted_knee_is_the_coarsest_grid_whose_nyquist_reaches_the_cutoff(k,
     assert spectral.predicted_knee(32, k, spectral.STRIDES) == expected
 
 
+def test_label_functions_refuse_float_labels():
+    for f in (spectral.label_profile, spectral.oracle_frame):
+        with pytest.raises(ValueError, match="integer class indices"):
+            f(torch.full((1, 8, 8), 0.7))
+    with pytest.raises(ValueError, match="block must be one of"):
+        spectral.blocks_variant(2.0, "soft")
+    with pytest.raises(TypeError, match="Setup"):
+        spectral.train_cutoff("stride")
+
+
 def test_predicted_knee_validates():
     with pytest.raises(ValueError, match="factors"):
         spectral.predicted_knee(32, 2, [])
@@ -151,11 +162,18 @@ def test_probe_measures_without_changing_the_run():
 
     with_probe, without = run(probe), run(None)
     assert [e["loss"] for e in with_probe.history] == [e["loss"] for e in without.history]
+    for a, b in zip(with_probe.model.state_dict().values(), without.model.state_dict().values()):
+        assert torch.equal(a, b)  # batch norm's running statistics included
     entry = with_probe.history[-1]
-    assert len(entry["residual_energy"]) == 4 and all(v >= 0 for v in entry["residual_energy"])
-    assert entry["ce"] > 0 and 0 <= entry["ce_relative_error"] < 10
     images, labels, k, edges = probe.batch()
     assert images.shape == (8, 1, 32, 32) and k == spectral.cutoff(spectral.label_profile(labels), spectral.ALPHA)
+    logits = eval_logits(with_probe.model, images)
+    expected = band_energy(residual_energy(logits, labels), edges)
+    assert entry["residual_energy"] == pytest.approx(expected.tolist(), rel=1e-5)
+    ce = float(torch.nn.functional.cross_entropy(logits, labels))
+    ce_k = float(truncated_cross_entropy(logits, labels, k))
+    assert entry["ce"] == pytest.approx(ce, rel=1e-5) and entry["ce_cutoff"] == k
+    assert entry["ce_relative_error"] == pytest.approx(abs(ce_k - ce) / ce, abs=1e-5)
     for kw in (dict(num_images=0), dict(alpha=1.5), dict(data="DigitScenes")):
         with pytest.raises((ValueError, TypeError)):
             spectral.SpectralProbe(**kw)
@@ -169,7 +187,8 @@ def fake_run(seed, miou, *, errors=0.05, learned=(20, 40, 60, 80), steps=100):
     history = []
     for step in range(10, steps + 1, 10):
         energy = [1.0 if (at is None or step < at) else 0.4 for at in learned]
-        history.append({"step": step, "residual_energy": energy, "ce": 0.3, "ce_relative_error": errors})
+        history.append({"step": step, "residual_energy": energy, "ce": 0.3, "ce_relative_error": errors,
+                        "ce_cutoff": 6})
     return types.SimpleNamespace(seed=seed, metrics={"test_miou": miou}, history=history)
 
 
@@ -191,7 +210,7 @@ def verdicts(table: ClaimsTable):
 def test_stride_claims_texts_sources_and_primary(stride_setup):
     table = spectral.stride_claims(stride_setup, stride_runs({2: 0.1, 4: 0.2, 8: 0.3, 16: 0.4}))
     assert [c.label for c in table.claims] == ["(b)", "(e)"]
-    assert [c.source for c in table.claims] == ["abstract", "paper, unverified"]
+    assert [c.source for c in table.claims] == ["abstract", "ours"]
     assert [c.primary for c in table.claims] == [True, False]
     assert table.chapter == "05_spectral" and "`ci`" in table.budget and table.section == "claims-output-stride"
     (a,) = spectral.analysis_claims(stride_setup, stride_runs({})).claims
@@ -207,8 +226,24 @@ def test_claim_a_compares_the_relative_error_with_its_bound(stride_setup):
     runs = stride_runs({})
     runs["s = 1"][1].history[-1]["ce_relative_error"] = 0.3  # the last logged value counts
     assert verdicts(spectral.analysis_claims(stride_setup, runs))["(a)"] == "inconclusive"
+    assert "K_0.8 = 6" in spectral.analysis_claims(stride_setup, stride_runs({})).claims[0].ran  # the logged K
     with pytest.raises(KeyError, match="s = 1"):
         spectral.analysis_claims(stride_setup, {})
+    runs["s = 1"][0].history[-1]["ce_cutoff"] = 7
+    with pytest.raises(ValueError, match="different frequencies"):
+        spectral.analysis_claims(stride_setup, runs)
+    with pytest.raises(ValueError, match="two seeds"):
+        spectral.analysis_claims(stride_setup, {"s = 1": runs["s = 1"][:1]})
+
+
+def test_reference_errors_show_the_measure_grows_with_confidence():
+    labels = torch.as_tensor(DigitScenes(split="test", num_samples=8, size=32, cache_dir=False).labels).long()
+    frame = spectral.reference_errors(labels, 6)
+    assert frame.relative_error.iloc[0] == pytest.approx(0, abs=1e-12)  # constant logits: DC only
+    sharp = frame.relative_error.iloc[1:].to_numpy()
+    assert (np.diff(sharp) > 0).all()
+    with pytest.raises(ValueError, match="integer"):
+        spectral.reference_errors(labels.float(), 6)
 
 
 def test_analysis_checks_hold_on_a_network(stride_setup):
@@ -227,14 +262,24 @@ def test_analysis_checks_hold_on_a_network(stride_setup):
 def test_claim_b_follows_the_knee_the_spectrum_predicts(stride_setup):
     k = spectral.train_cutoff(stride_setup)
     knee = spectral.predicted_knee(32, k, spectral.STRIDES)
-    assert knee is not None and knee < 16  # the labels' cut-off lies between the grids
+    assert 1 < knee < 16  # ALPHA puts the labels' cut-off between the grids: both halves are tested
     past = {s: 0.1 for s in spectral.STRIDES if s > knee}
-    assert verdicts(spectral.stride_claims(stride_setup, stride_runs(past)))["(b)"] == "supported"
+    table = spectral.stride_claims(stride_setup, stride_runs(past))
+    assert verdicts(table)["(b)"] == "supported"
+    parts = [e.what for e in table.claims[0].evidence]
+    assert parts == [f"Δ mIoU, s = {s}" for s in spectral.STRIDES if 1 < s <= 2 * knee]
     flat = verdicts(spectral.stride_claims(stride_setup, stride_runs({})))["(b)"]
     assert flat == "contradicted"  # no loss past the knee
-    if knee > 1:  # a loss before the knee contradicts too
-        early = {**past, knee: 0.1}
-        assert verdicts(spectral.stride_claims(stride_setup, stride_runs(early)))["(b)"] == "contradicted"
+    early = {**past, knee: 0.1}  # a loss before the knee contradicts too
+    assert verdicts(spectral.stride_claims(stride_setup, stride_runs(early)))["(b)"] == "contradicted"
+
+
+@pytest.mark.parametrize("knee", [None, 1, 16])
+def test_a_knee_at_the_edge_of_the_range_is_not_testable(knee):
+    runs = stride_runs({})
+    labels = {s: f"s = {s}" for s in spectral.STRIDES}
+    (evidence,) = spectral._knee_evidence(runs, labels, "s = 1", knee, "s")
+    assert evidence.verdict() == "not testable at this scale"
 
 
 def test_claim_e_compares_the_learning_steps_of_the_lowest_and_highest_band(stride_setup):

@@ -8,8 +8,19 @@ filter followed by decimation: only label frequencies below the coarse grid's Ny
 :math:`H/(2s)` drive learning [derived]. :class:`UpsampledUNet` is that network: a U-Net of output
 stride :math:`s`, optionally with its decoder run on features truncated by a factor :math:`t`
 (:class:`~pixelweight.spectral.TruncatedUNet`: logits of stride :math:`st`), whose logits are
-upsampled bilinearly (``align_corners=False``) to the input's size. At :math:`s = t = 1` it is
-the U-Net itself, exactly (same parameters, same output).
+upsampled bilinearly to the input's size. At :math:`s = t = 1` it is the U-Net itself, exactly
+(same parameters, same output).
+
+**Where a coarse logit sits.** Logit :math:`j` of a stride-:math:`s` U-Net summarises the
+input pixels :math:`sj, \dots, sj + s - 1` (max-pooling), so it sits at their centre
+:math:`sj + (s - 1)/2`: the convention of ``F.interpolate(align_corners=False)``, which is used.
+Area truncation averages blocks and keeps that convention (centre :math:`stj + (st - 1)/2`). The
+FFT crop instead *samples* the band-limited features at every :math:`t`-th position
+(:func:`~pixelweight.spectral.fft_crop`), so logit :math:`j` sits at :math:`stj + (s - 1)/2`,
+:math:`s(t - 1)/2` pixels before the block's centre; upsampling it with the block-centre
+convention would shift every prediction by that much (1.5 pixels at :math:`t = 4`, the width
+of a stroke). The upsampling therefore reads each logit at its own position
+(``F.grid_sample``, bilinear, the borders clamped as ``F.interpolate`` clamps them).
 """
 
 from __future__ import annotations
@@ -22,6 +33,21 @@ from .._validation import check_choice, check_int, check_tensor
 from .unet import UNet
 
 __all__ = ["UpsampledUNet"]
+
+
+def _upsample(logits: torch.Tensor, size, stride: int, offset: float) -> torch.Tensor:
+    """Bilinear upsampling of logits whose pixel ``j`` sits at input coordinate
+    ``stride * j + offset`` (pixel centres at integers) to ``size``; the borders are clamped."""
+    if offset == (stride - 1) / 2:  # the block-centre convention of F.interpolate
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    h, w = logits.shape[-2:]
+    kw = dict(dtype=logits.dtype, device=logits.device)
+    # the coarse coordinate of every output pixel, then grid_sample's normalisation (align_corners=False)
+    ys = (2 * (torch.arange(size[0], **kw) - offset) / stride + 1) / h - 1
+    xs = (2 * (torch.arange(size[1], **kw) - offset) / stride + 1) / w - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, (x, y))
+    return F.grid_sample(logits, grid.expand(logits.shape[0], -1, -1, -1), mode="bilinear",
+                         padding_mode="border", align_corners=False)
 
 
 class UpsampledUNet(nn.Module):
@@ -99,4 +125,6 @@ class UpsampledUNet(nn.Module):
             logits = self.unet(x)
         if tuple(logits.shape[-2:]) == (height, width):
             return logits
-        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        s, t = self.unet.output_stride, self.truncation
+        centre = (s - 1) / 2 if self.truncation_method == "fft" else (s * t - 1) / 2
+        return _upsample(logits, (height, width), s * t, centre)

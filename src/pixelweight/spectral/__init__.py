@@ -20,8 +20,11 @@ decomposition of the cross-entropy, the truncations) are the book's own [derived
   U-Net's output stride (:func:`~pixelweight.spectral.unet_output_stride`), a U-Net with a truncated decoder
   (:class:`~pixelweight.spectral.TruncatedUNet`) and multiply-add counts (:func:`~pixelweight.spectral.count_flops`).
 - **Spectral bias** (``pixelweight.spectral.bias``): the residual's energy by frequency
-  (:func:`~pixelweight.spectral.residual_energy`), logged during training (:class:`~pixelweight.spectral.SpectralBiasProbe`, an ``on_log``
-  hook) and read as the step each band is learned (:func:`~pixelweight.spectral.learning_steps`).
+  (:func:`~pixelweight.spectral.residual_energy`), logged during training
+  (:class:`~pixelweight.spectral.SpectralBiasProbe`, an ``on_log`` hook, which can log the
+  truncated cross-entropy too; :func:`~pixelweight.spectral.eval_logits` runs a model without
+  touching its training) and read as the step each band is learned
+  (:func:`~pixelweight.spectral.learning_steps`).
 
 Frequencies are in cycles per image, the DFT unnormalised (``torch.fft.fft2``) and in FFT
 order; ignored pixels are zero in every one-hot channel. Every function validates its inputs
@@ -29,7 +32,7 @@ order; ignored pixels are zero in every one-hot channel. Every function validate
 the inputs' device and computes in float32 at least (float64 for float64 inputs).
 """
 
-from .bias import SpectralBiasProbe, learning_steps, residual_energy
+from .bias import SpectralBiasProbe, eval_logits, learning_steps, residual_energy
 from .parseval import CrossEntropySpectrum, cross_entropy_spectrum, cross_entropy_terms, truncated_cross_entropy
 from .spectra import (
     band_energy,
@@ -68,6 +71,7 @@ __all__ = [
     "cross_entropy_terms",
     "energy_cutoff",
     "energy_fractions",
+    "eval_logits",
     "fft_crop",
     "label_energy",
     "label_spectrum",

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import accumulation_dtype, check_choice, check_float, check_tensor, checked_multiclass
+from .._validation import accumulation_dtype, check_choice, check_float, check_int, check_tensor, checked_multiclass
 from .spectra import _one_hot, band_energy, max_radial_frequency, radial_profile
 
-__all__ = ["residual_energy", "SpectralBiasProbe", "learning_steps"]
+__all__ = ["residual_energy", "eval_logits", "SpectralBiasProbe", "learning_steps"]
 
 
 def residual_energy(logits: torch.Tensor, target: torch.Tensor, ignore_index: Optional[int] = None,
@@ -88,6 +88,67 @@ def residual_energy(logits: torch.Tensor, target: torch.Tensor, ignore_index: Op
     return profile / (count.clamp_min(1).to(acc) * pixels).unsqueeze(1)
 
 
+def eval_logits(model: nn.Module, images: torch.Tensor, size: Optional[Tuple[int, int]] = None,
+                batch_size: int = 256) -> torch.Tensor:
+    r"""``model``'s float32 logits of ``images``, measured without touching the training run.
+
+    The model runs in eval mode under ``torch.no_grad``, in batches of ``batch_size``, on the
+    device of its parameters (batch norm's running statistics do not move, no random number is
+    drawn) and every module's mode is restored afterwards. Logits coarser than ``size`` (default:
+    the images' size) are upsampled bilinearly (``align_corners=False``), as the evaluation does.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A network returning ``(B, C, h, w)`` logits.
+    images : torch.Tensor
+        Floating ``(B, C_in, H, W)``, at least one image.
+    size : (int, int), optional
+        The size of the returned logits.
+    batch_size : int
+        Images per forward pass, at least 1.
+
+    Returns
+    -------
+    torch.Tensor
+        Float32 ``(B, C, *size)`` on the model's device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from pixelweight.spectral import eval_logits
+    >>> model = nn.Sequential(nn.Conv2d(1, 3, 1), nn.BatchNorm2d(3)).train()
+    >>> eval_logits(model, torch.rand(5, 1, 8, 8), batch_size=2).shape, model.training
+    (torch.Size([5, 3, 8, 8]), True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_tensor(images, "images")
+    if images.ndim != 4 or not images.is_floating_point() or images.shape[0] == 0:
+        raise ValueError(f"images must be a floating (B, C_in, H, W) tensor with B >= 1, got shape "
+                         f"{tuple(images.shape)} and dtype {images.dtype}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    size = tuple(images.shape[-2:]) if size is None else tuple(size)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else images.device
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            parts = [model(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not all(isinstance(p, torch.Tensor) and p.ndim == 4 for p in parts):
+        raise TypeError("the model must return (B, C, h, w) logits")
+    logits = torch.cat(parts).float()
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits
+
+
 class SpectralBiasProbe:
     r"""An ``on_log`` hook for :func:`~pixelweight.train.train`: the residual energy of a fixed
     batch by frequency band, at every log step.
@@ -113,6 +174,12 @@ class SpectralBiasProbe:
         :math:`0, \dots, K_{\max}` is its own band.
     key : str
         The history key, ``"residual_energy"`` by default.
+    cross_entropy_at : int, optional
+        A frequency :math:`K` (cycles per image): the probe then also returns the cross-entropy
+        of the probe batch (``ce``), its truncation :math:`\mathrm{CE}_K`
+        (:func:`~pixelweight.spectral.truncated_cross_entropy`, ``ce_truncated``), the relative
+        error :math:`|\mathrm{CE}_K - \mathrm{CE}| / \mathrm{CE}` (``ce_relative_error``) and
+        :math:`K` itself (``ce_cutoff``), so that a record says where it truncated.
 
     Examples
     --------
@@ -127,7 +194,8 @@ class SpectralBiasProbe:
     """
 
     def __init__(self, images: torch.Tensor, target: torch.Tensor, *, ignore_index: Optional[int] = None,
-                 edges: Optional[Sequence[int]] = None, key: str = "residual_energy"):
+                 edges: Optional[Sequence[int]] = None, key: str = "residual_energy",
+                 cross_entropy_at: Optional[int] = None):
         check_tensor(images, "images")
         check_tensor(target, "target")
         if images.ndim != 4 or not images.is_floating_point():
@@ -143,35 +211,38 @@ class SpectralBiasProbe:
         if edges is not None:  # checked once here against the labels' number of bins
             band_energy(torch.zeros(max_radial_frequency(*target.shape[-2:]) + 1), edges)
             edges = [int(e) for e in edges]
+        if cross_entropy_at is not None:
+            cross_entropy_at = check_int(cross_entropy_at, "cross_entropy_at", minimum=0)
         self.images, self.target = images, target.long()
         self.ignore_index, self.edges, self.key = ignore_index, edges, key
+        self.cross_entropy_at = cross_entropy_at
 
-    def energy(self, model: nn.Module) -> torch.Tensor:
-        """The residual energy of the probe batch by band (or by radial bin), on the model's device."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else self.images.device
-        if self.images.device != device:
-            self.images, self.target = self.images.to(device), self.target.to(device)
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            with torch.no_grad():
-                logits = model(self.images)
-        finally:
-            for module, training in modes:
-                module.training = training
-        if not isinstance(logits, torch.Tensor):
-            raise TypeError(f"the model must return a logits tensor, got {type(logits).__name__}")
-        size = tuple(self.target.shape[-2:])
-        if logits.ndim == 4 and tuple(logits.shape[-2:]) != size:
-            logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    def logits(self, model: nn.Module) -> torch.Tensor:
+        """The model's logits of the probe batch at the labels' size (:func:`eval_logits`)."""
+        parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        if parameter is not None and self.images.device != parameter.device:
+            self.images, self.target = self.images.to(parameter.device), self.target.to(parameter.device)
+        return eval_logits(model, self.images, size=tuple(self.target.shape[-2:]))
+
+    def _bands(self, logits: torch.Tensor) -> torch.Tensor:
         profile = residual_energy(logits, self.target, self.ignore_index)
         return profile if self.edges is None else band_energy(profile, self.edges)
 
-    def __call__(self, step: int, model: nn.Module, loss_fn: Any = None) -> Dict[str, List[float]]:
-        return {self.key: [float(v) for v in self.energy(model).cpu()]}
+    def energy(self, model: nn.Module) -> torch.Tensor:
+        """The residual energy of the probe batch by band (or by radial bin), on the model's device."""
+        return self._bands(self.logits(model))
+
+    def __call__(self, step: int, model: nn.Module, loss_fn: Any = None) -> Dict[str, Any]:
+        logits = self.logits(model)
+        out: Dict[str, Any] = {self.key: [float(v) for v in self._bands(logits).cpu()]}
+        if self.cross_entropy_at is not None:
+            from .parseval import cross_entropy_spectrum
+
+            spectrum = cross_entropy_spectrum(logits, self.target, self.ignore_index)
+            k = min(self.cross_entropy_at, spectrum.ce_k.shape[-1] - 1)  # from K_max on, CE_K = CE
+            out.update(ce=float(spectrum.ce), ce_truncated=float(spectrum.ce_k[k]),
+                       ce_relative_error=float(spectrum.relative_error[k]), ce_cutoff=self.cross_entropy_at)
+        return out
 
 
 def learning_steps(history: Sequence[Union[Tuple[int, Sequence[float]], Mapping[str, Any]]], fraction: float = 0.5,
