@@ -123,20 +123,9 @@ glue("miou_16", f"{means[16]:.3f}")
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.75, 3.3), layout="constrained")
-x = np.array([SIZE / (2 * s) for s in spectral.STRIDES])
-stats = [mean_ci(frame.loc[frame["arm"] == f"s = {s}", "test_miou"]) for s in spectral.STRIDES]
-ax.errorbar(x, [v.mean for v in stats], yerr=[[v.mean - v.low for v in stats], [v.high - v.mean for v in stats]],
-            marker="o", capsize=3, label=f"trained network ({P.steps} steps, mean and 95% CI)")
-ax.plot(x, oracle.oracle_miou, marker="s", ls="--", color="0.5", label="oracle: labels through the grid")
-for xi, s in zip(x, spectral.STRIDES):
-    ax.annotate(f"s = {s}", (xi, 0.02), ha="center", fontsize="x-small")
-ax.axvline(K, color="0.4", ls=":", lw=1)
-ax.text(K * 1.03, 0.9, f"K$_{{{spectral.ALPHA:g}}}$", fontsize="small")
-ax.set_xscale("log", base=2)
-ax.set_xlabel("Nyquist frequency N/(2s) of the output grid (cycles per image, log scale)")
-ax.set_ylabel("test mIoU (dense labels)")
-ax.set_ylim(0, 1.05)
-ax.legend(fontsize="x-small", loc="upper left")
+spectral.plot_against_nyquist(
+    ax, {f"trained networks, {P.steps} steps (mean, 95% CI)": ({s: runs[f"s = {s}"] for s in spectral.STRIDES}, "o")},
+    SIZE, K, oracle)
 ax.set_title("Accuracy against the output grid's resolution", fontsize="small")
 plt.show()
 
@@ -294,6 +283,13 @@ for key in ("b", "c", "e"):
 # %% tags=["hide-input"]
 converged = spectral.show_stride_converged(spectral.setup("stride", "full", chapter=chapter), results_dir)
 if converged["result"].available:
+    committed = converged["result"].runs
+    fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.75, 3.3), layout="constrained")
+    spectral.plot_against_nyquist(
+        ax, {"converged (`full`, mean, 95% CI)": ({s: committed[f"s = {s}"] for s in spectral.STRIDES}, "o"),
+             f"early (`{P.name}`)": ({s: runs[f"s = {s}"] for s in spectral.STRIDES}, "x")}, SIZE, K, oracle)
+    ax.set_title("Accuracy against the output grid's resolution, converged and early", fontsize="small")
+    plt.show()
     markdown(
         f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau; "
         f"{converged['hours']} hours of training), claim (b) is **{converged['verdict (b)']}** and (e) "

@@ -158,23 +158,8 @@ glue("k_alpha", K)
 glue("knee", knee if knee is not None else "none")
 
 fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.75, 3.3), layout="constrained")
-blocks = (1,) + spectral.BLOCKS
-x = np.array([SIZE / (2 * b) for b in blocks])
-for annotation, marker in zip(spectral.ANNOTATIONS, ("o", "^")):
-    keys = [("dense" if b == 1 else spectral.blocks_variant(b, annotation), ARM) for b in blocks]
-    stats = [mean_ci([r.metrics["test_miou"] for r in runs[k]]) for k in keys]
-    ax.errorbar(x, [s.mean for s in stats], yerr=[[s.mean - s.low for s in stats], [s.high - s.mean for s in stats]],
-                marker=marker, capsize=3, label=f"trained on {annotation} block labels")
-ax.plot(x, oracle.oracle_miou, marker="s", ls="--", color="0.5", label="oracle: majority block labels")
-for xi, b in zip(x, blocks):
-    ax.annotate(f"b = {b}", (xi, 0.02), ha="center", fontsize="x-small")
-ax.axvline(K, color="0.4", ls=":", lw=1)
-ax.text(K * 1.03, 0.9, f"K$_{{{spectral.ALPHA:g}}}$", fontsize="small")
-ax.set_xscale("log", base=2)
-ax.set_xlabel("N/(2b): the highest frequency block labels keep (cycles per image, log scale)")
-ax.set_ylabel("test mIoU on dense labels")
-ax.set_ylim(0, 1.05)
-ax.legend(fontsize="x-small", loc="upper left")
+spectral.plot_against_nyquist(ax, {f"trained on {a} block labels": (spectral.runs_by_block(runs, a, ARM), m)
+                                   for a, m in zip(spectral.ANNOTATIONS, ("o", "^"))}, SIZE, K, oracle, symbol="b")
 ax.set_title(f"Accuracy against the block side ({P.steps} steps; mean, 95% CI over seeds)", fontsize="small")
 plt.show()
 
@@ -224,6 +209,13 @@ glue("effect_d2", claims.claims[1].effect_text())
 # %% tags=["hide-input"]
 converged = spectral.show_blocks_converged(spectral.setup("blocks", "full", chapter=chapter), results_dir)
 if converged["result"].available:
+    committed = converged["result"].runs
+    fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.75, 3.3), layout="constrained")
+    spectral.plot_against_nyquist(ax, {f"converged, {a} block labels": (spectral.runs_by_block(committed, a, ARM), m)
+                                       for a, m in zip(spectral.ANNOTATIONS, ("o", "^"))}, SIZE, K, oracle,
+                                  symbol="b")
+    ax.set_title("Accuracy against the block side, converged (`full`; mean, 95% CI)", fontsize="small")
+    plt.show()
     markdown(
         f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau; "
         f"{converged['hours']} hours of training), claim (d) is **{converged['verdict (d)']}** and (d′) "

@@ -346,3 +346,27 @@ def test_blocks_claims_follow_the_knee_and_compare_soft_with_majority():
 def test_claims_need_their_own_stage(stride_setup):
     with pytest.raises(ValueError, match="judged on stage 'truncation'"):
         spectral.truncation_claims(stride_setup, {})
+
+
+def test_plot_against_nyquist_draws_live_and_committed_runs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = stride_runs({2: 0.1, 4: 0.2, 8: 0.3, 16: 0.4})
+    labels = torch.as_tensor(DigitScenes(split="test", num_samples=4, size=32, cache_dir=False).labels).long()
+    oracle = spectral.oracle_frame(labels)
+    fig, ax = plt.subplots()
+    spectral.plot_against_nyquist(ax, {"a": ({s: runs[f"s = {s}"] for s in spectral.STRIDES}, "o")}, 32, 6, oracle)
+    lines = ax.get_lines()
+    assert [round(y, 3) for y in lines[0].get_ydata()] == [0.6, 0.502, 0.402, 0.302, 0.202]  # strides 1..16
+    assert ax.get_xscale() == "log" and "N/(2s)" in ax.get_xlabel()
+    plt.close(fig)
+    blocks = blocks_runs(lambda b: 0.1 * (b > 2), lambda b: 0.0)
+    by_side = spectral.runs_by_block(blocks, "majority")
+    assert list(by_side) == [1, 2, 4, 8, 16] and by_side[1] is blocks["dense", "CE"]
+    with pytest.raises(KeyError, match="no runs"):
+        spectral.runs_by_block({}, "soft")
+    with pytest.raises(ValueError, match="series"):
+        spectral.plot_against_nyquist(None, {}, 32, 6)

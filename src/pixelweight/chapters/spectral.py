@@ -68,10 +68,12 @@ __all__ = [
     "decoder_flops",
     "label_profile",
     "reference_errors",
+    "runs_by_block",
     "learning_step_frame",
     "miou_frame",
     "oracle_frame",
     "paired_effect",
+    "plot_against_nyquist",
     "predicted_knee",
     "setup",
     "show_analysis_converged",
@@ -404,6 +406,57 @@ def band_curves(runs: Sequence[Any], size: int = 32):
                 rows.append({"seed": run_seed(r), "step": e["step"], "band": name,
                              "relative_energy": value / start if start > 0 else math.nan})
     return pd.DataFrame(rows, columns=["seed", "step", "band", "relative_energy"])
+
+
+def runs_by_block(runs: Mapping[Any, Sequence[Any]], annotation: str, arm: str = "CE") -> Dict[int, Sequence[Any]]:
+    """The ``blocks`` stage's runs (keyed by ``(variant, arm label)``) of one kind of block label,
+    by block side: ``{1: dense runs, 2: ..., 16: ...}``."""
+    if annotation not in ANNOTATIONS:
+        raise ValueError(f"annotation must be one of {ANNOTATIONS}, got {annotation!r}")
+    keys = {b: ("dense" if b == 1 else blocks_variant(b, annotation), arm) for b in (1,) + BLOCKS}
+    missing = [k for k in keys.values() if k not in runs]
+    if missing:
+        raise KeyError(f"no runs of {missing}")
+    return {b: runs[key] for b, key in keys.items()}
+
+
+def plot_against_nyquist(ax, series: Mapping[str, Tuple[Mapping[int, Sequence[Any]], str]], size: int, k: int,
+                         oracle=None, symbol: str = "s", key: str = "test_miou"):
+    """Draw test mIoU against the Nyquist frequency :math:`N/(2f)` of each factor :math:`f` (a
+    stride or a block side; log-2 axis) on ``ax``: for each entry ``{label: (runs by factor,
+    marker)}`` the mean over seeds with its 95% interval (runs live or committed), the oracle
+    (:func:`oracle_frame`) when given, the factors' names and the cut-off ``k``."""
+    from ..stats import mean_ci
+
+    if not isinstance(series, Mapping) or not series:
+        raise ValueError("series must map a label to (runs by factor, marker)")
+    factors: List[int] = []
+    for label, (by_factor, marker) in series.items():
+        fs = sorted(by_factor)
+        stats = []
+        for f in fs:
+            values = [r.metrics.get(key) for r in by_factor[f]]
+            if not values or any(v is None for v in values):
+                raise ValueError(f"{label!r}: a run of factor {f} has no {key!r}")
+            stats.append(mean_ci([float(v) for v in values]) if len(values) > 1 else None)
+        x = [size / (2 * f) for f in fs]
+        means = [float(np.mean([r.metrics[key] for r in by_factor[f]])) for f in fs]
+        low = [m - (st.low if st is not None else m) for m, st in zip(means, stats)]
+        high = [(st.high if st is not None else m) - m for m, st in zip(means, stats)]
+        ax.errorbar(x, means, yerr=[low, high], marker=marker, capsize=3, label=label)
+        factors = sorted(set(factors) | set(fs))
+    if oracle is not None:
+        ax.plot([size / (2 * f) for f in oracle.factor], oracle.oracle_miou, marker="s", ls="--", color="0.5",
+                label="oracle: majority labels through the grid")
+    for f in factors:
+        ax.annotate(f"{symbol} = {f}", (size / (2 * f), 0.02), ha="center", fontsize="x-small")
+    ax.axvline(k, color="0.4", ls=":", lw=1)
+    ax.text(k * 1.03, 0.9, f"K$_{{{ALPHA:g}}}$ = {k}", fontsize="small")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(f"Nyquist frequency N/(2{symbol}) (cycles per image, log scale)")
+    ax.set_ylabel("test mIoU on dense labels")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize="x-small", loc="upper left")
 
 
 # --------------------------------------------------------------------------------------
