@@ -188,7 +188,7 @@ if converged.available:
     markdown(
         f"At the converged budget ({text['seeds']} seeds; {text['plateau']} runs reached the plateau of the "
         f"validation mIoU; {text['hours']} hours of training in all) the mean-accuracy gain of recall loss over "
-        + ", ".join(f"CE is {full_effects['gains'][s].format(3)} at s = {s:g}" for s in EXPONENTS)
+        "CE is " + ", ".join(f"{full_effects['gains'][s].format(3)} at s = {s:g}" for s in EXPONENTS)
         + f"; the growth is {full_effects['growth'].format(3)}, so \"the gain grows with the imbalance\" is "
         f"**{growth_full.verdict}** (early in training: {claims.claims[-1].verdict}).")
     fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))

@@ -7,7 +7,7 @@ For pixel :math:`i` with target probabilities :math:`q_{i,c}` and logits :math:`
     p_{i,c} = \frac{e^{z_{i,c}}}{\sum_k e^{z_{i,k}}},
 
 which is :math:`-\log p_{i,y_i}` for a one-hot :math:`q_i` (the class-index cross-entropy of
-:mod:`pixelweight.losses.ce`). Its gradient :math:`\partial \mathrm{CE}_i / \partial z_{i,c}
+:func:`~pixelweight.losses.cross_entropy`). Its gradient :math:`\partial \mathrm{CE}_i / \partial z_{i,c}
 = p_{i,c} \sum_k q_{i,k} - q_{i,c}` is :math:`p_{i,c} - q_{i,c}` for a distribution and exactly
 0 for :math:`q_i = 0`: a pixel whose probabilities are all 0 (the one-hot vector of an
 ignored pixel) contributes nothing, and it does not count in the mean's denominator.
