@@ -286,8 +286,8 @@ if converged["result"].available:
     committed = converged["result"].runs
     fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH * 0.75, 3.3), layout="constrained")
     spectral.plot_against_nyquist(
-        ax, {"converged (`full`, mean, 95% CI)": ({s: committed[f"s = {s}"] for s in spectral.STRIDES}, "o"),
-             f"early (`{P.name}`)": ({s: runs[f"s = {s}"] for s in spectral.STRIDES}, "x")}, SIZE, K, oracle)
+        ax, {"converged (full profile; mean, 95% CI)": ({s: committed[f"s = {s}"] for s in spectral.STRIDES}, "o"),
+             f"early ({P.name} profile)": ({s: runs[f"s = {s}"] for s in spectral.STRIDES}, "x")}, SIZE, K, oracle)
     ax.set_title("Accuracy against the output grid's resolution, converged and early", fontsize="small")
     plt.show()
     markdown(

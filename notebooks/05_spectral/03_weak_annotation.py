@@ -214,7 +214,7 @@ if converged["result"].available:
     spectral.plot_against_nyquist(ax, {f"converged, {a} block labels": (spectral.runs_by_block(committed, a, ARM), m)
                                        for a, m in zip(spectral.ANNOTATIONS, ("o", "^"))}, SIZE, K, oracle,
                                   symbol="b")
-    ax.set_title("Accuracy against the block side, converged (`full`; mean, 95% CI)", fontsize="small")
+    ax.set_title("Accuracy against the block side, converged (full profile; mean, 95% CI)", fontsize="small")
     plt.show()
     markdown(
         f"At the converged budget ({converged['seeds']} seeds; {converged['plateau']} runs reached the plateau; "
