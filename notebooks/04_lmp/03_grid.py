@@ -61,7 +61,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 #
 # **Needs:** a CPU for the `ci` profile (12 trained configurations x 3 seeds of a narrow
 # U-Net on small scenes); the converged `full` profile (the same scenes and model, 5 seeds,
-# 2,000 steps, the plateau of each run recorded) runs outside the book with
+# 4,000 steps, the plateau of each run recorded) runs outside the book with
 # `make results CHAPTER=04_lmp`.
 
 # %% tags=["parameters"]
