@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -402,9 +403,20 @@ def committed_frame(chapter: str, expected_profile: Mapping[str, Any], names: It
 # --------------------------------------------------------------------------------------
 # python -m pixelweight.results run CHAPTER | verify PATH...
 # --------------------------------------------------------------------------------------
+def _record_paths(items, parser) -> List[Path]:
+    paths: List[Path] = []
+    for item in items:
+        path = Path(item)
+        if not path.exists():
+            parser.error(f"no such record or folder: {path}")
+        paths += sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")) if path.is_dir() else [path]
+    return paths
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line: ``run`` a chapter's runs outside the book (the committed ``full``
-    records) or ``verify`` records by retraining them (exit status 1 when one differs)."""
+    records), ``verify`` records by retraining them (exit status 1 when one differs), or ``trace``
+    the library files their runs execute."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m pixelweight.results",
@@ -427,6 +439,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="largest absolute metric difference that passes (default 0: exact, same CPU)")
     verify.add_argument("--cheapest", action="store_true",
                         help="verify only the record with the shortest training (what CI does)")
+    trace = sub.add_parser("trace", help="record which library files each record's run executes "
+                                         "(a short traced rerun per arm), so that its staleness is per file")
+    trace.add_argument("paths", nargs="+", help="record files (or folders of them)")
+    trace.add_argument("--force", action="store_true", help="trace records that already list their files again")
     args = parser.parse_args(argv)
 
     from .chapters import _runner
@@ -447,14 +463,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         except _runner.DirtyTree as err:
             parser.error(str(err))
         return 0
+    if args.command == "trace":
+        from .chapters._trace import trace_records
+
+        found = _record_paths(args.paths, parser)
+        try:
+            outcome = trace_records(found, force=args.force)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        for path, what in sorted(outcome.items()):
+            print(f"{path}: {what}")
+        return 0
     if not (args.tolerance >= 0 and math.isfinite(args.tolerance)):
         parser.error(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-    paths: List[Path] = []
-    for item in args.paths:
-        path = Path(item)
-        if not path.exists():
-            parser.error(f"no such record or folder: {path}")
-        paths += sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")) if path.is_dir() else [path]
+    paths = _record_paths(args.paths, parser)
     if args.cheapest:
         # a stale record is shown as stale in the book, not retrained as if current
         current = [p for p in paths if _runner.stale_paths(load_record(p)) in ([], None)]

@@ -309,3 +309,128 @@ def test_the_command_line_checks_its_arguments(capsys):
         main(["verify", "no/such/record.json"])
     with pytest.raises(SystemExit):
         main(["verify", "--tolerance", "-1", "x.json"])
+
+
+def test_code_changed_can_leave_function_bodies_out():
+    before = ('import torch\nEPS = 1e-6\n\n\ndef f(x, k=2):\n    return k * x\n\n\n'
+              'class L:\n    scale = 1.0\n\n    def forward(self, x):\n        return self.scale * x\n\n\n'
+              'if True:\n    def g():\n        return 1\n')
+    bodies = before.replace("return k * x", "return x * k + 0").replace("return self.scale * x", "return x") \
+        .replace("return 1\n", "return 2\n")
+    assert _runner.code_changed(before, bodies)
+    assert not _runner.code_changed(before, bodies, function_bodies=False)
+    assert not _runner.code_changed(before, before + "\n\ndef h():\n    return 3\n", function_bodies=False)
+    for outside in (before.replace("EPS = 1e-6", "EPS = 1e-7"),  # a constant
+                    before.replace("k=2", "k=3"),  # a default: evaluated at import
+                    before.replace("def f(x, k=2)", "def f(x, k=2, j=1)"),  # a signature
+                    before.replace("scale = 1.0", "scale = 2.0"),  # a class attribute
+                    before.replace("def f(", "@torch.no_grad()\ndef f("),  # a decorator
+                    before + "torch.manual_seed(0)\n",  # a call at import
+                    before.replace("if True:", "if False:")):
+        assert _runner.code_changed(before, outside, function_bodies=False), outside
+
+
+def _git_repo(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    return git
+
+
+def test_staleness_is_per_file_for_a_record_that_lists_the_code_its_run_executed(tmp_path):
+    git = _git_repo(tmp_path)
+    losses = tmp_path / "src/pixelweight/losses"
+    losses.mkdir(parents=True)
+    (losses / "ce.py").write_text("def ce(x):\n    return x\n")
+    (losses / "wfm.py").write_text("EPS = 1e-6\n\n\ndef wfm(x):\n    return x + EPS\n")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD")
+    provenance = {"git_commit": first, "git_dirty": False}
+    traced = types.SimpleNamespace(provenance={**provenance, "code_files": ["src/pixelweight/losses/ce.py"]},
+                                   config={"train": {"num_workers": 0}})
+    untraced = types.SimpleNamespace(provenance=dict(provenance), config={})
+    workers = types.SimpleNamespace(provenance=dict(traced.provenance), config={"train": {"num_workers": 2}})
+    # a faster wfm: only the body of a function the CE run never executed
+    (losses / "wfm.py").write_text("EPS = 1e-6\n\n\ndef wfm(x):\n    return EPS + x\n")
+    git("commit", "-qam", "faster wfm")
+    assert _runner.stale_paths(traced, tmp_path) == []
+    assert _runner.stale_paths(untraced, tmp_path) == ["src/pixelweight/losses/wfm.py"]  # no trace: whole folder
+    assert _runner.stale_paths(workers, tmp_path) == ["src/pixelweight/losses/wfm.py"]  # workers: not traceable
+    # a module constant is seen at import by anyone who imports it: counts
+    (losses / "wfm.py").write_text("EPS = 1e-7\n\n\ndef wfm(x):\n    return EPS + x\n")
+    git("commit", "-qam", "constant")
+    assert _runner.stale_paths(traced, tmp_path) == ["src/pixelweight/losses/wfm.py"]
+    git("reset", "-q", "--hard", "HEAD~1")
+    # an executed file counts whole, even a body change
+    (losses / "ce.py").write_text("def ce(x):\n    return x * 1\n")
+    git("commit", "-qam", "ce")
+    assert _runner.stale_paths(traced, tmp_path) == ["src/pixelweight/losses/ce.py"]
+    git("reset", "-q", "--hard", "HEAD~1")
+    # a removed file, and a new file that does something at import, count
+    git("rm", "-q", "src/pixelweight/losses/wfm.py")
+    git("commit", "-qm", "removed")
+    assert _runner.stale_paths(traced, tmp_path) == ["src/pixelweight/losses/wfm.py"]
+    git("reset", "-q", "--hard", "HEAD~1")
+    (losses / "patch.py").write_text("import torch\ntorch.set_default_dtype(torch.float64)\n")
+    git("add", "-A")
+    git("commit", "-qm", "a patch")
+    assert _runner.stale_paths(traced, tmp_path) == ["src/pixelweight/losses/patch.py"]
+    assert _runner.traced_code_files(untraced) is None and _runner.traced_code_files(workers) is None
+    assert _runner.traced_code_files(traced) == frozenset({"src/pixelweight/losses/ce.py"})
+
+
+def test_a_trace_sees_the_files_a_run_executes_and_not_the_others():
+    from pixelweight.chapters._trace import traced_files
+
+    files = traced_files({"lmp": {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": "p=1.7, ρ=0.3", "seed": 0},
+                          "ce": {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": "CE", "seed": 0}})
+    for arm in ("lmp", "ce"):
+        # the loop, its evaluation and plateau, the model, the data, the metrics, the registry
+        assert {"src/pixelweight/train/loop.py", "src/pixelweight/train/plateau.py",
+                "src/pixelweight/train/evaluation.py", "src/pixelweight/models/unet.py",
+                "src/pixelweight/data/scenes.py", "src/pixelweight/metrics/segmentation.py",
+                "src/pixelweight/losses/registry.py"} <= set(files[arm]), files[arm]
+        # losses the run never calls, and metrics of another task
+        assert not {"src/pixelweight/losses/wfm.py", "src/pixelweight/losses/recall.py",
+                    "src/pixelweight/metrics/foreground.py"} & set(files[arm])
+    assert "src/pixelweight/losses/lmp.py" in files["lmp"] and "src/pixelweight/losses/lmp.py" not in files["ce"]
+
+
+def test_trace_records_traces_current_records_once_per_arm(monkeypatch, tmp_path):
+    from pixelweight.chapters import _trace
+    from pixelweight.results import save_record
+
+    record = load_record(sorted((_runner.Path(__file__).resolve().parents[2] / "results/04_lmp/headline")
+                                .glob("ch4-headline-lmp--seed*.json"))[0])
+    paths = []
+    for seed in (3, 1):
+        record.seed = seed
+        paths.append(save_record(record, tmp_path))
+    asked = []
+
+    def fake(tasks, **kw):
+        asked.append(tasks)
+        return {key: ["src/pixelweight/losses/lmp.py"] for key in tasks}
+
+    monkeypatch.setattr(_trace, "traced_files", fake)
+    monkeypatch.setattr("pixelweight.results.git_commit", lambda *a: {"commit": "f" * 40, "dirty": True})
+    with pytest.raises(RuntimeError, match="clean"):
+        _trace.trace_records(paths)
+    monkeypatch.setattr("pixelweight.results.git_commit", lambda *a: {"commit": "f" * 40, "dirty": False})
+    monkeypatch.setattr(_runner, "stale_paths", lambda r: ["src/pixelweight/losses/lmp.py"])
+    assert all(v.startswith("not current") for v in _trace.trace_records(paths).values()) and not asked
+    monkeypatch.setattr(_runner, "stale_paths", lambda r: [])
+    outcome = _trace.trace_records(paths)
+    assert set(outcome.values()) == {"traced"}
+    assert asked == [{"04_lmp/headline//LMP": {"chapter": "04_lmp", "stage": "headline", "variant": "",
+                                               "arm": "LMP", "seed": 1}}]  # one trace for both seeds
+    traced = load_record(paths[0])
+    assert traced.provenance["code_files"] == ["src/pixelweight/losses/lmp.py"]
+    assert traced.provenance["code_trace"]["commit"] == "f" * 40 and traced.metrics == record.metrics
+    assert set(_trace.trace_records(paths).values()) == {"already traced"}

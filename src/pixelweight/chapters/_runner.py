@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_record", "stale_paths",
-           "CODE_PATHS", "DirtyTree", "record_code_paths"]
+           "CODE_PATHS", "DirtyTree", "record_code_paths", "traced_code_files"]
 
 
 class DirtyTree(RuntimeError):
@@ -103,12 +103,16 @@ def _run_job(job: RunJob, profile: str, out: str, device: str, threads: int,
 
 def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union[str, Path, None] = None,
                 device: str = "auto", stages: Optional[Sequence[str]] = None, arms: Optional[Sequence[str]] = None,
-                allow_dirty: bool = False, skip_existing: bool = True, check_tree: bool = True) -> List[str]:
+                allow_dirty: bool = False, skip_existing: bool = True, check_tree: bool = True,
+                trace: bool = True) -> List[str]:
     """Train every run of a chapter (:func:`chapter_jobs`) in ``jobs`` processes and write the
     records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
     changes (the records' commit would not name the code that made them) unless
     ``allow_dirty``. With ``skip_existing`` a run whose record exists is not rerun (a run
-    interrupted half-way resumes). Returns the records' paths."""
+    interrupted half-way resumes). With ``trace`` (``full`` profile, clean tree) the records
+    then get the library files their runs execute (:mod:`pixelweight.chapters._trace`: a
+    short traced rerun per arm), which makes their staleness per file. Returns the records'
+    paths."""
     import concurrent.futures as cf
     import multiprocessing
 
@@ -134,6 +138,7 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
             path, seconds = _run_job(job, profile, str(out), device, threads, commit if check_tree else None)
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
+        _trace_written(paths, profile, trace and not commit.get("dirty"))
         return paths
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
@@ -144,7 +149,18 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
             path, seconds = future.result()
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
+    _trace_written(paths, profile, trace and not commit.get("dirty"))
     return sorted(paths)
+
+
+def _trace_written(paths: Sequence[str], profile: str, trace: bool) -> None:
+    if not (trace and paths and profile == "full"):
+        return
+    from ._trace import trace_records
+
+    outcome = trace_records(paths)
+    done = sum(v == "traced" for v in outcome.values())
+    print(f"traced the code of {done} of {len(paths)} record(s)", flush=True)
 
 
 def _current(path: Path, job: RunJob, profile: str) -> bool:
@@ -369,7 +385,14 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
     file counts as changed when its code changed (:func:`code_changed`): a reworded docstring
     or comment, or a new loss added beside the old ones, changes no number of an existing
     record; nor does a new file of definitions only. Renames count as a removal and an
-    addition. A record made from a tree with uncommitted changes is stale by its own account."""
+    addition. A record made from a tree with uncommitted changes is stale by its own account.
+
+    A record whose provenance lists the files its run executed (``code_files``, written by
+    ``python -m pixelweight.results trace``: :mod:`pixelweight.chapters._trace`) is judged
+    per file: a file it executed counts whole; a file it never executed counts only when
+    something outside its function bodies changed (:func:`code_changed` with
+    ``function_bodies=False``), so that speeding up one loss does not stale the records of
+    losses that never call it."""
     commit = record.provenance.get("git_commit")
     if not commit or commit == "unknown":
         return None
@@ -379,6 +402,10 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
     if changed is None:
         return None
     changed = list(changed)
+    executed = traced_code_files(record)
+    if executed is not None:  # a file the run never executed counts only if more than its function bodies changed
+        changed = [name for name in changed
+                   if name in executed or _changed_outside_functions(str(repo), commit, head.strip(), name)]
     if record.provenance.get("git_dirty"):
         changed.append("(uncommitted changes when the record was made)")
     return changed
@@ -413,7 +440,28 @@ def _changed_code(repo: str, commit: str, head: str, paths: Tuple[str, ...] = CO
     return tuple(changed)
 
 
-def code_changed(before: str, after: str, name: str = "file.py") -> bool:
+def traced_code_files(record) -> Optional[frozenset]:
+    """The library files ``record``'s run executed (``provenance["code_files"]``), or ``None``
+    when the record does not say (an older record, or one trained with data-loader workers,
+    whose calls a trace cannot see)."""
+    files = (getattr(record, "provenance", None) or {}).get("code_files")
+    train = ((getattr(record, "config", None) or {}).get("train") or {})
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or train.get("num_workers", 0):
+        return None
+    return frozenset(files)
+
+
+@functools.lru_cache(maxsize=256)
+def _changed_outside_functions(repo: str, commit: str, head: str, name: str) -> bool:
+    """Whether ``name`` changed between ``commit`` and ``head`` anywhere but in the bodies of
+    its functions and methods (a file added or removed counts as changed)."""
+    before, after = _git(repo, "show", f"{commit}:{name}"), _git(repo, "show", f"{head}:{name}")
+    if before is None or after is None:
+        return True
+    return code_changed(before, after, name, function_bodies=False)
+
+
+def code_changed(before: str, after: str, name: str = "file.py", *, function_bodies: bool = True) -> bool:
     """Whether two versions of a file differ in what they compute for code that existed before.
 
     For Python, their syntax trees are compared with every docstring and the ``__all__``
@@ -423,7 +471,11 @@ def code_changed(before: str, after: str, name: str = "file.py") -> bool:
     ``register_loss(...)`` calls without ``replace`` (a chapter adding a loss registers it;
     the losses a record ran are untouched). Any other difference counts. Any other file, or
     Python that does not parse, is compared by its text. What this rule cannot see (code a
-    new import runs) is what ``verify``, which retrains a record, is for."""
+    new import runs) is what ``verify``, which retrains a record, is for.
+
+    With ``function_bodies=False`` the bodies of functions and methods are left out of the
+    comparison (their signatures, defaults and decorators stay in): what changes when a
+    module is imported, not what its functions do when called."""
     import ast
 
     if not name.endswith(".py"):
@@ -432,6 +484,8 @@ def code_changed(before: str, after: str, name: str = "file.py") -> bool:
         old, new = (_without_docstrings(ast.parse(text)).body for text in (before, after))
     except SyntaxError:
         return before != after
+    if not function_bodies:
+        old, new = _without_function_bodies(old), _without_function_bodies(new)
     old, new = ([st for st in body if not _is_all(st)] for body in (old, new))
     old_dumps, new_dumps = [ast.dump(st) for st in old], [ast.dump(st) for st in new]
     if old_dumps == new_dumps:
@@ -508,6 +562,27 @@ def _is_addition(statement, bound, decorators: bool = False) -> bool:
         func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
         return func == "register_loss" and not any(k.arg == "replace" for k in call.keywords)
     return False
+
+
+def _without_function_bodies(body):
+    """``body`` (a module's statements) with every function's and method's body replaced by
+    ``pass``; class bodies are kept, with their methods' bodies emptied the same way."""
+    import ast
+
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.body = [ast.Pass()]
+        elif isinstance(node, ast.ClassDef):
+            _without_function_bodies(node.body)
+        else:  # functions defined under if / try / with at import time
+            for field in ("body", "orelse", "finalbody"):
+                if isinstance(getattr(node, field, None), list):
+                    _without_function_bodies(getattr(node, field))
+            for handler in getattr(node, "handlers", []) or []:
+                _without_function_bodies(handler.body)
+            for case in getattr(node, "cases", []) or []:
+                _without_function_bodies(case.body)
+    return body
 
 
 def _without_docstrings(tree):
