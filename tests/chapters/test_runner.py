@@ -123,7 +123,9 @@ def test_adding_a_loss_beside_the_old_ones_changes_no_number():
     assert _runner.code_changed(before, before + "def f(x):\n    return 2 * x\n")
     assert _runner.code_changed(before, before.replace("return x", "return x + 0"))
     assert _runner.code_changed(before, before.replace('register_loss("ce", f)\n', ""))
-    assert _runner.code_changed(before, before + "x = 1\n")
+    assert _runner.code_changed(before, before + "x = f(1)\n")  # a call at import
+    assert not _runner.code_changed(before, before + "x = 1\n")  # a new constant
+    assert _runner.code_changed(before, before + "f = 1\n")  # rebinds a name
     assert _runner.code_changed(before, before + "print(1)\n")
     assert _runner.code_changed(before, before + "import math as f\n")
     # what could change an old name's meaning counts too
@@ -131,6 +133,22 @@ def test_adding_a_loss_beside_the_old_ones_changes_no_number():
     assert _runner.code_changed(before, before + "def len(x):\n    return 0\n")  # shadows a builtin
     assert _runner.code_changed(before, before + "@register\ndef h(x):\n    return x\n")
     assert _runner.code_changed(before, before + 'register_loss("ce", f, replace=True)\n')
+
+
+def test_imports_constants_and_cached_functions_can_be_added():
+    before = "import math\nfrom .x import a, b\nEPS = 1e-6\n\n\ndef f(x):\n    return x\n"
+    imports = (before.replace("from .x import a, b\n", "from .x import a, b, c\n"),
+               before.replace("from .x import a, b\n", "from .x import a, b\nfrom .x import c\n"),
+               before.replace("import math\n", "import math, os\n"))
+    for after in imports + tuple(before + added for added in (
+            "BLOCK = 16\n", "BITS: int = 1 << 17\n", "SIDES = (1, -2.5, 'a')\n",
+            "@lru_cache(maxsize=None)\ndef g(x):\n    return x\n", "@functools.cache\ndef g(x):\n    return x\n")):
+        assert not _runner.code_changed(before, after), after
+    for changed in ("EPS = 1e-7\n", "BLOCK = make()\n", "BLOCK = EPS\n", "math = 1\n",
+                    "@lru_cache(maxsize=size())\ndef g(x):\n    return x\n",
+                    "@register\ndef g(x):\n    return x\n", "from .y import b\n"):
+        assert _runner.code_changed(before, before + changed), changed
+    assert _runner.code_changed(before, before.replace("from .x import a, b\n", "from .x import a\n"))
 
 
 def test_a_new_file_is_inert_only_if_it_defines_things():
@@ -320,6 +338,11 @@ def test_code_changed_can_leave_function_bodies_out():
     assert _runner.code_changed(before, bodies)
     assert not _runner.code_changed(before, bodies, function_bodies=False)
     assert not _runner.code_changed(before, before + "\n\ndef h():\n    return 3\n", function_bodies=False)
+    # a parameter's name is bound only when the function runs; its default is evaluated at import
+    renamed = bodies.replace("def f(x, k=2)", "def f(x, y, k=2)").replace("return k * x", "return k * y")
+    assert not _runner.code_changed(before, renamed, function_bodies=False)
+    assert _runner.code_changed(before, before.replace("def f(x, k=2)", "def f(x: make(), k=2)"),
+                                function_bodies=False)  # an annotation that calls, run at import
     for outside in (before.replace("EPS = 1e-6", "EPS = 1e-7"),  # a constant
                     before.replace("k=2", "k=3"),  # a default: evaluated at import
                     before.replace("def f(x, k=2)", "def f(x, k=2, j=1)"),  # a signature
@@ -408,6 +431,8 @@ def test_trace_records_traces_current_records_once_per_arm(monkeypatch, tmp_path
 
     record = load_record(sorted((_runner.Path(__file__).resolve().parents[2] / "results/04_lmp/headline")
                                 .glob("ch4-headline-lmp--seed*.json"))[0])
+    for key in ("code_files", "code_trace"):
+        record.provenance.pop(key, None)
     paths = []
     for seed in (3, 1):
         record.seed = seed

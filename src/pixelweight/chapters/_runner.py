@@ -465,11 +465,13 @@ def code_changed(before: str, after: str, name: str = "file.py", *, function_bod
     """Whether two versions of a file differ in what they compute for code that existed before.
 
     For Python, their syntax trees are compared with every docstring and the ``__all__``
-    lists removed (comments and formatting are not in the tree). A change that only *adds*
-    to a module is no change: new imports (not ``*``) and undecorated functions and classes
-    under names the module did not bind before and that are not builtins, and new
-    ``register_loss(...)`` calls without ``replace`` (a chapter adding a loss registers it;
-    the losses a record ran are untouched). Any other difference counts. Any other file, or
+    lists removed (comments and formatting are not in the tree; ``from m import a, b`` is
+    read as one import per name). A change that only *adds* to a module is no change: new
+    imports (not ``*``), functions and classes (undecorated, or decorated by
+    ``functools.lru_cache`` / ``functools.cache`` only) and constants (a literal, or
+    arithmetic on literals) under names the module did not bind before and that are not
+    builtins, and new ``register_loss(...)`` calls without ``replace`` (a chapter adding a
+    loss registers it; the losses a record ran are untouched). Any other difference counts. Any other file, or
     Python that does not parse, is compared by its text. What this rule cannot see (code a
     new import runs) is what ``verify``, which retrains a record, is for.
 
@@ -486,7 +488,7 @@ def code_changed(before: str, after: str, name: str = "file.py", *, function_bod
         return before != after
     if not function_bodies:
         old, new = _without_function_bodies(old), _without_function_bodies(new)
-    old, new = ([st for st in body if not _is_all(st)] for body in (old, new))
+    old, new = ([one for st in body if not _is_all(st) for one in _one_import_per_name(st)] for body in (old, new))
     old_dumps, new_dumps = [ast.dump(st) for st in old], [ast.dump(st) for st in new]
     if old_dumps == new_dumps:
         return False
@@ -543,20 +545,71 @@ def _bound_names(statement) -> List[str]:
     return []
 
 
+def _one_import_per_name(statement) -> list:
+    """``from m import a, b`` as ``from m import a`` and ``from m import b`` (the same
+    bindings), so that importing one more name from a module reads as an addition."""
+    import ast
+
+    if isinstance(statement, ast.ImportFrom) and len(statement.names) > 1:
+        return [ast.ImportFrom(module=statement.module, names=[alias], level=statement.level)
+                for alias in statement.names]
+    if isinstance(statement, ast.Import) and len(statement.names) > 1:
+        return [ast.Import(names=[alias]) for alias in statement.names]
+    return [statement]
+
+
+#: Decorators that only wrap a new function (no effect at import): a new definition under
+#: them is still an addition.
+_PURE_DECORATORS = {"lru_cache", "functools.lru_cache", "cache", "functools.cache"}
+
+
+def _pure_decorator(node) -> bool:
+    import ast
+
+    if isinstance(node, ast.Call):  # lru_cache(maxsize=None): literal arguments only
+        args = list(node.args) + [k.value for k in node.keywords]
+        return _pure_decorator(node.func) and all(_is_literal(a) for a in args)
+    return ast.unparse(node) in _PURE_DECORATORS
+
+
+def _is_literal(node) -> bool:
+    """A literal, or arithmetic and containers of literals: evaluating it calls nothing."""
+    import ast
+
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _is_literal(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _is_literal(node.left) and _is_literal(node.right)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return all(_is_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _is_literal(k) for k in node.keys) and all(_is_literal(v) for v in node.values)
+    return False
+
+
 def _is_addition(statement, bound, decorators: bool = False) -> bool:
     """A top-level statement that adds to a module without touching what it had: a new
-    import (not ``*``) or definition (undecorated, unless ``decorators``) under a name that is
-    neither bound already nor a builtin, or a ``register_loss(...)`` call without ``replace``."""
+    import (not ``*``), definition (undecorated or under :data:`_PURE_DECORATORS`; any
+    decorator with ``decorators``) or literal constant under a name that is neither bound
+    already nor a builtin, or a ``register_loss(...)`` call without ``replace``."""
     import ast
     import builtins
+
+    def new_names(names) -> bool:
+        return bool(names) and not (names & bound or any(hasattr(builtins, n) for n in names))
 
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
         if isinstance(statement, ast.ImportFrom) and any(a.name == "*" for a in statement.names):
             return False
-        if getattr(statement, "decorator_list", None) and not decorators:
+        if not decorators and not all(_pure_decorator(d) for d in getattr(statement, "decorator_list", [])):
             return False
-        names = set(_bound_names(statement))
-        return not (names & bound or any(hasattr(builtins, n) for n in names))
+        return new_names(set(_bound_names(statement)))
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)) and statement.value is not None:
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        if all(isinstance(t, ast.Name) for t in targets) and _is_literal(statement.value):
+            return new_names({t.id for t in targets})
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         call = statement.value
         func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
@@ -565,12 +618,24 @@ def _is_addition(statement, bound, decorators: bool = False) -> bool:
 
 
 def _without_function_bodies(body):
-    """``body`` (a module's statements) with every function's and method's body replaced by
-    ``pass``; class bodies are kept, with their methods' bodies emptied the same way."""
+    """``body`` (a module's statements) with every function and method reduced to what runs
+    when it is defined: its decorators, default values and any annotation that calls
+    something (the parameters' names and the body run only when it is called); class bodies
+    are kept, with their methods reduced the same way."""
     import ast
+
+    def calls(node) -> bool:
+        return node is not None and any(isinstance(n, ast.Call) for n in ast.walk(node))
 
     for node in body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            params = a.posonlyargs + a.args + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p is not None]
+            evaluated = list(a.defaults) + [d for d in a.kw_defaults if d is not None] + \
+                [p.annotation for p in params if calls(p.annotation)] + ([node.returns] if calls(node.returns) else [])
+            node.args = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
+                                      kwarg=None, defaults=evaluated)
+            node.returns = None
             node.body = [ast.Pass()]
         elif isinstance(node, ast.ClassDef):
             _without_function_bodies(node.body)
