@@ -75,7 +75,7 @@ from torch import nn
 from .._validation import accumulation_dtype, check_float, check_ignore_index, check_reduction, require
 from ..metrics.foreground import WFMTerms, wfm_gt_terms
 from ._foreground import binary_maps, reduce_images
-from ._separable import blur, conv_blur, gaussian_half_kernel
+from ._separable import blur, conv_blur, gaussian_half_kernel, unit_sum_half_kernel
 from ._foreground import masked_sum, valid_count  # (BCE + F^w)
 
 __all__ = ["BCEWeightedFMeasureLoss", "WeightedFMeasureLoss", "bce_weighted_fmeasure_loss", "weighted_fmeasure_loss"]
@@ -175,10 +175,15 @@ _CONV_BLUR_MIN_PIXELS = 1 << 17
 
 
 def _blur(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    r""":math:`K * X` (times ``scale``) over the last two dimensions of ``x`` (N, H, W), no autograd."""
+    r""":math:`K * X` (times ``scale``) over the last two dimensions of ``x`` (N, H, W), no autograd.
+
+    The taps of :func:`pixelweight.metrics.weighted_fmeasure`'s blur (summing to exactly 1 in
+    ``x``'s dtype), so that the loss stays 1 - the metric to rounding.
+    """
+    half = unit_sum_half_kernel(_WFM_HALF_KERNEL, x.dtype)
     if x.numel() >= _CONV_BLUR_MIN_PIXELS or x.device.type != "cpu":
-        return conv_blur(x, _WFM_HALF_KERNEL, scale=scale)
-    out = blur(x, _WFM_HALF_KERNEL)
+        return conv_blur(x, half, scale=scale)
+    out = blur(x, half)
     return out if scale == 1.0 else out.mul_(scale)
 
 
