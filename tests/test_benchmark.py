@@ -1,6 +1,7 @@
 """The loss micro-benchmark: table layout, within-round ratios, custom losses, errors, CLI, and every
 loss of the library against F.cross_entropy (structure and values on tiny shapes, no timed assertions)."""
 
+import math
 import platform
 import subprocess
 import sys
@@ -275,6 +276,33 @@ def test_benchmark_foreground_cli(capsys):
     assert "ratio = time / F.binary_cross_entropy_with_logits" in out and "weighted_fmeasure_loss(terms)" in out
     with pytest.raises(SystemExit):
         main(["--set", "foreground", "--shape", "1", "3", "8", "8"])
+
+
+# ------------------------------------------------------------- the exact metric vs PySODMetrics
+def test_benchmark_metric_rows_on_a_tiny_batch():
+    """Structure only (no timing assertion): one row per call, the reference's ratio 1, the
+    values equal to PySODMetrics', the issue's targets attached."""
+    from pixelweight.benchmark import METRIC_REFERENCE, METRIC_TARGETS, benchmark_metric
+
+    frame = benchmark_metric((2, 12, 10), repeats=2, warmup=0)
+    assert frame["call"].tolist() == [METRIC_REFERENCE, "weighted_fmeasure", "weighted_fmeasure(terms)", "wfm_gt_terms"]
+    assert frame.loc[0, "ratio"] == 1.0 and (frame["median_ms"] > 0).all() and set(frame["threads"]) == {1}
+    assert (frame["shape"] == "2x12x10").all() and (frame["repeats"] == 2).all()
+    ours = frame[frame["call"].isin(list(METRIC_TARGETS))]
+    assert (ours["max_abs_diff"] < 1e-6).all()
+    assert ours["target"].tolist() == [METRIC_TARGETS[c] for c in ours["call"]]
+    assert all(m == (r <= t) for m, r, t in zip(ours["meets"], ours["ratio"], ours["target"]))
+    assert frame.loc[3, "meets"] is None and math.isnan(frame.loc[3, "target"])
+    assert all(abs(s * r - 1) < 1e-12 for s, r in zip(frame["speedup"], frame["ratio"]))
+
+
+def test_benchmark_metric_cli(capsys):
+    assert main(["--set", "metric", "--shape", "1", "1", "8", "8", "--repeats", "1", "--warmup", "0",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio = time / py_sod_metrics.WeightedFmeasure" in out and "weighted_fmeasure(terms)" in out
+    with pytest.raises(SystemExit):
+        main(["--set", "metric", "--shape", "1", "3", "8", "8"])
 
 
 # ------------------------------------------------------------------------------------

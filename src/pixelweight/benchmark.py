@@ -75,8 +75,9 @@ import torch.nn.functional as F
 from ._validation import check_float, check_ignore_index, check_int
 
 __all__ = ["DEFAULT_SHAPE", "FOREGROUND_REFERENCE", "FOREGROUND_SHAPES", "FOREGROUND_TARGETS", "LIBRARY_SHAPE",
+           "METRIC_REFERENCE", "METRIC_SHAPE", "METRIC_TARGETS",
            "REFERENCE", "SAMPLER_TARGET", "TARGETS", "benchmark_calls", "benchmark_foreground", "benchmark_library",
-           "benchmark_losses", "benchmark_models", "benchmark_sampler", "default_losses", "foreground_batch", "foreground_losses",
+           "benchmark_losses", "benchmark_metric", "benchmark_models", "benchmark_sampler", "default_losses", "foreground_batch", "foreground_losses",
            "keep_freed_memory", "library_losses", "main", "peak_memory", "profile_losses", "ratio_table",
            "time_calls"]
 
@@ -103,6 +104,14 @@ FOREGROUND_SHAPES = ((16, 64, 64), (8, 256, 256))
 FOREGROUND_REFERENCE = "F.binary_cross_entropy_with_logits"
 #: The issue's target: forward+backward time over the reference's, with the terms cached.
 FOREGROUND_TARGETS = {"weighted_fmeasure_loss(terms)": 1.5}
+
+#: Maps of :func:`benchmark_metric`, ``(N, H, W)``: 64 maps of 256x256, float32.
+METRIC_SHAPE = (64, 256, 256)
+#: The reference of the metric benchmark: PySODMetrics' ``WeightedFmeasure``, stepped per image.
+METRIC_REFERENCE = "py_sod_metrics.WeightedFmeasure"
+#: The issue's targets: time over PySODMetrics' (at least 3x faster end to end, 20x with the
+#: ground-truth terms cached).
+METRIC_TARGETS = {"weighted_fmeasure": 1 / 3, "weighted_fmeasure(terms)": 1 / 20}
 
 #: The issue's bound on the saliency sampler's pipeline time over uniform downsampling's, at
 #: equal output size (:func:`benchmark_sampler`).
@@ -290,6 +299,109 @@ def benchmark_foreground(
     frame["target"] = [FOREGROUND_TARGETS.get(name, float("nan")) for name in frame["loss"]]
     frame["meets"] = [None if name not in FOREGROUND_TARGETS else bool(r <= FOREGROUND_TARGETS[name])
                       for name, r in zip(frame["loss"], frame["ratio"])]
+    return frame
+
+
+def benchmark_metric(
+    shape: Sequence[int] = METRIC_SHAPE,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    num_threads: Optional[int] = 1,
+    steady_memory: bool = True,
+    timer: str = "wall",
+    seed: int = 0,
+):
+    """The exact Weighted F-measure against PySODMetrics: time per batch, and the values.
+
+    Float32 probabilities ``sigmoid(z)`` of :func:`foreground_batch` logits and its blob masks,
+    ``shape = (N, H, W)``, on the CPU. Timed in turns (:func:`time_calls`): PySODMetrics'
+    ``WeightedFmeasure`` stepped over the N maps (``normalize=False``; the reference),
+    :func:`pixelweight.metrics.weighted_fmeasure` end to end (the ground-truth terms, a distance
+    transform, computed in the call), the same with the terms cached (``terms=``, computed once
+    beforehand, as a training loop caches them) and :func:`pixelweight.metrics.wfm_gt_terms`
+    alone. Needs PySODMetrics (``pip install pysodmetrics``, a test dependency).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per call: ``call``, ``median_ms``, ``q25_ms``, ``q75_ms``, ``ratio`` (time over
+        the reference's in the same round, median over rounds), ``ratio_q25``, ``ratio_q75``,
+        ``speedup`` (``1 / ratio``), ``max_abs_diff`` (largest difference from PySODMetrics'
+        values over the maps; NaN for the reference and ``wfm_gt_terms``), ``shape``,
+        ``repeats``, ``threads``, ``steady_memory``, ``timer``, ``target``
+        (:data:`METRIC_TARGETS`, a bound on ``ratio``; NaN where there is none) and ``meets``.
+
+    Examples
+    --------
+    >>> from pixelweight.benchmark import benchmark_metric
+    >>> frame = benchmark_metric((2, 16, 16), repeats=1, warmup=0)
+    >>> frame["call"].tolist()
+    ['py_sod_metrics.WeightedFmeasure', 'weighted_fmeasure', 'weighted_fmeasure(terms)', 'wfm_gt_terms']
+    >>> bool(frame.loc[1, "max_abs_diff"] < 1e-6)
+    True
+    """
+    import pandas as pd
+
+    try:
+        import py_sod_metrics
+    except ImportError as error:  # pragma: no cover - a test dependency
+        raise ImportError("benchmark_metric compares with PySODMetrics: pip install pysodmetrics") from error
+    from .metrics import weighted_fmeasure, wfm_gt_terms
+
+    repeats = check_int(repeats, "repeats", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=0)
+    if num_threads is not None:
+        num_threads = check_int(num_threads, "num_threads", minimum=1)
+    if not isinstance(steady_memory, bool):
+        raise TypeError(f"steady_memory must be a bool, got {type(steady_memory).__name__}")
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    logits, target = foreground_batch(shape, seed=seed)
+    pred = torch.sigmoid(logits.detach())[:, 0].contiguous()
+    gt = target == 1
+    pred_np, gt_np = pred.numpy(), gt.numpy()
+    steady = steady_memory and keep_freed_memory()
+
+    def reference() -> np.ndarray:
+        metric = py_sod_metrics.WeightedFmeasure()
+        for p, g in zip(pred_np, gt_np):
+            metric.step(p, g, normalize=False)
+        return np.asarray(metric.weighted_fms, dtype=np.float64)
+
+    saved_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        threads = torch.get_num_threads()
+        terms = wfm_gt_terms(gt, dtype=torch.float32)
+        calls = {
+            METRIC_REFERENCE: reference,
+            "weighted_fmeasure": lambda: weighted_fmeasure(pred, gt),
+            "weighted_fmeasure(terms)": lambda: weighted_fmeasure(pred, gt, terms=terms),
+            "wfm_gt_terms": lambda: wfm_gt_terms(gt, dtype=torch.float32),
+        }
+        expected = reference()
+        diffs = {
+            "weighted_fmeasure": float(np.abs(weighted_fmeasure(pred, gt).double().numpy() - expected).max()),
+            "weighted_fmeasure(terms)": float(
+                np.abs(weighted_fmeasure(pred, gt, terms=terms).double().numpy() - expected).max()),
+        }
+        times = time_calls(calls, repeats=repeats, warmup=warmup, timer=timer)
+    finally:
+        torch.set_num_threads(saved_threads)
+    rows = _ratio_rows(times)
+    for row in rows:
+        row["call"] = row.pop("loss")
+        row.update({"speedup": 1 / row["ratio"], "max_abs_diff": diffs.get(row["call"], float("nan")),
+                    "shape": "x".join(map(str, gt.shape)), "repeats": repeats, "threads": threads,
+                    "steady_memory": steady, "timer": timer})
+    columns = ["call", "median_ms", "q25_ms", "q75_ms", "ratio", "ratio_q25", "ratio_q75", "speedup",
+               "max_abs_diff", "shape", "repeats", "threads", "steady_memory", "timer"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["target"] = [METRIC_TARGETS.get(name, float("nan")) for name in frame["call"]]
+    frame["meets"] = [None if name not in METRIC_TARGETS else bool(r <= METRIC_TARGETS[name])
+                      for name, r in zip(frame["call"], frame["ratio"])]
     return frame
 
 
@@ -1006,11 +1118,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="Forward+backward time of every loss of pixelweight relative to torch.nn.functional."
                     "cross_entropy, as the median ratio over rounds with its quartiles.",
     )
-    parser.add_argument("--set", choices=["library", "recall", "foreground"], default="library",
+    parser.add_argument("--set", choices=["library", "recall", "foreground", "metric"], default="library",
                         help="library: every loss against F.cross_entropy (default); recall: the recall "
                              "chapter's comparison against the library's CE; foreground: the binary "
                              "foreground-map losses against F.binary_cross_entropy_with_logits (shapes "
-                             "16x1x64x64 and 8x1x256x256 unless --shape N 1 H W)")
+                             "16x1x64x64 and 8x1x256x256 unless --shape N 1 H W); metric: the exact "
+                             "Weighted F-measure against PySODMetrics, end to end and with cached "
+                             "ground-truth terms (64 maps of 256x256 unless --shape N 1 H W, 1 and 2 threads)")
     parser.add_argument("--shape", type=int, nargs=4, default=None, metavar=("N", "C", "H", "W"),
                         help=f"logits shape (default {' '.join(map(str, LIBRARY_SHAPE))} for the library set, "
                              f"{' '.join(map(str, DEFAULT_SHAPE))} for the recall set)")
@@ -1033,6 +1147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.set == "foreground":
         return _main_foreground(args, parser)
+    if args.set == "metric":
+        return _main_metric(args, parser)
     library = args.set == "library"
     shape = args.shape or list(LIBRARY_SHAPE if library else DEFAULT_SHAPE)
     ignore_index = args.ignore_index if args.ignore_index is not None or not library else 255
@@ -1083,6 +1199,25 @@ def _main_foreground(args, parser) -> int:
         print(f"device {first['device']}, float32, {first['repeats']} rounds, {first['threads']} CPU threads, "
               f"steady memory {first['steady_memory']}, {first['timer']} time; ratio = time / {FOREGROUND_REFERENCE}")
         print(table(frame[columns], floatfmt=".3f"))
+        print()
+    return 0
+
+
+def _main_metric(args, parser) -> int:
+    """``--set metric``: :func:`benchmark_metric`, one table per thread count."""
+    from .book import table
+
+    if args.shape is not None and args.shape[1] != 1:
+        parser.error(f"--set metric takes maps: --shape N 1 H W, got {args.shape}")
+    shape = (args.shape[0], args.shape[2], args.shape[3]) if args.shape else METRIC_SHAPE
+    columns = ["call", "median_ms", "ratio", "ratio_q25", "ratio_q75", "speedup", "max_abs_diff", "target"]
+    for t in args.threads or [1, 2]:
+        frame = benchmark_metric(shape, repeats=args.repeats, warmup=args.warmup, num_threads=t,
+                                 steady_memory=args.steady_memory, timer=args.timer, seed=args.seed)
+        first = frame.iloc[0]
+        print(f"maps {first['shape']}, float32, cpu, {first['repeats']} rounds, {first['threads']} CPU threads, "
+              f"steady memory {first['steady_memory']}, {first['timer']} time; ratio = time / {METRIC_REFERENCE}")
+        print(table(frame[columns], floatfmt=".4g"))
         print()
     return 0
 

@@ -382,6 +382,22 @@ def test_wfm_gt_terms_brute_force():
     assert 2 - math.exp(WFM_ALPHA * 5) == pytest.approx(1.5)
 
 
+def test_wfm_gt_terms_nearest_is_scipys_choice_among_ties():
+    """Equidistant foreground pixels (sparse points, a checkerboard, rings): nu is scipy's own
+    feature transform, so E~ and the metric are PySODMetrics' wherever ties change them."""
+    rng = np.random.default_rng(11)
+    gt = np.stack([rng.random((17, 19)) < 0.05, (np.indices((17, 19)).sum(0) % 4 == 0), np.zeros((17, 19), bool)])
+    gt[2, ::6, ::6] = True
+    terms = wfm_gt_terms(torch.from_numpy(gt))
+    for k in range(gt.shape[0]):
+        dist, (rows, cols) = distance_transform_edt(~gt[k], return_indices=True)
+        assert torch.equal(terms.nearest[k], torch.from_numpy(rows * 19 + cols))
+        assert torch.equal(terms.distance[k], torch.from_numpy(dist))
+    pred = rng.random(gt.shape)
+    np.testing.assert_allclose(ours("weighted_fmeasure", pred, gt), reference("weighted_fmeasure", pred, gt),
+                               rtol=0, atol=REF_ATOL)
+
+
 def test_wfm_gt_terms_without_foreground():
     gt = torch.zeros(1, 3, 4, dtype=torch.bool)
     terms = wfm_gt_terms(gt, dtype=torch.float32)

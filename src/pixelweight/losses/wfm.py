@@ -42,10 +42,14 @@ On a binary prediction the loss equals :math:`1 - F^w_\beta` of the metric, to r
 **Cost.** :math:`\Delta`, :math:`\nu`, :math:`B` need a Euclidean distance transform (scipy,
 on the CPU): compute them once per training image with ``wfm_gt_terms(target == 1)`` and
 pass them with the batch (``terms=``); the loss then only checks that they belong to the
-target. Without ``terms`` they are computed at every call. The gather, the blur, its
-adjoint and the scatter back are written out in one autograd function
-(``_WFMSums``): a forward and a backward pass cost about ten passes over the map
-each.
+target (one comparison of the target with ``terms.gt``, which also validates it). Without
+``terms`` they are computed at every call. The gather, the blur, its adjoint and the scatter
+back are written out in one autograd function (``_WFMSums``); the blur is two block
+convolutions (``_separable.conv_blur``) on large batches. Forward and
+backward cost about four times ``F.binary_cross_entropy_with_logits`` on the same logits
+(8 x 256 x 256 and 16 x 64 x 64, one CPU thread; ``python -m pixelweight.benchmark --set
+foreground`` measures it): the gather, the two blurs and the scatter-add alone take more
+than the cross-entropy.
 
 **Edge cases.** An image without foreground pixels has :math:`F^w = 0` in the metric
 (PySODMetrics' convention), so its loss is 1 whatever is predicted, with zero gradient:
@@ -68,10 +72,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_float, check_ignore_index, check_reduction, require
+from .._validation import accumulation_dtype, check_float, check_ignore_index, check_reduction, require
 from ..metrics.foreground import WFMTerms, wfm_gt_terms
 from ._foreground import binary_maps, reduce_images
-from ._separable import blur, gaussian_half_kernel
+from ._separable import blur, conv_blur, gaussian_half_kernel, unit_sum_half_kernel
 from ._foreground import masked_sum, valid_count  # (BCE + F^w)
 
 __all__ = ["BCEWeightedFMeasureLoss", "WeightedFMeasureLoss", "bce_weighted_fmeasure_loss", "weighted_fmeasure_loss"]
@@ -97,11 +101,12 @@ def _check_smoothing(smoothing) -> float:
 class _WFMSums(torch.autograd.Function):
     r"""Per image, :math:`S_G = \sum_{i \in G} E'_i` and :math:`S_B = \sum_i w_i D_i` from logits.
 
-    ``forward(ctx, z, fg, nearest, bg_weight, keep, smoothing)``: ``z`` logits (N, H, W) in
-    the compute dtype; ``fg`` the foreground as 0/1 in that dtype; ``nearest`` long (N, HW),
-    :math:`\nu`; ``bg_weight`` :math:`w_i = B_i` on labelled background pixels, 0 on the
-    foreground and on ignored pixels (so that :math:`S_B = FP^w`); ``keep`` 0/1 (N, H, W),
-    0 at ignored pixels, where :math:`\tilde E` is 0 (``None``: nothing is ignored).
+    ``forward(ctx, z, fg, fg_f, nearest, bg_weight, keep, smoothing)``: ``z`` logits (N, H, W)
+    in the compute dtype; ``fg`` the foreground (bool) and ``fg_f`` the same as 0/1 in that
+    dtype; ``nearest`` long (N, HW), :math:`\nu`; ``bg_weight`` :math:`w_i = B_i` on labelled
+    background pixels, 0 on the foreground and on ignored pixels (so that :math:`S_B = FP^w`);
+    ``keep`` 0/1 (N, H, W), 0 at ignored pixels, where :math:`\tilde E` is 0 (``None``: nothing
+    is ignored).
 
     Backward, with :math:`a = \partial L/\partial S_G`, :math:`b = \partial L/\partial S_B`
     per image and :math:`m_i = [E_{A,i} < E_i]` on :math:`G` (exact minimum):
@@ -113,51 +118,73 @@ class _WFMSums(torch.autograd.Function):
 
     (the blur is self-adjoint; the gather's adjoint is a scatter-add through :math:`\nu`),
     then times :math:`D_j (1 - D_j)` for the sigmoid.
+
+    Cost: the forward pass is a sigmoid, a gather, one blur (``_blur``), a minimum and
+    two dot products; the backward pass a comparison, one blur (the negated kernel), a
+    scatter-add and four multiply-adds, each one pass over the maps.
     """
 
     @staticmethod
-    def forward(ctx, z, fg, nearest, bg_weight, keep, smoothing: float):
+    def forward(ctx, z, fg, fg_f, nearest, bg_weight, keep, smoothing: float):
         n, h, w = z.shape
         p = torch.sigmoid(z)  # D
-        e_t = torch.gather(p.reshape(n, h * w), 1, nearest).reshape(n, h, w).neg_().add_(1)  # Ẽ = 1 - D_ν
+        e = torch.rsub(p, 1)  # 1 - D: E on the foreground
+        e_t = torch.gather(e.reshape(n, h * w), 1, nearest).reshape(n, h, w)  # Ẽ = 1 - D_ν
         if keep is not None:
             e_t.mul_(keep)  # Ẽ = 0 at ignored pixels, like the zero padding
-        e_a = blur(e_t, _WFM_HALF_KERNEL)  # E_A = K * Ẽ
+        e_a = _blur(e_t)  # E_A = K * Ẽ
         del e_t
-        e = torch.sub(1, p)  # E on the foreground
         if smoothing > 0:
             # ½(E + E_A - sqrt((E - E_A)² + s²)), computed into fresh buffers
             root = torch.sub(e, e_a).square_().add_(smoothing * smoothing).sqrt_()
             e_min = e.add(e_a).sub_(root).mul_(0.5)
         else:
             e_min = torch.minimum(e, e_a)  # NaN in either stays NaN
-        s_g = _dot(e_min, fg)  # Σ_G E'
+        s_g = _dot(e_min, fg_f)  # Σ_G E'
+        del e_min
         s_b = _dot(p, bg_weight)  # Σ_{¬G} B D
-        dsig = e.mul_(p)  # σ'(z) = D (1 - D), for the backward pass; e is recomputed there
-        ctx.save_for_backward(p, dsig, e_a, fg, nearest, bg_weight, keep)
+        ctx.save_for_backward(p, e, e_a, fg, fg_f, nearest, bg_weight, keep)
         ctx.smoothing = smoothing
         return s_g, s_b
 
     @staticmethod
     def backward(ctx, grad_g, grad_b):
-        p, dsig, e_a, fg, nearest, bg_weight, keep = ctx.saved_tensors
+        p, e, e_a, fg, fg_f, nearest, bg_weight, keep = ctx.saved_tensors
         n, h, w = p.shape
         a = grad_g.reshape(n, 1, 1)
         b = grad_b.reshape(n, 1, 1)
-        e = torch.sub(1, p)
         if ctx.smoothing > 0:
             root = torch.sub(e, e_a).square_().add_(ctx.smoothing**2).sqrt_()
-            to_a = e.sub_(e_a).div_(root).add_(1).mul_(0.5).mul_(fg)  # ∂E'/∂E_A on G; ∂E'/∂E = 1 - it
+            to_a = torch.sub(e, e_a).div_(root).add_(1).mul_(0.5).mul_(fg_f)  # ∂E'/∂E_A on G; ∂E'/∂E = 1 - it
+            to_a.mul_(a)
         else:
-            to_a = (e_a < e).to(p.dtype).mul_(fg)  # the subgradient: E_A where it is strictly smaller
-        to_a.mul_(a)  # ∂L/∂E_A = a m on G, 0 elsewhere
+            # the subgradient: E_A where it is strictly smaller (a NaN compares false: E, whose gradient is NaN)
+            to_a = torch.lt(e_a, e).logical_and_(fg).to(p.dtype).mul_(a)  # ∂L/∂E_A = a m on G, 0 elsewhere
         # ∂L/∂D_j = b w_j - a [j in G] + (a m_j, through E = 1 - D on G) - (adjoint of Ẽ = 1 - D_ν)
-        grad_p = torch.addcmul(to_a, bg_weight, b).addcmul_(fg, a, value=-1)
-        spread = blur(to_a, _WFM_HALF_KERNEL).neg_()  # -∂L/∂Ẽ
+        grad_p = torch.addcmul(to_a, bg_weight, b).addcmul_(fg_f, a, value=-1)
+        spread = _blur(to_a, scale=-1.0)  # -∂L/∂Ẽ
         if keep is not None:
             spread.mul_(keep)
         grad_p = grad_p.reshape(n, h * w).scatter_add_(1, nearest, spread.reshape(n, h * w))  # through ν
-        return grad_p.reshape(n, h, w).mul_(dsig), None, None, None, None, None
+        return grad_p.reshape(n, h, w).mul_(p).mul_(e), None, None, None, None, None, None  # times σ'(z) = D(1 - D)
+
+
+#: Below this many pixels per batch the shifted-slice blur beats the two convolutions (their
+#: fixed cost per call); measured on one CPU thread (16 x 64 x 64: shifts; 8 x 256 x 256: convolutions).
+_CONV_BLUR_MIN_PIXELS = 1 << 17
+
+
+def _blur(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    r""":math:`K * X` (times ``scale``) over the last two dimensions of ``x`` (N, H, W), no autograd.
+
+    The taps of :func:`pixelweight.metrics.weighted_fmeasure`'s blur (summing to exactly 1 in
+    ``x``'s dtype), so that the loss stays 1 - the metric to rounding.
+    """
+    half = unit_sum_half_kernel(_WFM_HALF_KERNEL, x.dtype)
+    if x.numel() >= _CONV_BLUR_MIN_PIXELS or x.device.type != "cpu":
+        return conv_blur(x, half, scale=scale)
+    out = blur(x, half)
+    return out if scale == 1.0 else out.mul_(scale)
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -255,19 +282,31 @@ def weighted_fmeasure_loss(
     beta2 = _check_beta2(beta2)
     smoothing = _check_smoothing(smoothing)
     check_reduction(reduction)
-    maps = binary_maps(logits, target, ignore_index)  # ignored pixels: logit 0, label 0
-    z, fg_f, fg = maps.logits[:, 0], maps.target[:, 0], maps.fg[:, 0]  # (N, H, W); G is fg
-    acc = z.dtype
-    n, h, w = z.shape
-    if terms is None:
-        terms = _gt_terms(fg, dtype=acc)
+    if terms is not None and _matching_terms(logits, target, terms, ignore_index):
+        # the target is 0/1 and equals terms.gt (one pass): the validation of binary_maps and
+        # _check_terms, done at once
+        acc = accumulation_dtype(logits.dtype)
+        z, fg, valid, has_valid = logits[:, 0].to(acc), terms.gt, None, None
+        fg_f = fg.to(acc)
     else:
-        _check_terms(terms, fg)
-    zero = torch.zeros((), dtype=acc, device=z.device)
-    not_bg = fg if maps.valid is None else fg | ~maps.valid[:, 0]
-    bg_weight = torch.where(not_bg, zero, terms.weight.to(acc))  # B on the labelled background
-    keep = None if maps.valid is None else maps.valid[:, 0].to(acc)
-    s_g, s_b = _WFMSums.apply(z, fg_f, terms.nearest.reshape(n, h * w), bg_weight, keep, smoothing)  # Σ_G E', FP^w
+        maps = binary_maps(logits, target, ignore_index)  # ignored pixels: logit 0, label 0
+        z, fg_f, fg = maps.logits[:, 0], maps.target[:, 0], maps.fg[:, 0]  # (N, H, W); G is fg
+        valid, has_valid = (None if maps.valid is None else maps.valid[:, 0]), maps.has_valid
+        acc = z.dtype
+        if terms is None:
+            terms = _gt_terms(fg, dtype=acc)
+        else:
+            _check_terms(terms, fg)
+    n, h, w = z.shape
+    weight = terms.weight.to(acc)
+    if valid is None:
+        bg_weight = torch.addcmul(weight, weight, fg_f, value=-1)  # B on the background, B - B = 0 on G
+        keep = None
+    else:
+        zero = torch.zeros((), dtype=acc, device=z.device)
+        bg_weight = torch.where(fg | ~valid, zero, weight)  # B on the labelled background
+        keep = valid.to(acc)
+    s_g, s_b = _WFMSums.apply(z, fg, fg_f, terms.nearest.reshape(n, h * w), bg_weight, keep, smoothing)  # Σ_G E', FP^w
 
     fg_count = fg_f.sum(dim=(1, 2))
     tp = fg_count - s_g  # TP^w = |G| - Σ_G E^w
@@ -276,7 +315,37 @@ def weighted_fmeasure_loss(
     f = (1 + beta2) * recall * precision / (recall + beta2 * precision + _EPS)
     # no labelled foreground: F^w = 0 (the metric's convention); "0 *" keeps a NaN input NaN
     f = torch.where(terms.has_foreground, f, 0 * (s_g + s_b))
-    return reduce_images(1 - f, maps.has_valid, reduction, maps.dtype)
+    return reduce_images(1 - f, has_valid, reduction, logits.dtype)
+
+
+def _matching_terms(logits, target, terms, ignore_index) -> bool:
+    """Whether ``(logits, target, terms)`` are valid inputs with ``terms`` of this target, checked
+    with one pass over the target (``target == terms.gt`` everywhere: the target is 0/1 and the
+    terms are its own).
+
+    ``False`` sends the call to the full validation (:func:`binary_maps`, :func:`_check_terms`),
+    which then raises the precise error, or accepts what this shortcut does not cover:
+    ``ignore_index``, a device other than the CPU (where the checks are device-side assertions,
+    without a host synchronisation), ``torch.compile``.
+    """
+    if (ignore_index is not None or not isinstance(terms, WFMTerms) or not isinstance(logits, torch.Tensor)
+            or not isinstance(target, torch.Tensor) or torch.compiler.is_compiling()):
+        return False
+    if (logits.device.type != "cpu" or logits.ndim != 4 or logits.shape[1] != 1 or not logits.is_floating_point()
+            or logits.numel() == 0):
+        return False
+    shape = (logits.shape[0],) + tuple(logits.shape[2:])
+    labels = target[:, 0] if target.ndim == 4 and target.shape[1] == 1 else target
+    if tuple(labels.shape) != shape or labels.device != logits.device or labels.is_complex():
+        return False
+    for t in (terms.gt, terms.nearest, terms.weight, terms.has_foreground):
+        if not isinstance(t, torch.Tensor) or t.device != logits.device:
+            return False
+    if (tuple(terms.gt.shape) != shape or tuple(terms.nearest.shape) != shape or tuple(terms.weight.shape) != shape
+            or tuple(terms.has_foreground.shape) != shape[:1] or terms.gt.dtype != torch.bool
+            or terms.nearest.dtype != torch.long or not terms.weight.is_floating_point()):
+        return False
+    return torch.equal(labels, terms.gt.to(labels.dtype))  # 1 on G, 0 elsewhere (a NaN is unequal)
 
 
 def _check_terms(terms, fg: torch.Tensor) -> None:
