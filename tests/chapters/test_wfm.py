@@ -421,3 +421,31 @@ def test_live_runs_are_paired_by_their_records_seeds(exp_setup):
     with pytest.raises(ValueError, match="share their seeds"):
         wfm.paired_effect(shuffled, "Fʷ", "BCE", "test_wfm")
     assert list(wfm.metric_frame(live)["seed"][:3]) == [0, 1, 2]
+
+
+def test_the_cost_tables_read_the_benchmarks_frames(monkeypatch):
+    import pandas as pd
+
+    from pixelweight.chapters import wfm
+
+    with pytest.raises(ValueError, match="unknown profile"):
+        wfm.cost_frames("nope")
+    monkeypatch.setitem(wfm.COST_SCALES, "tiny", wfm.CostScale(((2, 16, 16),), 2, (2, 16, 16), 1, threads=(1,)))
+    losses, metric = wfm.cost_frames("tiny")
+    table = wfm.loss_cost_table(losses)
+    assert list(table.columns) == ["loss (forward + backward)", "× BCE, 2x16x16", "target", "met"]
+    fw = table.set_index("loss (forward + backward)").loc["weighted_fmeasure_loss(terms)"]
+    ratio = float(losses.set_index("loss").loc["weighted_fmeasure_loss(terms)", "ratio"])
+    assert fw["× BCE, 2x16x16"].startswith(f"{ratio:.2f}×") and fw["target"] == "≤ 1.5×"
+    assert fw["met"] == ("yes" if ratio <= 1.5 else "no")
+    assert "F.binary_cross_entropy_with_logits" not in set(table["loss (forward + backward)"])  # the reference
+    rows = wfm.metric_cost_table(metric).set_index("call")
+    assert rows.loc["py_sod_metrics.WeightedFmeasure (the reference)", "speed-up over PySODMetrics"] == "1×"
+    cached = metric.set_index("call").loc["weighted_fmeasure(terms)"]
+    assert rows.loc["weighted_fmeasure(terms)", "speed-up over PySODMetrics"].startswith(f"{1 / cached['ratio']:.2f}×")
+    assert rows.loc["weighted_fmeasure(terms)", "target"] == "≥ 20×"
+    assert float(rows.loc["weighted_fmeasure", "largest difference"]) < 1e-6
+    with pytest.raises(ValueError, match="benchmark_foreground"):
+        wfm.loss_cost_table(pd.DataFrame({"loss": ["x"]}))
+    with pytest.raises(ValueError, match="benchmark_metric"):
+        wfm.metric_cost_table(losses)

@@ -47,6 +47,8 @@ from ._base import Arm, Chapter, DataSpec, ModelSpec, Scale, Setup, Stage
 __all__ = [
     "BOOK_MODEL",
     "CHAPTER",
+    "COST_SCALES",
+    "CostScale",
     "DATA",
     "DEGRADATIONS",
     "METRICS",
@@ -59,9 +61,12 @@ __all__ = [
     "SMALL_MODEL",
     "STAGES",
     "TOLERANCE",
+    "cost_frames",
     "count_parameters",
     "experiments_claims",
     "fp_mass_profile",
+    "loss_cost_table",
+    "metric_cost_table",
     "far_fp_share",
     "metric_frame",
     "paired_frame",
@@ -148,6 +153,120 @@ STAGES = {
 
 CHAPTER = Chapter("01_wfm", "The Weighted F-measure as a training loss", STAGES)
 setup = CHAPTER.setup
+
+
+@dataclasses.dataclass(frozen=True)
+class CostScale:
+    """The size of the derivation notebook's cost measurement at one profile.
+
+    Attributes
+    ----------
+    loss_shapes: ``(N, H, W)`` batches of logits on which each loss runs forward + backward
+        against ``F.binary_cross_entropy_with_logits`` (:func:`~pixelweight.benchmark.benchmark_foreground`).
+    loss_repeats: timed rounds per loss and shape.
+    metric_shape: ``(N, H, W)`` maps the exact metric scores against PySODMetrics
+        (:func:`~pixelweight.benchmark.benchmark_metric`).
+    metric_repeats: timed rounds of the metric.
+    threads: CPU thread counts the metric is timed at (the losses at one thread).
+    """
+
+    loss_shapes: Tuple[Tuple[int, int, int], ...]
+    loss_repeats: int
+    metric_shape: Tuple[int, int, int]
+    metric_repeats: int
+    threads: Tuple[int, ...] = (1, 2)
+
+
+#: :class:`CostScale` per profile: the issue's sizes (16 x 64 x 64 and 8 x 256 x 256 logits; 64
+#: maps of 256 x 256), more rounds at ``full``.
+COST_SCALES = {
+    "ci": CostScale(((16, 64, 64), (8, 256, 256)), loss_repeats=7, metric_shape=(64, 256, 256), metric_repeats=3),
+    "full": CostScale(((16, 64, 64), (8, 256, 256)), loss_repeats=25, metric_shape=(64, 256, 256), metric_repeats=9),
+}
+
+
+def cost_frames(profile: str):
+    """Measure the losses against BCE and the metric against PySODMetrics at ``profile``'s
+    :class:`CostScale`, on the CPU: ``(losses, metric)``, the frames of
+    :func:`~pixelweight.benchmark.benchmark_foreground` (one thread) and
+    :func:`~pixelweight.benchmark.benchmark_metric` (one frame over :attr:`CostScale.threads`)."""
+    import pandas as pd
+
+    from ..benchmark import benchmark_foreground, benchmark_metric
+
+    if profile not in COST_SCALES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(COST_SCALES)}")
+    scale = COST_SCALES[profile]
+    losses = benchmark_foreground(scale.loss_shapes, repeats=scale.loss_repeats, num_threads=1)
+    metric = pd.concat([benchmark_metric(scale.metric_shape, repeats=scale.metric_repeats, num_threads=t)
+                        for t in scale.threads], ignore_index=True)
+    return losses, metric
+
+
+def _quartiles(mid: float, lo: float, hi: float, suffix: str = "×") -> str:
+    return f"{mid:.2f}{suffix} [{lo:.2f}, {hi:.2f}]"
+
+
+def loss_cost_table(losses):
+    """The losses' cost for a page: one row per loss, one column per batch shape, each cell the
+    median time over BCE's with its quartiles over rounds; the target and whether it is met."""
+    import pandas as pd
+
+    from ..benchmark import FOREGROUND_REFERENCE, FOREGROUND_TARGETS
+
+    required = {"loss", "shape", "ratio", "ratio_q25", "ratio_q75"}
+    if not isinstance(losses, pd.DataFrame) or not required <= set(losses.columns):
+        raise ValueError(f"losses must be benchmark_foreground's frame (columns {sorted(required)})")
+    shapes = list(dict.fromkeys(losses["shape"]))
+    rows = []
+    for name in dict.fromkeys(losses["loss"]):
+        if name == FOREGROUND_REFERENCE:
+            continue
+        row = {"loss (forward + backward)": name}
+        meets = []
+        for shape in shapes:
+            hit = losses[(losses["loss"] == name) & (losses["shape"] == shape)]
+            if hit.empty:
+                row[f"× BCE, {shape}"] = "—"
+                continue
+            r = hit.iloc[0]
+            row[f"× BCE, {shape}"] = _quartiles(r["ratio"], r["ratio_q25"], r["ratio_q75"])
+            meets.append(bool(r["ratio"] <= FOREGROUND_TARGETS[name]) if name in FOREGROUND_TARGETS else None)
+        target = FOREGROUND_TARGETS.get(name)
+        row["target"] = f"≤ {target:g}×" if target is not None else "—"
+        row["met"] = "—" if target is None else ("yes" if all(meets) else "no")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_cost_table(metric):
+    """The exact metric's cost for a page: one row per call and thread count, the speed-up
+    over PySODMetrics (its time over ours; quartiles over rounds), the largest difference from
+    PySODMetrics' values, the target and whether it is met."""
+    import pandas as pd
+
+    from ..benchmark import METRIC_REFERENCE, METRIC_TARGETS
+
+    required = {"call", "threads", "median_ms", "ratio", "ratio_q25", "ratio_q75", "max_abs_diff"}
+    if not isinstance(metric, pd.DataFrame) or not required <= set(metric.columns):
+        raise ValueError(f"metric must be benchmark_metric's frame (columns {sorted(required)})")
+    rows = []
+    for _, r in metric.iterrows():
+        if r["call"] == METRIC_REFERENCE:
+            rows.append({"call": f"{r['call']} (the reference)", "threads": int(r["threads"]),
+                         "time": f"{r['median_ms']:.3g} ms", "speed-up over PySODMetrics": "1×",
+                         "largest difference": "—", "target": "—", "met": "—"})
+            continue
+        target = METRIC_TARGETS.get(r["call"])
+        diff = r["max_abs_diff"]
+        rows.append({
+            "call": r["call"], "threads": int(r["threads"]), "time": f"{r['median_ms']:.3g} ms",
+            "speed-up over PySODMetrics": _quartiles(1 / r["ratio"], 1 / r["ratio_q75"], 1 / r["ratio_q25"]),
+            "largest difference": "—" if not math.isfinite(diff) else f"{diff:.1e}",
+            "target": "—" if target is None else f"≥ {1 / target:g}×",
+            "met": "—" if target is None else ("yes" if r["ratio"] <= target else "no"),
+        })
+    return pd.DataFrame(rows)
 
 
 def count_parameters(model: ModelSpec, num_classes: int = 1) -> int:
