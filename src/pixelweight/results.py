@@ -228,16 +228,20 @@ class RunRecord:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def save_record(record: RunRecord, results_dir: Union[str, Path]) -> Path:
+def save_record(record: RunRecord, results_dir: Union[str, Path], *, filename: Optional[str] = None) -> Path:
     """Write ``record`` as strict JSON into ``results_dir`` (created if needed), atomically.
 
-    Returns the path ``results_dir / f"{name}--seed{seed}.json"``.
+    Returns the path ``results_dir / f"{name}--seed{seed}.json"`` (or ``results_dir /
+    filename``: a record rewritten where it lies).
     """
     if not isinstance(record, RunRecord):
         raise TypeError(f"record must be a RunRecord, got {type(record).__name__}")
+    if filename is not None and (not isinstance(filename, str) or not filename.endswith(".json")
+                                 or Path(filename).name != filename):
+        raise ValueError(f"filename must be a plain file name ending in .json, got {filename!r}")
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / record.filename
+    path = results_dir / (filename or record.filename)
     text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".tmp-", suffix=".json")
     try:

@@ -136,7 +136,8 @@ def test_adding_a_loss_beside_the_old_ones_changes_no_number():
 
 
 def test_imports_constants_and_cached_functions_can_be_added():
-    before = "import math\nfrom .x import a, b\nEPS = 1e-6\n\n\ndef f(x):\n    return x\n"
+    before = ("import functools\nimport math\nfrom functools import lru_cache\nfrom .x import a, b\nEPS = 1e-6\n\n\n"
+              "def f(x):\n    return x\n")
     imports = (before.replace("from .x import a, b\n", "from .x import a, b, c\n"),
                before.replace("from .x import a, b\n", "from .x import a, b\nfrom .x import c\n"),
                before.replace("import math\n", "import math, os\n"))
@@ -152,7 +153,7 @@ def test_imports_constants_and_cached_functions_can_be_added():
 
 
 def test_a_new_file_is_inert_only_if_it_defines_things():
-    assert _runner._inert('"""Doc."""\nimport torch\nEPS = 1e-6\n__all__ = ["g"]\n'
+    assert _runner._inert('"""Doc."""\nimport torch\nfrom dataclasses import dataclass\nEPS = 1e-6\n__all__ = ["g"]\n'
                           '@dataclass\nclass G:\n    x: int = 0\ndef g():\n    return 1\n', "x.py")
     assert not _runner._inert("import torch\ntorch.backends.cudnn.benchmark = True\n", "x.py")
     assert not _runner._inert("from .ce import *\n", "x.py")
@@ -375,7 +376,8 @@ def test_staleness_is_per_file_for_a_record_that_lists_the_code_its_run_executed
     git("commit", "-qm", "one")
     first = git("rev-parse", "HEAD")
     provenance = {"git_commit": first, "git_dirty": False}
-    traced = types.SimpleNamespace(provenance={**provenance, "code_files": ["src/pixelweight/losses/ce.py"]},
+    traced = types.SimpleNamespace(provenance={**provenance, "code_files": ["src/pixelweight/losses/ce.py",
+                                                                           "src/pixelweight/train/loop.py"]},
                                    config={"train": {"num_workers": 0}})
     untraced = types.SimpleNamespace(provenance=dict(provenance), config={})
     workers = types.SimpleNamespace(provenance=dict(traced.provenance), config={"train": {"num_workers": 2}})
@@ -405,27 +407,44 @@ def test_staleness_is_per_file_for_a_record_that_lists_the_code_its_run_executed
     git("commit", "-qm", "a patch")
     assert _runner.stale_paths(traced, tmp_path) == ["src/pixelweight/losses/patch.py"]
     assert _runner.traced_code_files(untraced) is None and _runner.traced_code_files(workers) is None
-    assert _runner.traced_code_files(traced) == frozenset({"src/pixelweight/losses/ce.py"})
+    assert _runner.traced_code_files(traced) == frozenset({"src/pixelweight/losses/ce.py",
+                                                           "src/pixelweight/train/loop.py"})
 
 
 def test_a_trace_sees_the_files_a_run_executes_and_not_the_others():
+    import subprocess
+
+    from pixelweight.chapters import get_chapter
     from pixelweight.chapters._trace import traced_files
 
-    files = traced_files({"lmp": {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": "p=1.7, ρ=0.3", "seed": 0},
-                          "ce": {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": "CE", "seed": 0}})
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True).stdout.strip()
+    setup = get_chapter("04_lmp").setup("grid", "full")
+    tasks = {}
+    for key, label in (("lmp", "p=1.7, ρ=0.3"), ("ce", "CE")):
+        config = json.loads(json.dumps(setup.full_config(setup.arm(label)), default=str))
+        tasks[key] = {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": label, "seed": 0, "config": config}
+    tasks["other"] = {**tasks["ce"], "config": {**tasks["ce"]["config"], "loss": {"name": "focal"}}}
+    found = traced_files(tasks, head)
+    files = {k: found[k]["files"] for k in ("lmp", "ce")}
     for arm in ("lmp", "ce"):
-        # the loop, its evaluation and plateau, the model, the data, the metrics, the registry
+        assert found[arm]["config_checked"]
+        # the loop, its evaluation and plateau, the model, the data (generated: an empty cache),
+        # the metrics, the registry, the shared checks
         assert {"src/pixelweight/train/loop.py", "src/pixelweight/train/plateau.py",
                 "src/pixelweight/train/evaluation.py", "src/pixelweight/models/unet.py",
-                "src/pixelweight/data/scenes.py", "src/pixelweight/metrics/segmentation.py",
-                "src/pixelweight/losses/registry.py"} <= set(files[arm]), files[arm]
+                "src/pixelweight/data/scenes.py", "src/pixelweight/data/_digits.py",
+                "src/pixelweight/metrics/segmentation.py", "src/pixelweight/losses/registry.py",
+                "src/pixelweight/_validation.py"} <= set(files[arm]), files[arm]
         # losses the run never calls, and metrics of another task
         assert not {"src/pixelweight/losses/wfm.py", "src/pixelweight/losses/recall.py",
                     "src/pixelweight/metrics/foreground.py"} & set(files[arm])
     assert "src/pixelweight/losses/lmp.py" in files["lmp"] and "src/pixelweight/losses/lmp.py" not in files["ce"]
+    # a record whose config is not its stage's at its commit is not traced
+    assert found["other"].startswith("error:") and "differs" in found["other"]
 
 
-def test_trace_records_traces_current_records_once_per_arm(monkeypatch, tmp_path):
+def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_path):
     from pixelweight.chapters import _trace
     from pixelweight.results import save_record
 
@@ -436,26 +455,73 @@ def test_trace_records_traces_current_records_once_per_arm(monkeypatch, tmp_path
     paths = []
     for seed in (3, 1):
         record.seed = seed
-        paths.append(save_record(record, tmp_path))
+        paths.append(save_record(record, tmp_path, filename=f"copy-{seed}.json"))  # not its canonical name
     asked = []
 
-    def fake(tasks, **kw):
-        asked.append(tasks)
-        return {key: ["src/pixelweight/losses/lmp.py"] for key in tasks}
+    def fake(tasks, commit, **kw):
+        asked.append((commit, tasks))
+        return {key: {"files": ["src/pixelweight/losses/lmp.py", "src/pixelweight/train/loop.py"],
+                      "config_checked": True} for key in tasks}
 
     monkeypatch.setattr(_trace, "traced_files", fake)
-    monkeypatch.setattr("pixelweight.results.git_commit", lambda *a: {"commit": "f" * 40, "dirty": True})
-    with pytest.raises(RuntimeError, match="clean"):
-        _trace.trace_records(paths)
-    monkeypatch.setattr("pixelweight.results.git_commit", lambda *a: {"commit": "f" * 40, "dirty": False})
-    monkeypatch.setattr(_runner, "stale_paths", lambda r: ["src/pixelweight/losses/lmp.py"])
-    assert all(v.startswith("not current") for v in _trace.trace_records(paths).values()) and not asked
-    monkeypatch.setattr(_runner, "stale_paths", lambda r: [])
-    outcome = _trace.trace_records(paths)
+    outcome = _trace.trace_records(paths, log=lambda *a, **k: None)
     assert set(outcome.values()) == {"traced"}
-    assert asked == [{"04_lmp/headline//LMP": {"chapter": "04_lmp", "stage": "headline", "variant": "",
-                                               "arm": "LMP", "seed": 1}}]  # one trace for both seeds
+    ((commit, tasks),) = asked  # one trace for both seeds, at the record's own commit, at the lower seed
+    assert commit == record.provenance["git_commit"]
+    ((task),) = tasks.values()
+    assert (task["arm"], task["seed"], task["config"]) == ("LMP", 1, record.config)
     traced = load_record(paths[0])
-    assert traced.provenance["code_files"] == ["src/pixelweight/losses/lmp.py"]
-    assert traced.provenance["code_trace"]["commit"] == "f" * 40 and traced.metrics == record.metrics
+    assert traced.provenance["code_files"] == ["src/pixelweight/losses/lmp.py", "src/pixelweight/train/loop.py"]
+    assert traced.provenance["code_trace"]["commit"] == commit and traced.metrics == record.metrics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy-1.json", "copy-3.json"]  # written where they lie
     assert set(_trace.trace_records(paths).values()) == {"already traced"}
+    # what cannot be traced on one CPU process, at a known clean commit
+    for change, why in ((lambda r: r.config["train"].update(num_workers=2), "workers"),
+                        (lambda r: setattr(r, "device", "cuda:0 (NVIDIA H200)"), "GPU"),
+                        (lambda r: r.provenance.update(git_dirty=True), "uncommitted"),
+                        (lambda r: r.provenance.update(git_commit="0" * 40), "not in this clone")):
+        odd = load_record(paths[0])
+        change(odd)
+        (bad,) = _trace.trace_records([save_record(odd, tmp_path, filename="odd.json")], force=True).values()
+        assert why in bad
+    (tmp_path / "junk.json").write_text("[]")
+    assert _trace.trace_records([tmp_path / "junk.json"])[str(tmp_path / "junk.json")].startswith("not a record")
+
+
+def test_an_empty_or_loopless_trace_says_nothing():
+    record = types.SimpleNamespace(provenance={"code_files": []}, config={})
+    assert _runner.traced_code_files(record) is None
+    record.provenance["code_files"] = ["src/pixelweight/losses/ce.py"]
+    assert _runner.traced_code_files(record) is None
+
+
+def test_additions_cannot_run_code_at_import():
+    before = "from .registry import register_loss\nfrom .x import a\n\n\ndef f(x):\n    return x\n"
+    for changed in ('register_loss("ce", f, (), "", True)\n',  # replace passed by position
+                    'register_loss(*args)\n',
+                    "class M(type(a)):\n    pass\n",  # a base that calls
+                    "class M(metaclass=Meta):\n    pass\n",
+                    "class M:\n    x = make()\n",  # a class body that calls
+                    "def g(x=make()):\n    return x\n",  # a default that calls
+                    "from __future__ import annotations\n"):
+        assert _runner.code_changed(before, before + changed), changed
+    assert not _runner.code_changed(before, before + 'register_loss("new", f, (), "help")\n')
+    assert not _runner.code_changed(before, before + "class M:\n    x = 1\n\n    def f(self, y=2):\n        return y\n")
+    # a name bound inside a block is bound: a new constant cannot rebind it
+    block = "try:\n    import scipy\nexcept ImportError:\n    scipy = None\nif True:\n    LIMIT = 3\n"
+    assert _runner.code_changed(block, block + "LIMIT = 4\n")
+    # lru_cache must be functools': a decorator of the same name from elsewhere is not pure
+    cached = "@lru_cache(maxsize=None)\ndef g(x):\n    return x\n"
+    assert not _runner.code_changed(before, "from functools import lru_cache\n" + before + cached)
+    assert _runner.code_changed(before, "from .mine import lru_cache\n" + before + cached)
+
+
+def test_a_new_file_may_call_the_library_but_not_change_the_world():
+    assert _runner._inert("from __future__ import annotations\nfrom typing import Tuple\n"
+                          "from ._separable import gaussian_half_kernel\nKernel = Tuple[float, ...]\n"
+                          "_HALF = gaussian_half_kernel(7, 5.0)\n_EPS = float(2.0 ** -52)\n"
+                          "import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass S:\n    a: int = 1\n", "x.py")
+    for bad in ("import torch\n_ = torch.set_default_dtype(torch.float64)\n",
+                "import torch\nSEED = torch.manual_seed(0)\n",
+                "from .registry import register\n@register\ndef f():\n    return 1\n"):
+        assert not _runner._inert(bad, "x.py"), bad

@@ -26,8 +26,9 @@ __all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_reco
 class DirtyTree(RuntimeError):
     """The working tree has uncommitted changes: records would not name the code that made them."""
 
-#: The library folders whose code shapes a run's numbers: a committed record made before a
-#: change to any of them is stale (:func:`stale_paths`). A change of a stage's specs (budget,
+#: The library folders (and the shared input checks, whose values runs use) whose code shapes a
+#: run's numbers: a committed record made before a change to any of them is stale
+#: (:func:`stale_paths`; per file for a record that lists the files its run executed). A change of a stage's specs (budget,
 #: data, model) shows differently: its records no longer match the stage
 #: (:meth:`~pixelweight.chapters.Setup.committed_runs` leaves them out); the drivers between
 #: specs and harness are covered by ``verify``, which CI runs on the cheapest record.
@@ -35,7 +36,7 @@ class DirtyTree(RuntimeError):
 #: ``Chapter.code_paths`` (the zoom chapter: ``pixelweight.sampling``), so that a change there
 #: stales that chapter's records and no other's.
 CODE_PATHS = ("src/pixelweight/losses", "src/pixelweight/models", "src/pixelweight/data",
-              "src/pixelweight/train", "src/pixelweight/metrics")
+              "src/pixelweight/train", "src/pixelweight/metrics", "src/pixelweight/_validation.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +110,10 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
     records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
     changes (the records' commit would not name the code that made them) unless
     ``allow_dirty``. With ``skip_existing`` a run whose record exists is not rerun (a run
-    interrupted half-way resumes). With ``trace`` (``full`` profile, clean tree) the records
+    interrupted half-way resumes). With ``trace`` (``full`` profile) the stages' records
     then get the library files their runs execute (:mod:`pixelweight.chapters._trace`: a
-    short traced rerun per arm), which makes their staleness per file. Returns the records'
+    short traced rerun per arm, at each record's own commit), which makes their staleness
+    per file. Returns the records'
     paths."""
     import concurrent.futures as cf
     import multiprocessing
@@ -138,7 +140,7 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
             path, seconds = _run_job(job, profile, str(out), device, threads, commit if check_tree else None)
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
-        _trace_written(paths, profile, trace and not commit.get("dirty"))
+        _trace_written(out, sorted({j.stage for j in chapter_jobs(folder, profile, stages, arms)}), profile, trace)
         return paths
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
@@ -149,16 +151,26 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
             path, seconds = future.result()
             paths.append(path)
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
-    _trace_written(paths, profile, trace and not commit.get("dirty"))
+    _trace_written(out, sorted({j.stage for j in chapter_jobs(folder, profile, stages, arms)}), profile, trace)
     return sorted(paths)
 
 
-def _trace_written(paths: Sequence[str], profile: str, trace: bool) -> None:
-    if not (trace and paths and profile == "full"):
+def _trace_written(out: Path, stages: Sequence[str], profile: str, trace: bool) -> None:
+    """Trace every record of ``stages`` under ``out`` that lacks its files (this run's, and
+    those an interrupted run left); a failure leaves them untraced and says so."""
+    if not (trace and profile == "full"):
         return
     from ._trace import trace_records
 
-    outcome = trace_records(paths)
+    paths = [p for stage in stages for p in sorted((out / stage).glob("*.json")) if not p.name.startswith(".")]
+    if not paths:
+        return
+    try:
+        outcome = trace_records(paths)
+    except Exception as err:  # the records are written; tracing can be redone
+        print(f"tracing failed ({err}); the records stay untraced: python -m pixelweight.results trace {out}",
+              flush=True)
+        return
     done = sum(v == "traced" for v in outcome.values())
     print(f"traced the code of {done} of {len(paths)} record(s)", flush=True)
 
@@ -448,6 +460,8 @@ def traced_code_files(record) -> Optional[frozenset]:
     train = ((getattr(record, "config", None) or {}).get("train") or {})
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or train.get("num_workers", 0):
         return None
+    if not any(f.endswith("train/loop.py") for f in files):  # not a trace of a training run: say nothing
+        return None
     return frozenset(files)
 
 
@@ -492,20 +506,21 @@ def code_changed(before: str, after: str, name: str = "file.py", *, function_bod
     old_dumps, new_dumps = [ast.dump(st) for st in old], [ast.dump(st) for st in new]
     if old_dumps == new_dumps:
         return False
-    bound = {n for st in old for n in _bound_names(st)}
+    bound = _module_bound(old)
+    aliases = _import_aliases(new)
     kept = iter(old_dumps)
     pending = next(kept, None)
     for st, dump in zip(new, new_dumps):
         if dump == pending:
             pending = next(kept, None)
-        elif not _is_addition(st, bound):
+        elif not _is_addition(st, bound, aliases=aliases):
             return True
     return pending is not None  # a statement of the old module is gone
 
 
 def _inert(text: str, name: str) -> bool:
-    """Whether a new file only defines things (:func:`code_changed`'s additions, plus plain
-    constants): importing it changes nothing that existed."""
+    """Whether a new file only defines things (:func:`code_changed`'s additions; decorators of
+    :data:`_NEW_FILE_DECORATORS` too): importing it changes nothing that existed."""
     import ast
 
     if not name.endswith(".py"):
@@ -514,13 +529,48 @@ def _inert(text: str, name: str) -> bool:
         body = _without_docstrings(ast.parse(text)).body
     except SyntaxError:
         return False
+    bound: set = set()
+    aliases = _import_aliases(body)
+    library = {n for st in body if isinstance(st, ast.ImportFrom) and st.level > 0 for n in _bound_names(st)} | \
+        {n for st in body if isinstance(st, (ast.FunctionDef, ast.ClassDef))
+         for n in _bound_names(st)}
     for st in body:
-        if _is_all(st) or _is_addition(st, set(), decorators=True):
-            continue
-        if isinstance(st, (ast.Assign, ast.AnnAssign)) and all(
+        if isinstance(st, ast.ImportFrom) and st.module == "__future__":
+            continue  # it changes how this new file reads, nothing else
+        if isinstance(st, (ast.Assign, ast.AnnAssign)) and st.value is not None and all(
                 isinstance(t, ast.Name) for t in (st.targets if isinstance(st, ast.Assign) else [st.target])):
-            continue  # a module constant
-        return False
+            if not _calls_only(st.value, library, aliases):
+                return False
+        elif not (_is_all(st) or _is_addition(st, bound, decorators=_NEW_FILE_DECORATORS, aliases=aliases)):
+            return False
+        bound |= set(_bound_names(st))
+    return True
+
+
+#: Callables a new file's constants may call at import: they build values and change nothing.
+_PURE_CALLS = frozenset({"float", "int", "str", "bool", "tuple", "list", "dict", "set", "frozenset", "range",
+                         "len", "sorted", "min", "max", "abs", "round", "torch.compiler.disable"})
+
+
+def _calls_only(node, library, aliases) -> bool:
+    """Whether every call in ``node`` is to the library's own code (``library``: names this
+    new file defines or imports relatively) or to :data:`_PURE_CALLS` / ``math``. The bodies
+    of the library functions it calls are not examined: a new file whose constants change
+    global state through library code is what ``verify`` (retraining a record) catches."""
+    import ast
+
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
+            return False
+        if not isinstance(n, ast.Call):
+            continue
+        dotted = ast.unparse(n.func)
+        head, _, rest = dotted.partition(".")
+        if head in library and not rest:
+            continue
+        resolved = aliases.get(head, head) + ("." + rest if rest else "")
+        if resolved not in _PURE_CALLS and not resolved.startswith("math."):
+            return False
     return True
 
 
@@ -533,16 +583,35 @@ def _is_all(statement) -> bool:
 
 
 def _bound_names(statement) -> List[str]:
+    """The module-level names ``statement`` binds, through ``if`` / ``try`` / ``for`` /
+    ``while`` / ``with`` blocks and ``global`` declarations too."""
     import ast
 
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return [statement.name]
     if isinstance(statement, (ast.Import, ast.ImportFrom)):
         return [(a.asname or a.name).split(".")[0] for a in statement.names]
-    if isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-    return []
+    names = []
+    todo = [statement]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)  # a definition inside a block: its name, not its body
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.append(node.id)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names += list(node.names)
+        elif isinstance(node, ast.Lambda):
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _module_bound(body) -> set:
+    return {n for st in body for n in _bound_names(st)}
 
 
 def _one_import_per_name(statement) -> list:
@@ -558,18 +627,42 @@ def _one_import_per_name(statement) -> list:
     return [statement]
 
 
-#: Decorators that only wrap a new function (no effect at import): a new definition under
-#: them is still an addition.
-_PURE_DECORATORS = {"lru_cache", "functools.lru_cache", "cache", "functools.cache"}
+#: Decorators that only wrap a new function (nothing else happens at import): a new
+#: definition under them is still an addition (with literal arguments only).
+_PURE_DECORATORS = frozenset({"functools.lru_cache", "functools.cache"})
+#: In a new file, also the decorators that build a class or a method and touch nothing else.
+_NEW_FILE_DECORATORS = _PURE_DECORATORS | {"dataclasses.dataclass", "staticmethod", "classmethod", "property",
+                                           "typing.overload", "torch.no_grad"}
 
 
-def _pure_decorator(node) -> bool:
+def _pure_decorator(node, allowed, aliases) -> bool:
+    """Whether ``node`` is one of ``allowed`` (dotted names, resolved through the module's
+    imports ``aliases``: ``{bound name: dotted name}``), called with literal arguments only."""
     import ast
 
-    if isinstance(node, ast.Call):  # lru_cache(maxsize=None): literal arguments only
+    if isinstance(node, ast.Call):  # lru_cache(maxsize=None)
         args = list(node.args) + [k.value for k in node.keywords]
-        return _pure_decorator(node.func) and all(_is_literal(a) for a in args)
-    return ast.unparse(node) in _PURE_DECORATORS
+        return _pure_decorator(node.func, allowed, aliases) and all(_is_literal(a) for a in args)
+    dotted = ast.unparse(node)
+    head, _, rest = dotted.partition(".")
+    resolved = aliases.get(head, head if head in {"staticmethod", "classmethod", "property"} else None)
+    return resolved is not None and (resolved + ("." + rest if rest else "")) in allowed
+
+
+def _import_aliases(body) -> Dict[str, str]:
+    """``{name: what it names}`` for the module's top-level imports (``lru_cache`` ->
+    ``functools.lru_cache``, ``F`` -> ``torch.nn.functional``)."""
+    import ast
+
+    aliases = {}
+    for st in body:
+        if isinstance(st, ast.Import):
+            for a in st.names:
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(st, ast.ImportFrom) and st.level == 0 and st.module:
+            for a in st.names:
+                aliases[a.asname or a.name] = f"{st.module}.{a.name}"
+    return aliases
 
 
 def _is_literal(node) -> bool:
@@ -589,31 +682,79 @@ def _is_literal(node) -> bool:
     return False
 
 
-def _is_addition(statement, bound, decorators: bool = False) -> bool:
-    """A top-level statement that adds to a module without touching what it had: a new
-    import (not ``*``), definition (undecorated or under :data:`_PURE_DECORATORS`; any
-    decorator with ``decorators``) or literal constant under a name that is neither bound
-    already nor a builtin, or a ``register_loss(...)`` call without ``replace``."""
+def _calls_nothing(node) -> bool:
+    """No call in ``node`` (a default value, a base class, an annotation): reading names and
+    attributes and building literals only."""
+    import ast
+
+    return node is None or not any(isinstance(n, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr))
+                                   for n in ast.walk(node))
+
+
+def _plain_definition(node, allowed, aliases) -> bool:
+    """A function or class whose definition runs nothing but building it: decorators of
+    ``allowed`` only, defaults, annotations and base classes that call nothing, no keyword
+    (``metaclass=``), and, in a class body, only such definitions, literal constants,
+    annotated fields and ``pass``."""
+    import ast
+
+    if not all(_pure_decorator(d, allowed, aliases) for d in node.decorator_list):
+        return False
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        params = a.posonlyargs + a.args + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p is not None]
+        parts = list(a.defaults) + [d for d in a.kw_defaults if d is not None] + \
+            [p.annotation for p in params] + [node.returns]
+        return all(_calls_nothing(x) for x in parts)
+    if node.keywords or not all(_calls_nothing(b) for b in node.bases):
+        return False
+    for st in node.body:
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not _plain_definition(st, allowed, aliases):
+                return False
+        elif isinstance(st, ast.Assign):
+            if not (all(isinstance(t, ast.Name) for t in st.targets) and _is_literal(st.value)):
+                return False
+        elif isinstance(st, ast.AnnAssign):
+            if not (isinstance(st.target, ast.Name) and _calls_nothing(st.annotation)
+                    and (st.value is None or _is_literal(st.value))):
+                return False
+        elif not isinstance(st, ast.Pass):
+            return False
+    return True
+
+
+def _is_addition(statement, bound, decorators=_PURE_DECORATORS, aliases=None) -> bool:
+    """A top-level statement that adds to a module without touching what it had, under names
+    that are neither bound already (``bound``) nor builtins: a new import (not ``*``, not
+    ``__future__``); a plain new function or class (:func:`_plain_definition`, decorators of
+    ``decorators`` only, resolved through ``aliases``, the module's imports); a new literal
+    constant; or a ``register_loss(name, factory[, options[, help]])`` call (without
+    ``replace``: a chapter adding a loss registers it, the losses a record ran are
+    untouched)."""
     import ast
     import builtins
 
     def new_names(names) -> bool:
         return bool(names) and not (names & bound or any(hasattr(builtins, n) for n in names))
 
-    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
-        if isinstance(statement, ast.ImportFrom) and any(a.name == "*" for a in statement.names):
-            return False
-        if not decorators and not all(_pure_decorator(d) for d in getattr(statement, "decorator_list", [])):
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        if isinstance(statement, ast.ImportFrom) and (statement.module == "__future__"
+                                                      or any(a.name == "*" for a in statement.names)):
             return False
         return new_names(set(_bound_names(statement)))
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return _plain_definition(statement, decorators, aliases or {}) and new_names({statement.name})
     if isinstance(statement, (ast.Assign, ast.AnnAssign)) and statement.value is not None:
         targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
         if all(isinstance(t, ast.Name) for t in targets) and _is_literal(statement.value):
             return new_names({t.id for t in targets})
+        return False
     if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
         call = statement.value
         func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
-        return func == "register_loss" and not any(k.arg == "replace" for k in call.keywords)
+        return (func == "register_loss" and len(call.args) <= 4 and not any(isinstance(a, ast.Starred) for a in call.args)
+                and all(k.arg not in ("replace", None) for k in call.keywords))
     return False
 
 
