@@ -376,8 +376,9 @@ def test_staleness_is_per_file_for_a_record_that_lists_the_code_its_run_executed
     git("commit", "-qm", "one")
     first = git("rev-parse", "HEAD")
     provenance = {"git_commit": first, "git_dirty": False}
-    traced = types.SimpleNamespace(provenance={**provenance, "code_files": ["src/pixelweight/losses/ce.py",
-                                                                           "src/pixelweight/train/loop.py"]},
+    traced = types.SimpleNamespace(provenance={**provenance, "code_trace": {"commit": first},
+                                               "code_files": ["src/pixelweight/losses/ce.py",
+                                                              "src/pixelweight/train/loop.py"]},
                                    config={"train": {"num_workers": 0}})
     untraced = types.SimpleNamespace(provenance=dict(provenance), config={})
     workers = types.SimpleNamespace(provenance=dict(traced.provenance), config={"train": {"num_workers": 2}})
@@ -411,7 +412,8 @@ def test_staleness_is_per_file_for_a_record_that_lists_the_code_its_run_executed
                                                            "src/pixelweight/train/loop.py"})
 
 
-def test_a_trace_sees_the_files_a_run_executes_and_not_the_others():
+def test_a_trace_sees_the_files_a_run_executes_and_not_the_others(tmp_path):
+    import dataclasses
     import subprocess
 
     from pixelweight.chapters import get_chapter
@@ -419,10 +421,14 @@ def test_a_trace_sees_the_files_a_run_executes_and_not_the_others():
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2],
                           capture_output=True, text=True).stdout.strip()
-    setup = get_chapter("04_lmp").setup("grid", "full")
     tasks = {}
     for key, label in (("lmp", "p=1.7, ρ=0.3"), ("ce", "CE")):
-        config = json.loads(json.dumps(setup.full_config(setup.arm(label)), default=str))
+        # a record of the stage's full configuration at this commit (but for a 2-step budget)
+        setup = get_chapter("04_lmp").setup("grid", "full", device="cpu", results_dir=str(tmp_path / key))
+        setup.scale = dataclasses.replace(setup.scale, profile=dataclasses.replace(setup.scale.profile, steps=2,
+                                                                                   eval_every=1))
+        (run,) = setup.run_arm(setup.arm(label), seeds=[0], progress=False)
+        config = load_record(run.record_path).config
         tasks[key] = {"chapter": "04_lmp", "stage": "grid", "variant": "", "arm": label, "seed": 0, "config": config}
     tasks["other"] = {**tasks["ce"], "config": {**tasks["ce"]["config"], "loss": {"name": "focal"}}}
     found = traced_files(tasks, head)
@@ -452,6 +458,7 @@ def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_
                                 .glob("ch4-headline-lmp--seed*.json"))[0])
     for key in ("code_files", "code_trace"):
         record.provenance.pop(key, None)
+    record.device = "cpu (x86_64, 1 thread)"
     paths = []
     for seed in (3, 1):
         record.seed = seed
@@ -478,6 +485,7 @@ def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_
     # what cannot be traced on one CPU process, at a known clean commit
     for change, why in ((lambda r: r.config["train"].update(num_workers=2), "workers"),
                         (lambda r: setattr(r, "device", "cuda:0 (NVIDIA H200)"), "GPU"),
+                        (lambda r: setattr(r, "device", "mps"), "GPU"),
                         (lambda r: r.provenance.update(git_dirty=True), "uncommitted"),
                         (lambda r: r.provenance.update(git_commit="0" * 40), "not in this clone")):
         odd = load_record(paths[0])
@@ -486,12 +494,28 @@ def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_
         assert why in bad
     (tmp_path / "junk.json").write_text("[]")
     assert _trace.trace_records([tmp_path / "junk.json"])[str(tmp_path / "junk.json")].startswith("not a record")
+    # another budget is another configuration: its own trace
+    other = load_record(paths[1])
+    other.config["train"]["steps"] = 7
+    other_path = save_record(other, tmp_path, filename="budget.json")
+    asked.clear()
+    assert set(_trace.trace_records(paths + [other_path], force=True).values()) == {"traced"}
+    assert len(asked) == 1 and len(asked[0][1]) == 2
+    # a retrace that fails takes the old list away
+    monkeypatch.setattr(_trace, "traced_files", lambda tasks, commit, **kw: {k: "error: broken" for k in tasks})
+    assert _trace.trace_records([paths[0]], force=True) == {str(paths[0]): "error: broken"}
+    assert "code_files" not in load_record(paths[0]).provenance
 
 
-def test_an_empty_or_loopless_trace_says_nothing():
-    record = types.SimpleNamespace(provenance={"code_files": []}, config={})
+def test_an_empty_loopless_or_foreign_trace_says_nothing():
+    record = types.SimpleNamespace(provenance={"code_files": [], "git_commit": "a", "code_trace": {"commit": "a"}},
+                                   config={})
     assert _runner.traced_code_files(record) is None
     record.provenance["code_files"] = ["src/pixelweight/losses/ce.py"]
+    assert _runner.traced_code_files(record) is None
+    record.provenance["code_files"].append("src/pixelweight/train/loop.py")
+    assert _runner.traced_code_files(record) is not None
+    record.provenance["code_trace"]["commit"] = "b"  # traced at another commit than the record's
     assert _runner.traced_code_files(record) is None
 
 
@@ -516,12 +540,44 @@ def test_additions_cannot_run_code_at_import():
     assert _runner.code_changed(before, "from .mine import lru_cache\n" + before + cached)
 
 
+def _library_source(path):
+    file = _runner.Path(__file__).resolve().parents[2] / path
+    return file.read_text() if file.is_file() else None
+
+
+def test_a_pure_library_function_is_told_from_one_that_changes_the_world():
+    sources = {"src/pixelweight/x.py": (
+        "import math\nimport torch\n_R = {}\n\n\n"
+        "def kernel(n, s):\n    if n < 1:\n        raise ValueError(f'bad {n}')\n"
+        "    full = [math.exp(-t * t / s) for t in range(n)]\n    full.append(1.0)\n    return tuple(full)\n\n\n"
+        "def twice(n):\n    return kernel(n, 1.0) * 2\n\n\n"
+        "def seeds(n):\n    torch.manual_seed(n)\n    return n\n\n\n"
+        "def remember(n):\n    _R[n] = n\n    return n\n\n\n"
+        "def counter(n):\n    global _R\n    _R = n\n    return n\n\n\n"
+        "def sneaky(n):\n    return max(_R, key=_R.pop)\n")}
+    for func, pure in (("kernel", True), ("twice", True), ("seeds", False), ("remember", False),
+                       ("counter", False), ("sneaky", False), ("absent", False)):
+        assert _runner._pure_function("src/pixelweight/x.py", func, sources.get) is pure, func
+    assert _runner._pure_function("src/pixelweight/losses/_separable.py", "gaussian_half_kernel", _library_source)
+
+
 def test_a_new_file_may_call_the_library_but_not_change_the_world():
     assert _runner._inert("from __future__ import annotations\nfrom typing import Tuple\n"
                           "from ._separable import gaussian_half_kernel\nKernel = Tuple[float, ...]\n"
                           "_HALF = gaussian_half_kernel(7, 5.0)\n_EPS = float(2.0 ** -52)\n"
-                          "import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass S:\n    a: int = 1\n", "x.py")
+                          "import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass S:\n    a: int = 1\n",
+                          "src/pixelweight/losses/x.py", _library_source)
+    existed = _library_source
+    good = ("from .registry import register_loss\nfrom ._separable import gaussian_half_kernel\n"
+            "_HALF = gaussian_half_kernel(7, 5.0)\nSPEC = register_loss('fast', f)\n")
+    assert _runner._inert(good, "src/pixelweight/losses/x.py", existed)
     for bad in ("import torch\n_ = torch.set_default_dtype(torch.float64)\n",
                 "import torch\nSEED = torch.manual_seed(0)\n",
-                "from .registry import register\n@register\ndef f():\n    return 1\n"):
-        assert not _runner._inert(bad, "x.py"), bad
+                "from .registry import register\n@register\ndef f():\n    return 1\n",
+                "from .registry import register_loss\nSPEC = register_loss('wfm', fast, replace=True)\n",
+                "import torch\ndef _init():\n    torch.set_default_dtype(torch.float64)\n\n\n_READY = _init()\n",
+                "from ._patch import install\n_DONE = install()\n",  # another new file's code
+                "_R = {}\n_K = max(_R, key=_R.pop)\n",  # a callable handed over to be called
+                "Y: launch() = 2\n"):
+        assert not _runner._inert(bad, "src/pixelweight/losses/x.py", existed), bad
+    assert not _runner._inert(good, "src/pixelweight/losses/x.py")  # nothing known to exist

@@ -17,7 +17,7 @@ import math
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["RunJob", "chapter_jobs", "run_chapter", "Verification", "verify_record", "stale_paths",
            "CODE_PATHS", "DirtyTree", "record_code_paths", "traced_code_files"]
@@ -156,13 +156,24 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
 
 
 def _trace_written(out: Path, stages: Sequence[str], profile: str, trace: bool) -> None:
-    """Trace every record of ``stages`` under ``out`` that lacks its files (this run's, and
-    those an interrupted run left); a failure leaves them untraced and says so."""
+    """Trace every record of ``stages`` under ``out`` made at this commit that lacks its
+    files (this run's, and those an interrupted run left); a failure leaves them untraced and
+    says so (``python -m pixelweight.results trace`` traces records of other commits)."""
     if not (trace and profile == "full"):
         return
     from ._trace import trace_records
 
-    paths = [p for stage in stages for p in sorted((out / stage).glob("*.json")) if not p.name.startswith(".")]
+    from ..results import git_commit, load_record
+
+    commit = git_commit().get("commit")
+    paths = []
+    for stage in stages:  # this commit's records only: rewriting older committed ones would dirty the tree
+        for path in sorted((out / stage).glob("*.json")):
+            try:
+                if not path.name.startswith(".") and load_record(path).provenance.get("git_commit") == commit:
+                    paths.append(path)
+            except ValueError:
+                continue
     if not paths:
         return
     try:
@@ -399,8 +410,9 @@ def stale_paths(record, repo: Union[str, Path, None] = None) -> Optional[List[st
     record; nor does a new file of definitions only. Renames count as a removal and an
     addition. A record made from a tree with uncommitted changes is stale by its own account.
 
-    A record whose provenance lists the files its run executed (``code_files``, written by
-    ``python -m pixelweight.results trace``: :mod:`pixelweight.chapters._trace`) is judged
+    A record whose provenance lists the files its run executed (``code_files``, written after
+    a ``full`` run by :func:`run_chapter` or by ``python -m pixelweight.results trace``:
+    :mod:`pixelweight.chapters._trace`; traced at the record's own commit) is judged
     per file: a file it executed counts whole; a file it never executed counts only when
     something outside its function bodies changed (:func:`code_changed` with
     ``function_bodies=False``), so that speeding up one loss does not stale the records of
@@ -445,7 +457,8 @@ def _changed_code(repo: str, commit: str, head: str, paths: Tuple[str, ...] = CO
         if not name:
             continue
         before, after = _git(repo, "show", f"{commit}:{name}"), _git(repo, "show", f"{head}:{name}")
-        if before is None and after is not None and _inert(after, name):
+        if before is None and after is not None and _inert(
+                after, name, source=lambda path: _git(repo, "show", f"{head}:{path}")):
             continue  # a new file of definitions only: it changes nothing until old code uses it
         if before is None or after is None or code_changed(before, after, name):
             changed.append(name)  # removed, or changed code
@@ -461,6 +474,9 @@ def traced_code_files(record) -> Optional[frozenset]:
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or train.get("num_workers", 0):
         return None
     if not any(f.endswith("train/loop.py") for f in files):  # not a trace of a training run: say nothing
+        return None
+    trace = record.provenance.get("code_trace") or {}
+    if trace.get("commit") != record.provenance.get("git_commit"):  # traced at another commit's code
         return None
     return frozenset(files)
 
@@ -518,9 +534,13 @@ def code_changed(before: str, after: str, name: str = "file.py", *, function_bod
     return pending is not None  # a statement of the old module is gone
 
 
-def _inert(text: str, name: str) -> bool:
+def _inert(text: str, name: str, source: Optional[Callable[[str], Optional[str]]] = None) -> bool:
     """Whether a new file only defines things (:func:`code_changed`'s additions; decorators of
-    :data:`_NEW_FILE_DECORATORS` too): importing it changes nothing that existed."""
+    :data:`_NEW_FILE_DECORATORS` too): importing it changes nothing that existed. Its
+    constants may call :data:`_PURE_CALLS`, ``math`` and pure functions of the library
+    (:func:`_pure_function`, read through ``source(path)``: a file's text, ``None`` when
+    absent; without it, none), e.g. a kernel built once at import, and ``register_loss``
+    without ``replace``; nothing else."""
     import ast
 
     if not name.endswith(".py"):
@@ -531,15 +551,25 @@ def _inert(text: str, name: str) -> bool:
         return False
     bound: set = set()
     aliases = _import_aliases(body)
-    library = {n for st in body if isinstance(st, ast.ImportFrom) and st.level > 0 for n in _bound_names(st)} | \
-        {n for st in body if isinstance(st, (ast.FunctionDef, ast.ClassDef))
-         for n in _bound_names(st)}
+    relative = {}
+    for st in body:
+        if isinstance(st, ast.ImportFrom) and st.level > 0:
+            for alias in st.names:
+                relative[alias.asname or alias.name] = (_relative_module_paths(name, st, alias.name), alias.name)
+
+    def pure(called: str) -> bool:
+        if called not in relative or source is None:
+            return False
+        paths, real = relative[called]
+        return real == "register_loss" or any(_pure_function(p, real, source) for p in paths)
+
     for st in body:
         if isinstance(st, ast.ImportFrom) and st.module == "__future__":
             continue  # it changes how this new file reads, nothing else
         if isinstance(st, (ast.Assign, ast.AnnAssign)) and st.value is not None and all(
                 isinstance(t, ast.Name) for t in (st.targets if isinstance(st, ast.Assign) else [st.target])):
-            if not _calls_only(st.value, library, aliases):
+            if not (_calls_only(st.value, pure, aliases)
+                    and (not isinstance(st, ast.AnnAssign) or _calls_nothing(st.annotation))):
                 return False
         elif not (_is_all(st) or _is_addition(st, bound, decorators=_NEW_FILE_DECORATORS, aliases=aliases)):
             return False
@@ -547,29 +577,113 @@ def _inert(text: str, name: str) -> bool:
     return True
 
 
+def _relative_module_paths(name: str, statement, imported: str) -> List[str]:
+    """The files a relative ``from <dots><module> import <imported>`` in the file ``name`` can
+    read ``imported`` from: the module's file (or package ``__init__``)."""
+    base = Path(name).parent
+    for _ in range(statement.level - 1):
+        base = base.parent
+    module = base.joinpath(*statement.module.split(".")) if statement.module else base
+    return [module.with_suffix(".py").as_posix(), (module / "__init__.py").as_posix()]
+
+
 #: Callables a new file's constants may call at import: they build values and change nothing.
 _PURE_CALLS = frozenset({"float", "int", "str", "bool", "tuple", "list", "dict", "set", "frozenset", "range",
-                         "len", "sorted", "min", "max", "abs", "round", "torch.compiler.disable"})
+                         "len", "min", "max", "abs", "round", "torch.compiler.disable"})
+#: Builtins a pure library function may call (with keyword values that hand over no callable).
+_PURE_BUILTINS = frozenset({"float", "int", "str", "bool", "tuple", "list", "dict", "set", "frozenset", "range",
+                            "len", "min", "max", "abs", "round", "sum", "any", "all", "zip", "enumerate",
+                            "reversed", "isinstance", "divmod", "pow", "ValueError", "TypeError"})
 
 
-def _calls_only(node, library, aliases) -> bool:
-    """Whether every call in ``node`` is to the library's own code (``library``: names this
-    new file defines or imports relatively) or to :data:`_PURE_CALLS` / ``math``. The bodies
-    of the library functions it calls are not examined: a new file whose constants change
-    global state through library code is what ``verify`` (retraining a record) catches."""
+def _pure_function(path: str, func: str, source: Callable[[str], Optional[str]], depth: int = 0) -> bool:
+    """Whether the top-level, undecorated function ``func`` of the file ``path`` changes
+    nothing outside itself when called: no ``global``, no store into anything but its own
+    locals, and calls only to :data:`_PURE_BUILTINS`, ``math``, methods of its own locals and
+    (three levels deep) other such functions of the library."""
+    import ast
+
+    text = source(path) if depth <= 3 else None
+    if text is None:
+        return False
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False
+    defs = {st.name: st for st in tree.body if isinstance(st, ast.FunctionDef)}
+    node = defs.get(func)
+    if node is None or node.decorator_list:
+        return False
+    aliases = _import_aliases(tree.body)
+    relative = {(a.asname or a.name): (_relative_module_paths(path, st, a.name), a.name)
+                for st in tree.body if isinstance(st, ast.ImportFrom) and st.level > 0 for a in st.names}
+    module_bound = _module_bound(tree.body)
+    a = node.args
+    local = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + [p for p in (a.vararg, a.kwarg) if p]}
+    local |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+    def root(expr):
+        while isinstance(expr, (ast.Attribute, ast.Subscript, ast.Call)):
+            expr = expr.func if isinstance(expr, ast.Call) else expr.value
+        return expr.id if isinstance(expr, ast.Name) else None
+
+    for n in ast.walk(node):
+        if isinstance(n, (ast.Global, ast.Nonlocal, ast.Await, ast.Yield, ast.YieldFrom)):
+            return False
+        if isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, (ast.Store, ast.Del)) \
+                and root(n) not in local:
+            return False
+        if not isinstance(n, ast.Call):
+            continue
+        f = n.func
+        if isinstance(f, ast.Name):
+            if f.id in local:
+                continue
+            if f.id in _PURE_BUILTINS and f.id not in module_bound:
+                if any(isinstance(k.value, ast.Attribute) or (isinstance(k.value, ast.Name) and k.value.id not in local
+                                                               and k.value.id not in _PURE_BUILTINS)
+                       for k in n.keywords):
+                    return False
+                continue
+            if f.id in defs and f.id != func:
+                if _pure_function(path, f.id, source, depth + 1):
+                    continue
+                return False
+            if f.id in relative:
+                paths, real = relative[f.id]
+                if any(_pure_function(p, real, source, depth + 1) for p in paths):
+                    continue
+            return False
+        if isinstance(f, ast.Attribute):
+            base = root(f)
+            if base in local:
+                continue  # a method of its own value (a list's append)
+            if base is not None and aliases.get(base, base) == "math" and base not in local:
+                continue
+        return False
+    return True
+
+
+def _calls_only(node, pure, aliases) -> bool:
+    """Whether every call in ``node`` is to :data:`_PURE_CALLS` / ``math`` (without keywords,
+    which could hand a callable over to be called), to a name ``pure(name)`` accepts (a pure
+    library function), or ``register_loss`` as :func:`_is_addition` allows it."""
     import ast
 
     for n in ast.walk(node):
-        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
+        if isinstance(n, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)):
             return False
         if not isinstance(n, ast.Call):
             continue
         dotted = ast.unparse(n.func)
         head, _, rest = dotted.partition(".")
-        if head in library and not rest:
+        if not rest and pure(head):
+            if aliases.get(head, "").endswith("register_loss") or head == "register_loss":
+                if not _is_addition(ast.Expr(value=n), set()):
+                    return False
             continue
         resolved = aliases.get(head, head) + ("." + rest if rest else "")
-        if resolved not in _PURE_CALLS and not resolved.startswith("math."):
+        if (resolved not in _PURE_CALLS and not resolved.startswith("math.")) or n.keywords:
             return False
     return True
 

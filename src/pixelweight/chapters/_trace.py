@@ -13,22 +13,27 @@ How the files are found. For each record's commit, a clean checkout of that comm
 temporary ``git worktree``) is made; the record's own code, not today's, is traced. For each
 chapter, stage, data variant and arm, a fresh Python process with an empty data cache installs
 a trace hook (:func:`sys.settrace`) *before* it imports the library, imports every module of
-the library (so that every function that runs at import time is seen), checks that the
-stage's ``full`` configuration at that commit is the record's, and reruns it exactly (data
-sizes, model, loss, training settings, seed) for :data:`TRACE_STEPS` steps, evaluating every
+the library (so that every function that runs at import time is seen) and reruns the
+stage's ``full`` configuration at that commit (data sizes, model, loss, training settings,
+seed) for :data:`TRACE_STEPS` steps, evaluating every
 :data:`TRACE_EVAL_EVERY` steps and logging every step (so that data generation, evaluation,
 plateau bookkeeping, the stage's logging hooks and the final test evaluation all run). Only the
-budget changes, and what a stage derives from it (the zoom chapter's blur warm-up). A file
-enters the set when any function, method, lambda or comprehension defined in it runs (module
-and class bodies do not count: their code is compared whole).
+budget changes, and what a stage derives from it (the zoom chapter's blur warm-up). The
+traced run writes its own record, whose configuration must equal the record's but for the
+budget (and the device, the record having been trained on a CPU): otherwise nothing is
+traced. A file enters the set when any function, method, lambda or comprehension defined in
+it runs (module and class bodies do not count: their code is compared whole).
 
 What the rule then assumes. A file the run executed counts whole; a file it did not execute
 counts when anything outside its function bodies changed (imports, constants, decorators,
 defaults, class attributes, calls at import time). For a function body of an unexecuted file
-to matter, code that runs would have to start calling it; that code changed, so it counts.
-What the short run cannot see is a file *all* of whose functions run only late in a long run
-or on rare events; none of the library's files is like that today (the loop, its plateau,
-guards and schedule run from the first steps). Records trained with data-loader worker
+to matter, code that runs would have to start calling it. When that code is the library's
+(losses, models, data, train, metrics, the input checks) it changed, so it counts; when it
+is a chapter's driver (``pixelweight.chapters``), which the rule does not judge, a record
+whose stage specs changed no longer matches its stage and is left out, and ``verify`` covers
+the rest. What the short run cannot see is a file *all* of whose functions run only late in a
+long run or on rare events; none of the library's files is like that today (the loop, its
+plateau, guards and schedule run from the first steps). Records trained with data-loader worker
 processes, on a GPU or on several processes are not traced: the trace runs on one CPU process.
 ``verify``, which retrains a record, remains the final check.
 """
@@ -55,6 +60,7 @@ TRACE_EVAL_EVERY = 2
 # comprehension); module and class bodies lack it. The hook returns None: no line events.
 _BOOT = r"""
 import sys, threading
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # the library from PYTHONPATH only (-P, before 3.11)
 _files = set()
 _add = _files.add
 def _hook(frame, event, arg):
@@ -80,24 +86,43 @@ setup = get_chapter(task["chapter"]).setup(task["stage"], "full", device="cpu", 
 if task["variant"]:
     setup = setup.variant(task["variant"])
 arm = setup.arm(task["arm"])
-checked = hasattr(setup, "full_config")
-if checked:
-    wanted = json.loads(json.dumps(setup.full_config(arm), default=str))
-    differ = sorted(k for k, v in wanted.items() if task["config"].get(k) != v)
-    if differ:
-        raise SystemExit(f"the record's config differs from its stage's full configuration at its commit: {differ}")
 profile = dataclasses.replace(setup.scale.profile, steps=task["steps"], eval_every=task["eval_every"])
 setup.scale = dataclasses.replace(setup.scale, profile=profile)
+setup.results_dir = task["records"]
 setup.run_arm(arm, seeds=[task["seed"]], log_every=1)
 if sys.gettrace() is not _hook:
     raise SystemExit("the trace hook was replaced during the run")
+sys.settrace(None)
+# the traced run's own record must describe the record's run, but for the budget
+(made,) = [os.path.join(task["records"], f) for f in os.listdir(task["records"]) if f.endswith(".json")]
+ours = json.loads(open(made).read())["config"]
+def _strip(config):
+    config = json.loads(json.dumps(config))
+    for key, drop in (("profile", ("steps", "eval_every")), ("train", ("steps", "eval_every", "log_every", "seed", "device")),
+                      ("train_overrides", ("log_every",))):
+        for k in drop:
+            (config.get(key) or {}).pop(k, None)
+    return config
+a, b = _strip(ours), _strip(task["config"])
+differ = []
+for k in sorted(set(a) | set(b)):
+    if a.get(k) != b.get(k):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            differ += [f"{k}.{j}" for j in sorted(set(a[k]) | set(b[k])) if a[k].get(j) != b[k].get(j)]
+        else:
+            differ.append(k)
+if differ:
+    raise SystemExit(f"the record's config differs from its stage's at its commit in {differ}")
 with open(sys.argv[2], "w") as out:
-    json.dump({"files": sorted(_files), "config_checked": checked}, out)
+    json.dump({"files": sorted(_files), "config_checked": True}, out)
 """
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=600)
+    try:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise RuntimeError(f"git {' '.join(args[:2])} failed: {err}") from None
 
 
 def _repo_root() -> Path:
@@ -123,16 +148,20 @@ def _trace_one(src: Path, task: Mapping[str, Any], python: str, timeout: float) 
     with tempfile.TemporaryDirectory() as tmp:
         task_file, out_file, cache = Path(tmp) / "task.json", Path(tmp) / "files.json", Path(tmp) / "cache"
         cache.mkdir()
+        records = Path(tmp) / "records"
+        records.mkdir()
         task_file.write_text(json.dumps({**task, "package": str(src / "pixelweight"), "steps": TRACE_STEPS,
-                                         "eval_every": TRACE_EVAL_EVERY}))
+                                         "eval_every": TRACE_EVAL_EVERY, "records": str(records)}))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIXELWEIGHT_GIT_COMMIT")}
         env.update({"PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "PIXELWEIGHT_CACHE": str(cache),
                     "PIXELWEIGHT_PROGRESS": "0"})
         try:
-            done = subprocess.run([python, "-P", "-c", _BOOT, str(task_file), str(out_file)], env=env, cwd=tmp,
+            done = subprocess.run([python, "-c", _BOOT, str(task_file), str(out_file)], env=env, cwd=tmp,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"tracing took longer than {timeout:.0f} s") from None
+        except OSError as err:
+            raise RuntimeError(f"cannot start {python}: {err}") from None
         if done.returncode != 0:
             raise RuntimeError(f"tracing failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         result = json.loads(out_file.read_text())
@@ -154,6 +183,7 @@ def traced_files(tasks: Mapping[str, Mapping[str, Any]], commit: str, *, python:
     out: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
+        _git(repo, "worktree", "prune")  # what a killed trace left behind
         added = _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), commit)
         if added.returncode != 0:
             raise RuntimeError(f"cannot check out {commit}: {added.stderr.strip()}")
@@ -168,6 +198,12 @@ def traced_files(tasks: Mapping[str, Mapping[str, Any]], commit: str, *, python:
     return out
 
 
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
 def _untraceable(record) -> Optional[str]:
     """Why ``record`` cannot be traced, or ``None``."""
     from . import CHAPTERS
@@ -179,7 +215,7 @@ def _untraceable(record) -> Optional[str]:
         return "not a chapter's record"
     if (config.get("train") or {}).get("num_workers", 0):
         return "trained with data-loader workers: not traceable"
-    if config.get("world_size", 1) not in (None, 1) or "cuda" in str(record.device or "").lower():
+    if config.get("world_size", 1) not in (None, 1) or not str(record.device or "").startswith("cpu"):
         return "trained on a GPU or on several processes: not traceable on one CPU process"
     commit = prov.get("git_commit")
     if not isinstance(commit, str) or commit == "unknown" or prov.get("git_dirty") is not False:
@@ -205,6 +241,8 @@ def trace_records(paths: Sequence[Union[str, Path]], *, force: bool = False, log
     for item in paths:
         path = Path(item)
         try:
+            if path.suffix != ".json":
+                raise ValueError("not a .json file")
             record = load_record(path)
         except (ValueError, FileNotFoundError) as err:
             outcome[str(path)] = f"not a record ({err})"
@@ -220,7 +258,11 @@ def trace_records(paths: Sequence[Union[str, Path]], *, force: bool = False, log
             outcome[str(path)] = why
             continue
         config = record.config
-        key = (commit, config["chapter"], config["stage"], config.get("variant", "") or "", config["loss"]["label"])
+        # one trace per configuration but the seed (a stray record of another budget is its own group)
+        same = json.dumps({**config, "train": {k: v for k, v in (config.get("train") or {}).items() if k != "seed"}},
+                          sort_keys=True, default=str)
+        key = (commit, config["chapter"], config["stage"], config.get("variant", "") or "", config["loss"]["label"],
+               same)
         task = groups.setdefault(key, {"chapter": key[1], "stage": key[2], "variant": key[3], "arm": key[4],
                                        "seed": int(record.seed), "config": config})
         if int(record.seed) < task["seed"]:
@@ -242,12 +284,17 @@ def trace_records(paths: Sequence[Union[str, Path]], *, force: bool = False, log
             for path in members[key]:
                 if isinstance(result, str):
                     outcome[str(path)] = result
+                    stale_trace = load_record(path)
+                    if stale_trace.provenance.pop("code_files", None) is not None:  # a failed retrace
+                        stale_trace.provenance.pop("code_trace", None)
+                        save_record(stale_trace, path.parent, filename=path.name)
                     continue
                 record = load_record(path)
                 record.provenance["code_files"] = result["files"]
                 record.provenance["code_trace"] = {"commit": commit, "steps": TRACE_STEPS,
                                                    "eval_every": TRACE_EVAL_EVERY, "seed": groups[key]["seed"],
-                                                   "config_checked": result["config_checked"]}
+                                                   "config_checked": result["config_checked"],
+                                                   "torch": _torch_version()}
                 save_record(record, path.parent, filename=path.name)
                 outcome[str(path)] = "traced"
     return outcome
