@@ -259,14 +259,7 @@ def benchmark_foreground(
 
     if not isinstance(shapes, (tuple, list)) or not shapes:
         raise ValueError(f"shapes must be a non-empty sequence of (N, H, W), got {shapes!r}")
-    repeats = check_int(repeats, "repeats", minimum=1)
-    warmup = check_int(warmup, "warmup", minimum=0)
-    if num_threads is not None:
-        num_threads = check_int(num_threads, "num_threads", minimum=1)
-    if not isinstance(steady_memory, bool):
-        raise TypeError(f"steady_memory must be a bool, got {type(steady_memory).__name__}")
-    if timer not in TIMERS:
-        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    repeats, warmup, num_threads = _check_timing(repeats, warmup, num_threads, steady_memory, timer)
     device = resolve_device(device)
     steady = steady_memory and device.type == "cpu" and keep_freed_memory()
     batches = [foreground_batch(shape, seed=seed, device=device) for shape in shapes]
@@ -349,14 +342,7 @@ def benchmark_metric(
         raise ImportError("benchmark_metric compares with PySODMetrics: pip install pysodmetrics") from error
     from .metrics import weighted_fmeasure, wfm_gt_terms
 
-    repeats = check_int(repeats, "repeats", minimum=1)
-    warmup = check_int(warmup, "warmup", minimum=0)
-    if num_threads is not None:
-        num_threads = check_int(num_threads, "num_threads", minimum=1)
-    if not isinstance(steady_memory, bool):
-        raise TypeError(f"steady_memory must be a bool, got {type(steady_memory).__name__}")
-    if timer not in TIMERS:
-        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    repeats, warmup, num_threads = _check_timing(repeats, warmup, num_threads, steady_memory, timer)
     logits, target = foreground_batch(shape, seed=seed)
     pred = torch.sigmoid(logits.detach())[:, 0].contiguous()
     gt = target == 1
@@ -427,6 +413,19 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def _check_timing(repeats, warmup, num_threads, steady_memory, timer) -> tuple:
+    """The timing options every benchmark takes, checked: ``(repeats, warmup, num_threads)``."""
+    repeats = check_int(repeats, "repeats", minimum=1)
+    warmup = check_int(warmup, "warmup", minimum=0)
+    if num_threads is not None:
+        num_threads = check_int(num_threads, "num_threads", minimum=1)
+    if not isinstance(steady_memory, bool):
+        raise TypeError(f"steady_memory must be a bool, got {type(steady_memory).__name__}")
+    if timer not in TIMERS:
+        raise ValueError(f"timer must be one of {TIMERS}, got {timer!r}")
+    return repeats, warmup, num_threads
 
 
 def _check_shape(shape) -> tuple:
