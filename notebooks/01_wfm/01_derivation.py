@@ -309,20 +309,9 @@ markdown(table(wfm.loss_cost_table(loss_costs)))
 
 # %%
 markdown(table(wfm.metric_cost_table(metric_costs)))
-cost = wfm.COST_SCALES[profile]
-glue("metric_maps", " x ".join(map(str, cost.metric_shape)))
-fw_terms = loss_costs[loss_costs["loss"] == "weighted_fmeasure_loss(terms)"].set_index("shape")["ratio"]
-glue("loss_ratio_range", f"{fw_terms.min():.1f}–{fw_terms.max():.1f}")
-by_call = metric_costs[metric_costs["threads"] == max(cost.threads)].set_index("call")
-glue("metric_speedup", f"{1 / by_call.loc['weighted_fmeasure', 'ratio']:.1f}")
-glue("metric_speedup_terms", f"{1 / by_call.loc['weighted_fmeasure(terms)', 'ratio']:.1f}")
-glue("metric_diff", f"{metric_costs['max_abs_diff'].max():.0e}")
-glue("cost_threads", max(cost.threads))
-met_loss = bool((fw_terms <= 1.5).all())
-glue("loss_met", "met" if met_loss else "missed")
-met_metric = [1 / by_call.loc["weighted_fmeasure", "ratio"] >= 3, 1 / by_call.loc["weighted_fmeasure(terms)", "ratio"] >= 20]
-glue("metric_met", "both met" if all(met_metric) else "one met" if any(met_metric) else "both missed")
-glue("terms_share", f"{by_call.loc['wfm_gt_terms', 'median_ms'] / by_call.loc['weighted_fmeasure', 'median_ms']:.0%}")
+glue("metric_maps", " x ".join(map(str, wfm.COST_SCALES[profile].metric_shape)))
+for key, text in wfm.cost_summary(loss_costs, metric_costs).items():
+    glue(key, text)
 
 # %% [markdown]
 # With its terms cached, the $F^w$ loss costs {glue:text}`loss_ratio_range` times BCE here:
@@ -332,7 +321,8 @@ glue("terms_share", f"{by_call.loc['wfm_gt_terms', 'median_ms'] / by_call.loc['w
 # each once, and going further would take a fused kernel. At {glue:text}`cost_threads`
 # threads the exact metric is {glue:text}`metric_speedup` times as fast as PySODMetrics end to
 # end and {glue:text}`metric_speedup_terms` times with the terms cached (targets 3 and 20:
-# {glue:text}`metric_met`), and agrees with it to {glue:text}`metric_diff`. End to end,
+# {glue:text}`metric_met`), and its values agree with PySODMetrics' to
+# {glue:text}`metric_diff`. End to end,
 # {glue:text}`terms_share` of our time goes to the ground-truth terms, mostly SciPy's
 # distance transform, which PySODMetrics calls too. The times come from the machine that
 # built this page; the ratios are what carries over.

@@ -440,11 +440,16 @@ def test_the_cost_tables_read_the_benchmarks_frames(monkeypatch):
     assert fw["met"] == ("yes" if ratio <= 1.5 else "no")
     assert "F.binary_cross_entropy_with_logits" not in set(table["loss (forward + backward)"])  # the reference
     rows = wfm.metric_cost_table(metric).set_index("call")
-    assert rows.loc["py_sod_metrics.WeightedFmeasure (the reference)", "speed-up over PySODMetrics"] == "1×"
+    assert list(rows.columns) == ["threads", "time", "× as fast as PySODMetrics", "target"]
+    assert rows.loc["PySODMetrics (reference)", "× as fast as PySODMetrics"] == "1×"
     cached = metric.set_index("call").loc["weighted_fmeasure(terms)"]
-    assert rows.loc["weighted_fmeasure(terms)", "speed-up over PySODMetrics"].startswith(f"{1 / cached['ratio']:.2f}×")
-    assert rows.loc["weighted_fmeasure(terms)", "target"] == "≥ 20×"
-    assert float(rows.loc["weighted_fmeasure", "largest difference"]) < 1e-6
+    speed = rows.loc["weighted_fmeasure(terms)", "× as fast as PySODMetrics"]
+    assert speed.startswith(f"{1 / cached['ratio']:.2f}×")
+    assert rows.loc["weighted_fmeasure(terms)", "target"] == "≥ 20×: " + ("met" if cached["ratio"] <= 1 / 20 else "missed")
+    summary = wfm.cost_summary(losses, metric)
+    assert summary["loss_met"] == fw["met"].replace("yes", "met").replace("no", "missed")
+    assert summary["metric_speedup_terms"] == f"{1 / cached['ratio']:.1f}" and summary["cost_threads"] == "1"
+    assert float(summary["metric_diff"]) < 1e-6 and summary["terms_share"].endswith("%")
     with pytest.raises(ValueError, match="benchmark_foreground"):
         wfm.loss_cost_table(pd.DataFrame({"loss": ["x"]}))
     with pytest.raises(ValueError, match="benchmark_metric"):
