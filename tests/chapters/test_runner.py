@@ -459,6 +459,11 @@ def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_
     for key in ("code_files", "code_trace"):
         record.provenance.pop(key, None)
     record.device = "cpu (x86_64, 1 thread)"
+    import subprocess  # a commit every clone has, shallow or not
+
+    record.provenance["git_commit"] = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2], capture_output=True,
+        text=True).stdout.strip()
     paths = []
     for seed in (3, 1):
         record.seed = seed
