@@ -408,6 +408,28 @@ def test_wfm_gt_terms_without_foreground():
     assert terms.distance.dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_wfm_gt_terms_tables_and_per_pixel_path_agree(monkeypatch, dtype):
+    """Delta and B come from tables of Delta^2 (images up to about 1,000 pixels across) or per
+    pixel (larger ones): the same values, in every dtype the float64 values cast once."""
+    import pixelweight.metrics.foreground as fg_module
+
+    rng = np.random.default_rng(3)
+    gt = torch.from_numpy(np.stack([rng.random((23, 31)) < 0.03, np.zeros((23, 31), bool)]))
+    gt[0, 0, 0] = True
+    tabled, tabled_cast = wfm_gt_terms(gt), wfm_gt_terms(gt, dtype=dtype)
+    monkeypatch.setattr(fg_module, "_WFM_TABLE_LIMIT", 0)
+    per_pixel, per_pixel_cast = wfm_gt_terms(gt), wfm_gt_terms(gt, dtype=dtype)
+    assert torch.equal(tabled.distance, per_pixel.distance)
+    assert torch.equal(tabled.nearest, per_pixel.nearest)
+    torch.testing.assert_close(tabled.weight, per_pixel.weight, rtol=0, atol=4e-16)  # numpy's exp vs torch's
+    assert torch.isinf(tabled.distance[1]).all() and torch.equal(per_pixel.weight[1], torch.full((23, 31), 2.0).double())
+    for terms in (tabled_cast, per_pixel_cast):
+        assert terms.weight.dtype == dtype and terms.distance.dtype == dtype
+        assert torch.equal(terms.distance, per_pixel.distance.to(dtype))
+        assert torch.equal(terms.weight, tabled.weight.to(dtype))
+
+
 def test_precomputed_terms_give_the_same_value_and_gradient():
     pred, gt = (torch.from_numpy(a) for a in CASES["random_16x16"])
     terms = wfm_gt_terms(gt.unsqueeze(1))  # the (N, 1, H, W) form is accepted too

@@ -257,17 +257,51 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     g_np = g.detach().cpu().numpy()
     n, h, w = g_np.shape
     has_fg = g_np.reshape(n, -1).any(1)
-    # nu(i) = (row, col) of the nearest pixel where the input ~G is 0, i.e. G = 1: scipy's feature
-    # transform (Maurer et al.), written straight into one int32 array per batch; its ties are
-    # PySODMetrics' ties. It releases the GIL, so images run on torch's intra-op threads.
-    features = np.empty((n, 2, h, w), dtype=np.int32)
+    # Delta and B are functions of the integer Delta^2: looked up in float64 tables of
+    # sqrt(k) and 2 - exp(alpha sqrt(k)), cast to the output dtype (the same values as casting
+    # after), up to the largest Delta^2 the image size allows; per pixel beyond the tables' limit
+    largest = (h - 1) ** 2 + (w - 1) ** 2
+    index_dtype = np.int32 if largest < 2**31 else np.int64  # Delta^2 exact in integers
+    out_np = dtype in _NUMPY_FLOATS  # else float64 here, cast by torch at the end
+    out_dtype = _NUMPY_FLOATS.get(dtype, np.float64)
+    tables = None
+    if largest < _WFM_TABLE_LIMIT:
+        tables = tuple(t.to(dtype if out_np else torch.float64).numpy()
+                       for t in _wfm_tables_of_size(1 << max(largest, 1).bit_length()))
+    nearest = np.empty((n, h, w), dtype=np.int64)
+    distance = np.empty((n, h, w), dtype=out_dtype)
+    weight = np.empty((n, h, w), dtype=out_dtype)
+    row_of = np.arange(h, dtype=index_dtype).reshape(h, 1)
+    col_of = np.arange(w, dtype=index_dtype).reshape(1, w)
 
     def transform(k: int) -> None:
-        if has_fg[k]:
-            distance_transform_edt(~g_np[k], return_distances=False, return_indices=True, indices=features[k])
-        else:  # no foreground: nu(i) = i, Delta = inf (never used: Fw = 0)
-            features[k] = np.indices((h, w), dtype=np.int32)
+        """Image ``k``, whole (its arrays stay in the cache): nu(i) = (row, col) of the nearest
+        pixel where the input ~G is 0, i.e. G = 1 (scipy's feature transform, Maurer et al., whose
+        ties are PySODMetrics' ties), then nu as a flat index, Delta and B."""
+        if not has_fg[k]:  # no foreground: nu(i) = i, Delta = inf, B = 2 (never used: Fw = 0)
+            nearest[k] = np.arange(h * w, dtype=np.int64).reshape(h, w)
+            distance[k] = np.inf
+            weight[k] = 2.0
+            return
+        feature = np.empty((2, h, w), dtype=index_dtype)
+        distance_transform_edt(~g_np[k], return_distances=False, return_indices=True, indices=feature)
+        rows, cols = feature
+        np.multiply(rows, w, out=nearest[k], dtype=np.int64)
+        nearest[k] += cols
+        # Delta^2 = (row - i_row)^2 + (col - i_col)^2, an exact integer (in place: rows, cols)
+        np.subtract(rows, row_of, out=rows)
+        np.subtract(cols, col_of, out=cols)
+        squared = np.multiply(rows, rows, out=rows)
+        squared += np.multiply(cols, cols, out=cols)
+        if tables is not None:
+            np.take(tables[0], squared, out=distance[k])
+            np.take(tables[1], squared, out=weight[k])
+        else:  # numpy's root, correctly rounded as scipy's
+            root = np.sqrt(squared, dtype=np.float64)
+            distance[k] = root
+            weight[k] = 2.0 - np.exp(_WFM_ALPHA * root)
 
+    # scipy and numpy release the GIL: the images run on torch's intra-op threads
     workers = min(torch.get_num_threads(), n)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
@@ -275,29 +309,34 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     else:
         for k in range(n):
             transform(k)
-    ft = torch.from_numpy(features)
-    rows, cols = ft[:, 0], ft[:, 1]  # int32: every intermediate below is an exact integer ...
-    if (h - 1) ** 2 + (w - 1) ** 2 >= 2**31 or h * w >= 2**31:  # ... unless the image is huge
-        rows, cols = rows.long(), cols.long()
-    nearest = (rows * w).add_(cols).long()
-    # Delta_i = sqrt((row - i_row)^2 + (col - i_col)^2), as scipy computes it (exact integers, float64 root)
-    drow = rows - torch.arange(h, dtype=rows.dtype).reshape(1, h, 1)
-    dcol = cols - torch.arange(w, dtype=rows.dtype).reshape(1, 1, w)
-    # (numpy's root, correctly rounded as scipy's; torch's vectorised one may differ by an ulp)
-    distance = torch.from_numpy(np.sqrt(drow.mul_(drow).add_(dcol.mul_(dcol)).numpy().astype(np.float64)))
     has = torch.from_numpy(has_fg)
-    distance = torch.where(has.reshape(n, 1, 1), distance, torch.tensor(math.inf, dtype=torch.float64))
-    # B_i = 1 on G;  B_i = 2 - exp(alpha * Delta_i) on the background, alpha = ln(0.5) / 5
-    weight = torch.where(torch.from_numpy(g_np), torch.ones((), dtype=torch.float64),
-                         distance.mul(_WFM_ALPHA).exp_().neg_().add_(2))
+    nearest = torch.from_numpy(nearest)
+    distance = torch.from_numpy(distance).to(dtype)
+    weight = torch.from_numpy(weight).to(dtype)
     device = g.device
     return WFMTerms(
         gt=g.clone(),
-        distance=distance.to(device=device, dtype=dtype),
+        distance=distance.to(device),
         nearest=nearest.to(device),
-        weight=weight.to(device=device, dtype=dtype),
+        weight=weight.to(device),
         has_foreground=has.to(device),
     )
+
+
+#: The squared distances below which :func:`wfm_gt_terms` looks :math:`\Delta` and :math:`B` up in a
+#: table (two float64 tables of at most 2**21 entries, 32 MB; a 256x256 image needs 2**17).
+_WFM_TABLE_LIMIT = 1 << 21
+#: The floating dtypes numpy has, for the tables of :func:`wfm_gt_terms`.
+_NUMPY_FLOATS = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+
+
+@lru_cache(maxsize=4)
+def _wfm_tables_of_size(size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""float64 :math:`\Delta = \sqrt{k}` and :math:`B = 2 - e^{\alpha \Delta}` for ``k = 0..size-1``
+    (cached: a training loop that computes terms per batch builds them once per power of two)."""
+    distance = torch.from_numpy(np.sqrt(np.arange(size, dtype=np.float64)))
+    weight = distance.mul(_WFM_ALPHA).exp_().neg_().add_(2)
+    return distance, weight
 
 
 @lru_cache(maxsize=None)
@@ -328,6 +367,12 @@ def _conv_blur(x: torch.Tensor) -> torch.Tensor:
 
     half = unit_sum_half_kernel(gaussian_half_kernel(_WFM_KERNEL_SIZE, _WFM_SIGMA), x.dtype)
     return conv_blur(x, half)
+
+
+def _batch_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Per image :math:`\sum_i x_i y_i` of two (N, H, W) tensors, differentiable. (A product and a
+    sum: ``torch.bmm`` of (N, 1, HW) by (N, HW, 1) measured slower on the CPU.)"""
+    return (x * y).sum(dim=(1, 2))
 
 
 def _check_terms(terms, g: torch.Tensor) -> None:
@@ -416,18 +461,19 @@ def weighted_fmeasure(
     n, h, w = x.shape
     zero = x.new_zeros(())
 
-    # E = |G - D|
-    err = _abs_error(x, g)
-    # Ẽ_i = E_{ν(i)}: a background pixel takes the error of its nearest foreground pixel
-    err_t = err.reshape(n, h * w).gather(1, terms.nearest.reshape(n, h * w)).reshape(n, h, w)
+    # E = |G - D| is 1 - D on G and D elsewhere; Ẽ_i = E_{ν(i)}: a background pixel takes the
+    # error of its nearest foreground pixel, where E = 1 - D (ν(i) = i on G)
+    miss = torch.rsub(x, 1)  # 1 - D: E on G
+    err_t = miss.reshape(n, h * w).gather(1, terms.nearest.reshape(n, h * w)).reshape(n, h, w)
     # E_A = K * Ẽ, the 7x7 Gaussian (σ = 5) with zero padding, as two block convolutions
     err_a = _conv_blur(err_t)
     # E' = min(E, E_A) on G (the blur only forgives false negatives), E' = E elsewhere; on G,
-    # B = 1 and E^w = E'
+    # B = 1 and E^w = E'; the subgradient takes E at ties (torch.minimum would split it)
     fg = g.to(dtype)
-    fg_err = (torch.where(err_a < err, err_a, err) * fg).sum(dim=(1, 2))
-    # FP^w = Σ_{¬G} B E: B - [G] is B on the background and 0 on G (where B = 1)
-    fp_w = (err * (terms.weight.to(dtype) - fg)).sum(dim=(1, 2))
+    fg_err = _batch_dot(torch.where(err_a < miss, err_a, miss), fg)
+    # FP^w = Σ_{¬G} B E = Σ_i w_i D_i with w = B on the background and 0 on G (where B = 1)
+    weight = terms.weight.to(dtype)
+    fp_w = _batch_dot(x, torch.addcmul(weight, weight, fg, value=-1))
     fg_count = fg.sum(dim=(1, 2))
     # TP^w = |G| - Σ_G E^w
     tp_w = fg_count - fg_err
