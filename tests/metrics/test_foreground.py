@@ -430,6 +430,19 @@ def test_wfm_gt_terms_tables_and_per_pixel_path_agree(monkeypatch, dtype):
         assert torch.equal(terms.weight, tabled.weight.to(dtype))
 
 
+def test_wfm_gt_terms_far_distances_beyond_int32_squares():
+    """(H-1)^2 + (W-1)^2 >= 2^31: Delta^2 in int64 (scipy's coordinates stay int32), per pixel;
+    float16 distances are torch's cast of the float64 ones."""
+    gt = torch.zeros(1, 1, 46342, dtype=torch.bool)
+    gt[..., 0] = True
+    terms = wfm_gt_terms(gt)
+    assert terms.distance[0, 0, -1].item() == 46341.0
+    assert torch.equal(terms.nearest, torch.zeros(1, 1, 46342, dtype=torch.long))
+    half = wfm_gt_terms(gt, dtype=torch.float16)
+    assert torch.equal(half.distance, terms.distance.to(torch.float16))
+    assert torch.equal(half.weight, terms.weight.to(torch.float16))
+
+
 def test_precomputed_terms_give_the_same_value_and_gradient():
     pred, gt = (torch.from_numpy(a) for a in CASES["random_16x16"])
     terms = wfm_gt_terms(gt.unsqueeze(1))  # the (N, 1, H, W) form is accepted too

@@ -258,16 +258,17 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     n, h, w = g_np.shape
     has_fg = g_np.reshape(n, -1).any(1)
     # Delta and B are functions of the integer Delta^2: looked up in float64 tables of
-    # sqrt(k) and 2 - exp(alpha sqrt(k)), cast to the output dtype (the same values as casting
-    # after), up to the largest Delta^2 the image size allows; per pixel beyond the tables' limit
+    # sqrt(k) and 2 - exp(alpha sqrt(k)) cast to the output dtype (the same values as casting
+    # after), up to the largest Delta^2 the image size allows
     largest = (h - 1) ** 2 + (w - 1) ** 2
-    index_dtype = np.int32 if largest < 2**31 else np.int64  # Delta^2 exact in integers
-    out_np = dtype in _NUMPY_FLOATS  # else float64 here, cast by torch at the end
-    out_dtype = _NUMPY_FLOATS.get(dtype, np.float64)
-    tables = None
-    if largest < _WFM_TABLE_LIMIT:
-        tables = tuple(t.to(dtype if out_np else torch.float64).numpy()
-                       for t in _wfm_tables_of_size(1 << max(largest, 1).bit_length()))
+    # scipy writes int32 coordinates; Delta^2 is computed in int32 while it fits
+    index_dtype = np.int32 if largest < 2**31 else np.int64
+    # per pixel for distances over about 1,000 pixels, or when the table would outgrow the batch
+    tabled = largest < _WFM_TABLE_LIMIT and largest < 4 * n * h * w
+    # numpy's own dtype when it has it and the tables serve it; else float64, cast by torch at the end
+    table_dtype = dtype if tabled and dtype in _NUMPY_FLOATS else torch.float64
+    out_dtype = _NUMPY_FLOATS[table_dtype]
+    tables = _wfm_tables(1 << max(largest, 1).bit_length(), table_dtype) if tabled else None
     nearest = np.empty((n, h, w), dtype=np.int64)
     distance = np.empty((n, h, w), dtype=out_dtype)
     weight = np.empty((n, h, w), dtype=out_dtype)
@@ -283,9 +284,9 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
             distance[k] = np.inf
             weight[k] = 2.0
             return
-        feature = np.empty((2, h, w), dtype=index_dtype)
+        feature = np.empty((2, h, w), dtype=np.int32)  # scipy's only choice
         distance_transform_edt(~g_np[k], return_distances=False, return_indices=True, indices=feature)
-        rows, cols = feature
+        rows, cols = feature if index_dtype is np.int32 else feature.astype(np.int64)
         np.multiply(rows, w, out=nearest[k], dtype=np.int64)
         nearest[k] += cols
         # Delta^2 = (row - i_row)^2 + (col - i_col)^2, an exact integer (in place: rows, cols)
@@ -330,13 +331,18 @@ _WFM_TABLE_LIMIT = 1 << 21
 _NUMPY_FLOATS = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
 
 
-@lru_cache(maxsize=4)
-def _wfm_tables_of_size(size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    r"""float64 :math:`\Delta = \sqrt{k}` and :math:`B = 2 - e^{\alpha \Delta}` for ``k = 0..size-1``
-    (cached: a training loop that computes terms per batch builds them once per power of two)."""
+@lru_cache(maxsize=8)
+def _wfm_tables(size: int, dtype: torch.dtype) -> Tuple[np.ndarray, np.ndarray]:
+    r""":math:`\Delta = \sqrt{k}` and :math:`B = 2 - e^{\alpha \Delta}` for ``k = 0..size-1``, computed in
+    float64 (numpy's correctly rounded root, as scipy's; torch's exp), cast once by torch to
+    ``dtype`` (as the per-pixel path casts), as read-only numpy arrays (cached: a training loop
+    that computes terms per batch builds them once)."""
     distance = torch.from_numpy(np.sqrt(np.arange(size, dtype=np.float64)))
     weight = distance.mul(_WFM_ALPHA).exp_().neg_().add_(2)
-    return distance, weight
+    tables = tuple(t.to(dtype).numpy() for t in (distance, weight))
+    for t in tables:
+        t.flags.writeable = False
+    return tables
 
 
 @lru_cache(maxsize=None)
