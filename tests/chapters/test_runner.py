@@ -450,6 +450,29 @@ def test_a_trace_sees_the_files_a_run_executes_and_not_the_others(tmp_path):
     assert found["other"].startswith("error:") and "differs" in found["other"]
 
 
+def test_a_trace_accepts_what_a_stage_derives_from_the_budget(tmp_path):
+    """The zoom chapter's blur warm-up is a fraction of the steps: a record of 8 steps (warm-up 2)
+    traced at TRACE_STEPS (warm-up 1) still matches its stage, and the sampler's file is seen."""
+    import dataclasses
+    import subprocess
+
+    from pixelweight.chapters import get_chapter
+    from pixelweight.chapters._trace import traced_files
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True).stdout.strip()
+    setup = get_chapter("03_zoom").setup("headline", "full", device="cpu", results_dir=str(tmp_path))
+    setup.scale = dataclasses.replace(setup.scale, profile=dataclasses.replace(setup.scale.profile, steps=8,
+                                                                               eval_every=4))
+    (run,) = setup.run_arm(setup.arm("sampler"), seeds=[0], progress=False)
+    config = load_record(run.record_path).config
+    assert config["model"]["blur_warmup_steps"] == 2
+    task = {"chapter": "03_zoom", "stage": "headline", "variant": "", "arm": "sampler", "seed": 0, "config": config}
+    found = traced_files({"sampler": task}, head)["sampler"]
+    assert found.get("config_checked"), found
+    assert "src/pixelweight/sampling/sampler.py" in found["files"]
+
+
 def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_path):
     from pixelweight.chapters import _trace
     from pixelweight.results import save_record

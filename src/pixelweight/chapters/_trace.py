@@ -98,8 +98,9 @@ sys.settrace(None)
 ours = json.loads(open(made).read())["config"]
 def _strip(config):
     config = json.loads(json.dumps(config))
+    # the budget, and what a stage derives from it: the zoom chapter's blur warm-up (a fraction of the steps)
     for key, drop in (("profile", ("steps", "eval_every")), ("train", ("steps", "eval_every", "log_every", "seed", "device")),
-                      ("train_overrides", ("log_every",))):
+                      ("train_overrides", ("log_every",)), ("model", ("blur_warmup_steps",))):
         for k in drop:
             (config.get(key) or {}).pop(k, None)
     return config
