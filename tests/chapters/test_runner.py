@@ -125,6 +125,8 @@ def test_adding_a_loss_beside_the_old_ones_changes_no_number():
     assert _runner.code_changed(before, before.replace('register_loss("ce", f)\n', ""))
     assert _runner.code_changed(before, before + "x = f(1)\n")  # a call at import
     assert not _runner.code_changed(before, before + "x = 1\n")  # a new constant
+    assert not _runner.code_changed(before, before + "x = {torch.float64: np.float64}\n")  # of dotted names
+    assert _runner.code_changed(before, before + "x = f(1).real\n")  # an attribute of a call's result
     assert _runner.code_changed(before, before + "f = 1\n")  # rebinds a name
     assert _runner.code_changed(before, before + "print(1)\n")
     assert _runner.code_changed(before, before + "import math as f\n")

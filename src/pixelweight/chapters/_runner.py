@@ -780,11 +780,16 @@ def _import_aliases(body) -> Dict[str, str]:
 
 
 def _is_literal(node) -> bool:
-    """A literal, or arithmetic and containers of literals: evaluating it calls nothing."""
+    """A literal, a dotted name (``torch.float32``: an attribute of a module), or arithmetic and
+    containers of these: evaluating it calls nothing."""
     import ast
 
     if isinstance(node, ast.Constant):
         return True
+    if isinstance(node, ast.Attribute):
+        while isinstance(node, ast.Attribute):
+            node = node.value
+        return isinstance(node, ast.Name)
     if isinstance(node, ast.UnaryOp):
         return _is_literal(node.operand)
     if isinstance(node, ast.BinOp):

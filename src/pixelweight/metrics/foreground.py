@@ -266,9 +266,8 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
     # per pixel for distances over about 1,000 pixels, or when the table would outgrow the batch
     tabled = largest < _WFM_TABLE_LIMIT and largest < 4 * n * h * w
     # numpy's own dtype when it has it and the tables serve it; else float64, cast by torch at the end
-    numpy_floats = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
-    table_dtype = dtype if tabled and dtype in numpy_floats else torch.float64
-    out_dtype = numpy_floats[table_dtype]
+    table_dtype = dtype if tabled and dtype in _NUMPY_FLOATS else torch.float64
+    out_dtype = _NUMPY_FLOATS[table_dtype]
     tables = _wfm_tables(1 << max(largest, 1).bit_length(), table_dtype) if tabled else None
     nearest = np.empty((n, h, w), dtype=np.int64)
     distance = np.empty((n, h, w), dtype=out_dtype)
@@ -328,6 +327,8 @@ def wfm_gt_terms(gt: torch.Tensor, dtype: torch.dtype = torch.float64) -> WFMTer
 #: The squared distances below which :func:`wfm_gt_terms` looks :math:`\Delta` and :math:`B` up in a
 #: table (two float64 tables of at most 2**21 entries, 32 MB; a 256x256 image needs 2**17).
 _WFM_TABLE_LIMIT = 1 << 21
+#: The floating dtypes numpy has, for the tables of :func:`wfm_gt_terms`.
+_NUMPY_FLOATS = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
 
 
 @lru_cache(maxsize=8)
