@@ -260,15 +260,15 @@ plt.show()
 # %% tags=["hide-input"]
 fixed_map = zoom.average_saliency(runs[zoom.FIXED_ARM][0].model.cpu(), images[:1])
 glue("fixed_contrast", f"{fixed_map.max() / fixed_map.min():.2f}")
-fig, axes = plt.subplots(1, 2, figsize=(plotting.PAGE_WIDTH * 0.6, 2.4))
-for ax, (name, m) in zip(axes, [("learned data-set map (one map)", fixed_map),
-                                 (f"sampler, mean over {len(images)} images",
+fig, axes = plt.subplots(1, 2, figsize=(plotting.PAGE_WIDTH * 0.75, 2.8))
+for ax, (name, m) in zip(axes, [("learned data-set map\n(one map for all images)", fixed_map),
+                                 (f"sampler, mean over\n{len(images)} test canvases",
                                   zoom.average_saliency(sampler_model, images))]):
     im = ax.imshow(m, cmap="magma", vmin=0, vmax=1)
     ax.set_title(name, fontsize="small")
     ax.set_xlabel("grid cell x")
-    ax.set_ylabel("grid cell y")
     ax.grid(False)
+axes[0].set_ylabel("grid cell y")
 fig.colorbar(im, ax=axes, shrink=0.8, label="saliency / max")
 plt.show()
 
