@@ -166,7 +166,9 @@ frame = zoom.accuracy_frame(runs)
 rows = [{"arm": arm, "test accuracy, mean [95% CI]": mean_ci(frame[frame.arm == arm]["value"]).format(3)}
         for arm in ARMS]
 markdown(table(pd.DataFrame(rows)))
-fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 2.8))
+import textwrap
+
+fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))
 order = ARMS
 for k, arm in enumerate(order):
     values = frame[frame.arm == arm]["value"].to_numpy()
@@ -174,7 +176,7 @@ for k, arm in enumerate(order):
                label="one seed" if k == 0 else None)
     ax.errorbar([k], [values.mean()], yerr=[[values.mean() - mean_ci(values).low], [mean_ci(values).high - values.mean()]],
                 fmt="D", color="tab:blue", capsize=4, label="mean, 95% CI" if k == 0 else None)
-ax.set_xticks(range(len(order)), order, fontsize="small")
+ax.set_xticks(range(len(order)), ["\n".join(textwrap.wrap(arm, 12)) for arm in order], fontsize="small")
 ax.set_ylabel("test accuracy")
 ax.set_xlabel(f"how the {zoom.INPUT_SIZE} x {zoom.INPUT_SIZE} input is made "
               f"(high-res: the {setup.data.size} x {setup.data.size} canvas)")
