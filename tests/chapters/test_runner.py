@@ -475,6 +475,38 @@ def test_a_trace_accepts_what_a_stage_derives_from_the_budget(tmp_path):
     assert "src/pixelweight/sampling/sampler.py" in found["files"]
 
 
+def test_a_trace_shortens_a_warm_up_longer_than_its_run(tmp_path):
+    """The zoom chapter's converged segmentation runs warm the learning rate up over
+    SEGMENTATION_WARMUP steps, more than the traced run's TRACE_STEPS: the trace shortens the
+    warm-up to fit and still checks the rest of the configuration."""
+    import dataclasses
+    import subprocess
+
+    from pixelweight.chapters import get_chapter
+    from pixelweight.chapters._trace import TRACE_STEPS, traced_files
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True).stdout.strip()
+    module = get_chapter("03_zoom")
+    setup = module.setup("segmentation", "full", device="cpu", results_dir=str(tmp_path))
+    warmup = setup.scale.train["warmup_steps"]
+    assert warmup == module.SEGMENTATION_WARMUP >= TRACE_STEPS
+    steps = warmup + 4
+    task = {"chapter": "03_zoom", "stage": "segmentation", "variant": "", "arm": "uniform", "seed": 0}
+    setup.scale = dataclasses.replace(setup.scale, profile=dataclasses.replace(setup.scale.profile, steps=steps,
+                                                                               eval_every=steps))
+    (run,) = setup.run_arm(setup.arm("uniform"), seeds=[0], progress=False)
+    task["config"] = load_record(run.record_path).config
+    found = traced_files({"uniform": task}, head)["uniform"]
+    assert found.get("config_checked"), found
+    assert "src/pixelweight/models/zoom.py" in found["files"]
+    # a warm-up that differs from the stage's is still caught
+    other = json.loads(json.dumps(task))
+    other["config"]["train"]["warmup_steps"] = warmup + 1
+    other["config"]["train_overrides"]["warmup_steps"] = warmup + 1
+    assert "differs" in traced_files({"uniform": other}, head)["uniform"]
+
+
 def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_path):
     from pixelweight.chapters import _trace
     from pixelweight.results import save_record

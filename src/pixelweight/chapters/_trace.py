@@ -88,6 +88,11 @@ if task["variant"]:
 arm = setup.arm(task["arm"])
 profile = dataclasses.replace(setup.scale.profile, steps=task["steps"], eval_every=task["eval_every"])
 setup.scale = dataclasses.replace(setup.scale, profile=profile)
+# a learning-rate warm-up as long as the traced run or longer is shortened to fit it (the same code runs)
+warmup = setup.scale.train.get("warmup_steps", 0)
+shortened = warmup >= task["steps"]
+if shortened:
+    setup.scale = dataclasses.replace(setup.scale, train={**setup.scale.train, "warmup_steps": task["steps"] - 1})
 setup.results_dir = task["records"]
 setup.run_arm(arm, seeds=[task["seed"]], log_every=1)
 if sys.gettrace() is not _hook:
@@ -96,6 +101,9 @@ sys.settrace(None)
 # the traced run's own record must describe the record's run, but for the budget
 (made,) = [os.path.join(task["records"], f) for f in os.listdir(task["records"]) if f.endswith(".json")]
 ours = json.loads(open(made).read())["config"]
+if shortened:  # compared as the stage has it
+    for key in ("train", "train_overrides"):
+        ours[key]["warmup_steps"] = warmup
 def _strip(config):
     config = json.loads(json.dumps(config))
     # the budget, and what a stage derives from it: the zoom chapter's blur warm-up (a fraction of the steps)
