@@ -40,6 +40,19 @@ def test_figures_have_labels():
     assert ax.get_xlabel() == "optimiser step"
     with pytest.raises(ValueError, match="no history entry"):
         plotting.plot_history(hist, key="miou")
+    # one line per seed: two runs of two seeds are four lines
+    two = {"a": [[{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}], [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]],
+           "b": [[{"step": 1, "loss": 3.0}, {"step": 2, "loss": 0.1}], [{"step": 1, "loss": 0.2}, {"step": 2, "loss": 0.3}]]}
+    _, ax = plt.subplots()
+    plotting.plot_history(two, per_seed=True, ax=ax)
+    assert sorted(tuple(line.get_ydata()) for line in ax.lines if len(line.get_ydata()) == 2) == [
+        (0.2, 0.3), (1.0, 0.5), (2.0, 1.0), (3.0, 0.1)]
+    _, ax = plt.subplots()
+    plotting.plot_history(two, ax=ax)  # the mean of each run
+    assert sorted(tuple(line.get_ydata()) for line in ax.lines if len(line.get_ydata()) == 2) == [
+        (1.5, 0.75), (1.6, 0.2)]
+    with pytest.raises(TypeError, match="per_seed must be a bool"):
+        plotting.plot_history(two, per_seed="yes")
     fig = plotting.show_pairs([np.zeros((4, 4))], [np.zeros((4, 4), int)], 3)
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="as many targets"):

@@ -126,13 +126,17 @@ def plot_class_frequencies(
     return ax
 
 
-def plot_history(histories: Dict[str, List[dict]], key: str = "loss", ax=None, ylabel: Optional[str] = None):
+def plot_history(histories: Dict[str, List[dict]], key: str = "loss", ax=None, ylabel: Optional[str] = None,
+                 per_seed: bool = False):
     """Training curves: ``key`` against the step for each named run (mean ± sd over seeds
-    when a name maps to several runs)."""
+    when a name maps to several runs; ``per_seed=True``: one thin line per seed instead, which
+    shows a seed that stalls where the mean would hide it)."""
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
+    if not isinstance(per_seed, bool):
+        raise TypeError(f"per_seed must be a bool, got {type(per_seed).__name__}")
     rows = []
     for label, runs in histories.items():
         runs = runs if runs and isinstance(runs[0], list) else [runs]
@@ -142,7 +146,11 @@ def plot_history(histories: Dict[str, List[dict]], key: str = "loss", ax=None, y
         raise ValueError(f"no history entry has the key {key!r}")
     if ax is None:
         _, ax = plt.subplots(figsize=(PAGE_WIDTH, 3.0))
-    sns.lineplot(data=pd.DataFrame(rows), x="step", y=key, hue="run", errorbar="sd", ax=ax)
+    if per_seed:
+        sns.lineplot(data=pd.DataFrame(rows), x="step", y=key, hue="run", units="seed", estimator=None,
+                     linewidth=1.0, alpha=0.8, ax=ax)
+    else:
+        sns.lineplot(data=pd.DataFrame(rows), x="step", y=key, hue="run", errorbar="sd", ax=ax)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel(ylabel or key)
     return ax

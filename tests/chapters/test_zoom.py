@@ -482,3 +482,23 @@ def test_benchmark_models_times_the_arms_without_touching_them():
     with pytest.raises(ValueError, match="timer"):
         benchmark_models(models, torch.rand(2, 1, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
                          F.cross_entropy, timer="gpu")
+
+
+def test_saliency_concentration_is_peak_over_mean_and_validates():
+    flat = torch.full((2, 1, 3, 3), 0.5)
+    assert zoom.saliency_concentration(flat).tolist() == [1.0, 1.0]
+    one = torch.zeros(1, 5, 5)
+    one[0, 4, 0] = 2.0
+    assert zoom.saliency_concentration(one).tolist() == [25.0]
+    # a softmax of random logits: between 1 and the number of cells
+    s = torch.softmax(torch.randn(3, 64, generator=torch.Generator().manual_seed(0)), 1).view(3, 1, 8, 8)
+    c = zoom.saliency_concentration(s)
+    assert c.shape == (3,) and bool(((c > 1) & (c < 64)).all())
+    for bad, err, match in ((flat.numpy(), TypeError, "torch.Tensor"), (torch.ones(2, 2, 3, 3), ValueError, "one channel"),
+                            (torch.ones(3, 3), ValueError, "with N >= 1"), (torch.ones(0, 3, 3), ValueError, "N >= 1"),
+                            (torch.ones(1, 3, 3, dtype=torch.long), TypeError, "floating"),
+                            (torch.full((1, 3, 3), float("nan")), ValueError, "finite"),
+                            (-torch.ones(1, 3, 3), ValueError, "non-negative"),
+                            (torch.zeros(1, 3, 3), ValueError, "positive mean")):
+        with pytest.raises(err, match=match):
+            zoom.saliency_concentration(bad)
