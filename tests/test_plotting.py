@@ -53,6 +53,10 @@ def test_figures_have_labels():
         (1.5, 0.75), (1.6, 0.2)]
     with pytest.raises(TypeError, match="per_seed must be a bool"):
         plotting.plot_history(two, per_seed="yes")
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plotting.plot_history({})
+    with pytest.raises(TypeError, match="key must be a str"):
+        plotting.plot_history(two, key=3)
     fig = plotting.show_pairs([np.zeros((4, 4))], [np.zeros((4, 4), int)], 3)
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="as many targets"):

@@ -129,12 +129,17 @@ def plot_class_frequencies(
 def plot_history(histories: Dict[str, List[dict]], key: str = "loss", ax=None, ylabel: Optional[str] = None,
                  per_seed: bool = False):
     """Training curves: ``key`` against the step for each named run (mean ± sd over seeds
-    when a name maps to several runs; ``per_seed=True``: one thin line per seed instead, which
-    shows a seed that stalls where the mean would hide it)."""
+    when a name maps to several runs, a list of histories; ``per_seed=True``: one thin line per
+    history instead, which shows a seed that stalls where the mean would hide it). A history is
+    a list of entries with ``step`` (e.g. :attr:`~pixelweight.train.TrainResult.history`)."""
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
+    if not isinstance(histories, dict) or not histories:
+        raise ValueError("histories must be a non-empty dict {name: history or [history, ...]}")
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}")
     if not isinstance(per_seed, bool):
         raise TypeError(f"per_seed must be a bool, got {type(per_seed).__name__}")
     rows = []

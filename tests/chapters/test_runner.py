@@ -491,20 +491,24 @@ def test_a_trace_shortens_a_warm_up_longer_than_its_run(tmp_path):
     setup = module.setup("segmentation", "full", device="cpu", results_dir=str(tmp_path))
     warmup = setup.scale.train["warmup_steps"]
     assert warmup == module.SEGMENTATION_WARMUP >= TRACE_STEPS
-    steps = warmup + 4
-    task = {"chapter": "03_zoom", "stage": "segmentation", "variant": "", "arm": "uniform", "seed": 0}
+    steps = warmup + 1
     setup.scale = dataclasses.replace(setup.scale, profile=dataclasses.replace(setup.scale.profile, steps=steps,
                                                                                eval_every=steps))
     (run,) = setup.run_arm(setup.arm("uniform"), seeds=[0], progress=False)
-    task["config"] = load_record(run.record_path).config
-    found = traced_files({"uniform": task}, head)["uniform"]
-    assert found.get("config_checked"), found
-    assert "src/pixelweight/models/zoom.py" in found["files"]
-    # a warm-up that differs from the stage's is still caught
-    other = json.loads(json.dumps(task))
-    other["config"]["train"]["warmup_steps"] = warmup + 1
-    other["config"]["train_overrides"]["warmup_steps"] = warmup + 1
-    assert "differs" in traced_files({"uniform": other}, head)["uniform"]
+    task = {"chapter": "03_zoom", "stage": "segmentation", "variant": "", "arm": "uniform", "seed": 0,
+            "config": load_record(run.record_path).config}
+    tasks = {"stage": task}
+    # a warm-up that differs from the stage's is still caught: longer, or as long as the
+    # shortened one of the traced run
+    for name, other in (("longer", warmup + 1), ("shortened", TRACE_STEPS - 1)):
+        tasks[name] = json.loads(json.dumps(task))
+        for key in ("train", "train_overrides"):
+            tasks[name]["config"][key]["warmup_steps"] = other
+    found = traced_files(tasks, head)
+    assert found["stage"].get("config_checked"), found["stage"]
+    assert "src/pixelweight/models/zoom.py" in found["stage"]["files"]
+    for name in ("longer", "shortened"):
+        assert "differs" in found[name] and "warmup_steps" in found[name], found[name]
 
 
 def test_trace_records_traces_each_records_commit_once_per_arm(monkeypatch, tmp_path):

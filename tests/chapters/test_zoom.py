@@ -490,15 +490,62 @@ def test_saliency_concentration_is_peak_over_mean_and_validates():
     one = torch.zeros(1, 5, 5)
     one[0, 4, 0] = 2.0
     assert zoom.saliency_concentration(one).tolist() == [25.0]
-    # a softmax of random logits: between 1 and the number of cells
-    s = torch.softmax(torch.randn(3, 64, generator=torch.Generator().manual_seed(0)), 1).view(3, 1, 8, 8)
-    c = zoom.saliency_concentration(s)
-    assert c.shape == (3,) and bool(((c > 1) & (c < 64)).all())
+    # non-square maps: peak over mean, by hand
+    s = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]]])
+    assert zoom.saliency_concentration(s).tolist() == [6.0 / 2.0]
     for bad, err, match in ((flat.numpy(), TypeError, "torch.Tensor"), (torch.ones(2, 2, 3, 3), ValueError, "one channel"),
                             (torch.ones(3, 3), ValueError, "with N >= 1"), (torch.ones(0, 3, 3), ValueError, "N >= 1"),
-                            (torch.ones(1, 3, 3, dtype=torch.long), TypeError, "floating"),
+                            (torch.ones(1, 3, 3, dtype=torch.long), ValueError, "floating"),
                             (torch.full((1, 3, 3), float("nan")), ValueError, "finite"),
                             (-torch.ones(1, 3, 3), ValueError, "non-negative"),
                             (torch.zeros(1, 3, 3), ValueError, "positive mean")):
         with pytest.raises(err, match=match):
             zoom.saliency_concentration(bad)
+
+
+def _seg_run(seed, miou, digits, reached):
+    return types.SimpleNamespace(seed=seed, plateau=None if reached is None else {"reached": reached},
+                                 metrics={"test_miou": miou, "val_miou": miou + 0.01,
+                                          "test_iou": [0.98] + [digits] * 10})
+
+
+def test_converged_summary_flags_runs_stuck_on_background():
+    runs = {"uniform": [_seg_run(1, 0.75, 0.72, False), _seg_run(0, 0.70, 0.67, True)],
+            "zoom + unzoom": [_seg_run(0, 0.089, 0.0, True), _seg_run(1, 0.3, 0.23, None)]}
+    frame = zoom.converged_summary(runs).set_index("input made by")
+    assert frame.loc["uniform", "runs at the plateau"] == "1 of 2"
+    assert frame.loc["uniform", "runs predicting background only"] == "0 of 2"
+    assert frame.loc["uniform", "final validation mIoU, by seed"] == "0.710, 0.760"  # by seed
+    # the stuck run is flat, so at the plateau, and flagged; a run without a plateau is not counted
+    assert frame.loc["zoom + unzoom", "runs at the plateau"] == "1 of 1"
+    assert frame.loc["zoom + unzoom", "runs predicting background only"] == "1 of 2"
+    assert frame.loc["uniform", "test mIoU, mean [95% CI]"].startswith("0.725 [")
+    with pytest.raises(ValueError, match="non-empty"):
+        zoom.converged_summary({})
+    with pytest.raises(ValueError, match="has no run"):
+        zoom.converged_summary({"uniform": []})
+    bad = _seg_run(0, 0.5, 0.5, True)
+    del bad.metrics["test_iou"]
+    with pytest.raises(KeyError, match="test_iou"):
+        zoom.converged_summary({"uniform": [bad]})
+
+
+def test_zoom_coverage_is_one_for_uniform_sampling_and_drops_as_the_saliency_peaks():
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 32, 32)
+    model = ZoomSegmenter(mode="saliency", input_size=16, grid_size=8, width=4, depth=2).eval()
+    assert zoom.zoom_coverage(model, images).tolist() == [1.0, 1.0]  # a new model samples uniformly
+    fixed = ZoomSegmenter(mode="fixed", input_size=16, grid_size=8, width=4, depth=2).eval()
+    coverage = []
+    for peak in (0.0, 2.0, 6.0):  # one data-set map with a peak of growing height at one cell
+        with torch.no_grad():
+            fixed.fixed_logits.zero_()
+            fixed.fixed_logits[0, 0, 2, 5] = peak
+        c = zoom.zoom_coverage(fixed, images)
+        assert c.shape == (2,) and c[0] == c[1]  # the same map for both images
+        coverage.append(float(c[0]))
+    assert coverage[0] == 1.0 and 1.0 > coverage[1] > coverage[2] > 0.0, coverage
+    with pytest.raises(ValueError, match="max_iter"):
+        zoom.zoom_coverage(model, images, max_iter=0)
+    with pytest.raises(TypeError, match="ZoomClassifier or ZoomSegmenter"):
+        zoom.zoom_coverage(torch.nn.Identity(), images)

@@ -18,7 +18,9 @@ stage's ``full`` configuration at that commit (data sizes, model, loss, training
 seed) for :data:`TRACE_STEPS` steps, evaluating every
 :data:`TRACE_EVAL_EVERY` steps and logging every step (so that data generation, evaluation,
 plateau bookkeeping, the stage's logging hooks and the final test evaluation all run). Only the
-budget changes, and what a stage derives from it (the zoom chapter's blur warm-up). The
+budget changes, and what a stage derives from it (the zoom chapter's blur warm-up); a
+learning-rate warm-up as long as the traced run is shortened to fit it (the same code runs)
+and compared at the stage's length. The
 traced run writes its own record, whose configuration must equal the record's but for the
 budget (and the device, the record having been trained on a CPU): otherwise nothing is
 traced. A file enters the set when any function, method, lambda or comprehension defined in
@@ -101,9 +103,10 @@ sys.settrace(None)
 # the traced run's own record must describe the record's run, but for the budget
 (made,) = [os.path.join(task["records"], f) for f in os.listdir(task["records"]) if f.endswith(".json")]
 ours = json.loads(open(made).read())["config"]
-if shortened:  # compared as the stage has it
+if shortened:  # compared as the stage has it, where the traced run used the shortened warm-up
     for key in ("train", "train_overrides"):
-        ours[key]["warmup_steps"] = warmup
+        if isinstance(ours.get(key), dict) and ours[key].get("warmup_steps") == task["steps"] - 1:
+            ours[key]["warmup_steps"] = warmup
 def _strip(config):
     config = json.loads(json.dumps(config))
     # the budget, and what a stage derives from it: the zoom chapter's blur warm-up (a fraction of the steps)
