@@ -456,10 +456,15 @@ def test_tiny_classification_runs_are_deterministic_and_verify(tmp_path):
     assert zoom.average_saliency(runs["sampler"][0].model, torch.rand(2, 1, 96, 96)).max() == 1.0
 
 
-def test_tiny_segmentation_runs_judge_the_boundary_claim():
-    setup = zoom.ZoomSetup("03_zoom", _tiny("segmentation"), "ci", device="cpu")
+def test_tiny_segmentation_runs_judge_the_boundary_claim_and_verify(tmp_path):
+    setup = zoom.ZoomSetup("03_zoom", _tiny("segmentation"), "ci", device="cpu", results_dir=str(tmp_path))
     runs = setup.run(progress=False)
     assert all("test_boundary_accuracy" in r.metrics for rs in runs.values() for r in rs)
+    # verify retrains with the chapter's own metrics: the boundary accuracy is compared too
+    check = verify_record(tmp_path / "ch3-seg-zoom--seed1.json")
+    assert check.passed and not check.differences, check.differences
+    check_uniform = verify_record(tmp_path / "ch3-seg-uniform--seed0.json")
+    assert check_uniform.passed and check_uniform.compared == check.compared
     table = zoom.segmentation_claims(setup, runs)
     assert [c.label for c in table.claims] == ["(h)", "(i)", "(j)"]
     without_models = {label: [types.SimpleNamespace(seed=zoom._seed(r),

@@ -303,7 +303,7 @@ def verify_record(path: Union[str, Path], *, device: str = "cpu", tolerance: flo
         torch.set_num_threads(int(threads.group(1)))
     try:
         return _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device, tolerance,
-                                    task=task)
+                                    task=task, metrics=_stage_metrics(config, device))
     finally:
         torch.set_num_threads(previous)
 
@@ -325,6 +325,21 @@ def _record_stage(config: Mapping[str, Any]):
     return get_chapter(chapter).CHAPTER.stages.get(stage)
 
 
+def _stage_metrics(config: Mapping[str, Any], device: str):
+    """The evaluation accumulator factory of the chapter setup that made a record, where that
+    setup has its own (e.g. the zoom chapter's segmentation metrics with boundary accuracy);
+    ``None`` where the record names no chapter stage or its setup keeps the default metrics."""
+    from . import get_chapter
+    from ._base import Setup
+
+    if _record_stage(config) is None:
+        return None
+    module = get_chapter(config["chapter"])
+    make = getattr(module, "setup", None) or module.CHAPTER.setup
+    setup = make(config["stage"], (config.get("profile") or {}).get("name", "full"), device=device)
+    return setup.metrics if type(setup).metrics is not Setup.metrics else None
+
+
 def _jsonable_task(task) -> Dict[str, Any]:
     import json
 
@@ -332,22 +347,23 @@ def _jsonable_task(task) -> Dict[str, Any]:
 
 
 def _retrain_and_compare(path, record, spec, model, arm, num_classes, splits, profile, device,
-                         tolerance, task=None) -> "Verification":
+                         tolerance, task=None, metrics=None) -> "Verification":
     """Retrain through the chapters' own driver (:func:`run_seeds`), so that a change of the
     seeding or of the factories between the specs and the harness shows too. ``task``: the
-    harness task the record ran (its type picks the metrics: :data:`_VERIFIABLE_TASKS`)."""
+    harness task the record ran (its type picks the metrics: :data:`_VERIFIABLE_TASKS`);
+    ``metrics``: the chapter setup's own accumulator factory, where it has one."""
     from .. import metrics as metrics_module
     from ..results import _jsonable, package_differences
     from ._base import run_seeds
 
     kind = type(task).__name__ if task is not None else "SegmentationTask"
     names = list(getattr(spec.dataset_class, "class_names", [str(c) for c in range(num_classes)]))
-    if kind == "ClassificationTask":
+    if metrics is None and kind == "ClassificationTask":
         def metrics():
             return metrics_module.ClassificationMetrics(num_classes, class_names=names)
-    elif num_classes == 1:
+    elif metrics is None and num_classes == 1:
         metrics = metrics_module.ForegroundMetrics
-    else:
+    elif metrics is None:
         def metrics():
             return metrics_module.SegmentationMetrics(num_classes, class_names=names)
     counts = getattr(splits.train, "pixel_counts", None)

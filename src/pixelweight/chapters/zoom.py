@@ -27,20 +27,20 @@ task and metrics where the stage classifies. Runs are named ``ch3-<stage>-<arm>`
 
 The ``full`` budget (``make results CHAPTER=03_zoom``: 5 seeds; 2,000 steps of 32 images for
 the ``headline`` and ``sweep`` stages, 3,000 steps of 16 scenes for ``segmentation``, after a
-100-step learning-rate warm-up): one training step, one thread, measured as process CPU time (the
-machine was shared; CPU time is what an unloaded core would take): headline arms uniform 0.015 s,
-sampler 0.028, high-res 0.150, no padding 0.029, no blur warm-up 0.027, learned data-set map 0.019
-(0.268 s for the six); each sweep variant 0.043 s for its two arms (0.172 s for the four
-variants); segmentation uniform 0.059 s, zoom + unzoom 0.141 s (measured with 2,000 steps:
-uniform runs took about 150 s of wall time, zoom + unzoom runs 375-740 s). So 5 x 2,000 x (0.268
-+ 0.172) s + 5 x 3,000 x 0.200 s = 7,400 s of training, about 7,900 s on one core with the
-evaluations; at 2 jobs x 1 thread on 2 idle cores about 66 minutes, 80 with a 20% margin for the
-two jobs sharing memory bandwidth: within the 90 minutes of the design. One seed at 2,500 steps had
-plateaued by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps
-by step 1,200 (0.967-0.970), hence the 2,000 steps. In the segmentation stage, 2,000 steps without a
-warm-up left 8 of 10 runs still climbing (uniform validation mIoU 0.18-0.74 across seeds); with
-the warm-up two uniform seeds reached 0.74-0.75 by step 2,000, and one held 0.750-0.762 over the
-last quarter of 3,000 steps, hence the 3,000.
+100-step learning-rate warm-up). One training step, one thread, as process CPU time (what an
+unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res 0.150, no
+padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant 0.043 s for
+its two arms; segmentation uniform 0.059 s, zoom + unzoom 0.141 s (0.18 s with two runs sharing
+the cores; its unzoom, a Newton inverse of the warp at every label pixel, is over half of it).
+Measured at 2 jobs x 1 thread on this 2-core machine, from the committed records' wall times:
+the headline and sweep stages ran 100 minutes of runs in about 55 minutes, the segmentation
+stage 70 minutes of runs (uniform 216-264 s a run, zoom + unzoom 584-627 s) in 38 minutes: about
+93 minutes for the chapter, a little over the 90 of the design. One seed at 2,500 steps had
+plateaued by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by
+step 1,200 (0.967-0.970), hence the 2,000 steps. The segmentation stage's 3,000 steps are
+sized in the comment on ``_FULL_SEGMENT`` in this module's source; at them the uniform runs
+plateau (4 of 5) and the zoom + unzoom runs, which start learning later, are still climbing
+(0 of 5).
 
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
