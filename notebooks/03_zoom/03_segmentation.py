@@ -182,6 +182,16 @@ models = {label: runs[label][0].model.cpu().eval() for label in ARMS}
 with torch.no_grad():
     preds = {label: m(images).argmax(1) for label, m in models.items()}
 seen = {label: zoom.sampled_examples(m, images) for label, m in models.items()}
+# how far the learned saliency is from uniform sampling, and how much of each scene the zoom
+# covers, on the benchmark's test scenes
+bench_saliency = zoom.sampled_examples(models["zoom + unzoom"], bench_x).saliency
+concentration = zoom.saliency_concentration(bench_saliency)
+coverage = zoom.zoom_coverage(models["zoom + unzoom"], bench_x)
+glue("saliency_peak", f"{concentration.median().item():.1f}")
+glue("saliency_cells", bench_saliency.shape[-2] * bench_saliency.shape[-1])
+glue("conc_n", len(concentration))
+glue("coverage", f"{100 * coverage.mean().item():.0f}")
+glue("coverage_min", f"{100 * coverage.min().item():.0f}")
 fig, axes = plt.subplots(4, 7, figsize=(plotting.PAGE_WIDTH, 4.6))
 for i in range(4):
     panels = [(images[i, 0], "gray"), (labels[i], None), (seen["uniform"].output[i, 0], "gray"),
@@ -200,6 +210,17 @@ for ax, title in zip(axes[0], ["scene", "label", "uniform\ninput", "uniform\npre
     ax.set_title(title, fontsize="x-small")
 plotting.class_legend(fig, setup.class_names)
 plt.show()
+
+# %% [markdown]
+# After {glue:text}`steps` steps the first seed's saliency puts {glue:text}`saliency_peak` times
+# the mean saliency on its peak cell (median over {glue:text}`conc_n` test scenes; 1 is uniform
+# sampling, {glue:text}`saliency_cells`, the number of cells, all of it on one cell), and its
+# zoomed input covers {glue:text}`coverage`% of each scene's pixels on average (the least
+# {glue:text}`coverage_min`%; `pixelweight.chapters.zoom.zoom_coverage`). A saliency that is not
+# flat pulls the sampling grid's border toward its peak, so part of the scene is never sampled:
+# the unzoom gives those pixels the prediction of the nearest sampled point. Uniform
+# downsampling covers every pixel. A classifier loses nothing there when the digit is elsewhere;
+# a segmenter is scored on every pixel.
 
 # %% [markdown]
 # ## Committed `full`-profile runs
@@ -233,3 +254,24 @@ for c in claims.claims:
 # %%
 setup_full = zoom.setup("segmentation", "full", chapter=chapter)
 converged = setup_full.show_converged(zoom.segmentation_claims, results_dir)
+
+# %% [markdown]
+# ### How the converged runs trained
+
+# %% tags=["hide-input"]
+FULL_TRAIN = setup_full.scale.train
+if not converged.available:
+    markdown("The training curves of the converged runs appear here once their records are committed.")
+else:
+    markdown(f"The validation mIoU of every committed converged run, one line per seed, evaluated every "
+             f"{FULL.eval_every} steps. A run has reached its plateau when its evaluations over the last "
+             f"{FULL_TRAIN['plateau_window']:.0%} of its steps stay within {FULL_TRAIN['plateau_tolerance']:.2f} "
+             f"mIoU; a run that predicts background only is flat too, so the table counts those apart.")
+    fig, ax = plt.subplots(figsize=(plotting.PAGE_WIDTH, 3.0))
+    plotting.plot_history({arm: [r.history for r in converged.runs[arm]] for arm in ARMS}, key="val_miou", ax=ax,
+                          per_seed=True,
+                          ylabel=f"validation mIoU ({setup_full.data.size} x {setup_full.data.size} labels)")
+    ax.legend(title=f"{setup_full.input_size} x {setup_full.input_size} input made by", frameon=False,
+              fontsize="small", loc="lower right")
+    plt.show()
+    markdown(table(zoom.converged_summary(converged.runs)))

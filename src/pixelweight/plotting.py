@@ -131,7 +131,7 @@ def plot_history(histories: Dict[str, List[dict]], key: str = "loss", ax=None, y
     """Training curves: ``key`` against the step for each named run (mean ± sd over seeds
     when a name maps to several runs, a list of histories; ``per_seed=True``: one thin line per
     history instead, which shows a seed that stalls where the mean would hide it). A history is
-    a list of entries with ``step`` (e.g. :attr:`~pixelweight.train.TrainResult.history`)."""
+    a list of entries with ``step`` (e.g. the ``history`` of a run)."""
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns

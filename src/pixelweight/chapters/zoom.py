@@ -656,7 +656,7 @@ BACKGROUND_ONLY_IOU = 0.01
 
 def converged_summary(runs: Mapping[str, Sequence[Any]]):
     """How the runs of the ``segmentation`` stage trained, one row per arm (a
-    :class:`pandas.DataFrame`): the runs at the plateau (of those that measured one), the runs
+    ``pandas.DataFrame``): the runs at the plateau (of those that measured one), the runs
     that predict background only (mean test IoU of the digits below
     :data:`BACKGROUND_ONLY_IOU`: flat, so "at the plateau", but stuck), the final validation
     mIoU of each seed, and the test mIoU (mean, 95% interval over seeds). ``runs``: ``{arm
