@@ -213,14 +213,15 @@ plt.show()
 
 # %% [markdown]
 # After {glue:text}`steps` steps the first seed's saliency puts {glue:text}`saliency_peak` times
-# the mean saliency on its peak cell (median over {glue:text}`conc_n` test scenes; 1 is uniform
-# sampling, {glue:text}`saliency_cells`, the number of cells, all of it on one cell), and its
-# zoomed input covers {glue:text}`coverage`% of each scene's pixels on average (the least
-# {glue:text}`coverage_min`%; `pixelweight.chapters.zoom.zoom_coverage`). A saliency that is not
-# flat pulls the sampling grid's border toward its peak, so part of the scene is never sampled:
-# the unzoom gives those pixels the prediction of the nearest sampled point. Uniform
-# downsampling covers every pixel. A classifier loses nothing there when the digit is elsewhere;
-# a segmenter is scored on every pixel.
+# the mean saliency on its peak cell (median over {glue:text}`conc_n` test scenes; 1 for a flat
+# map, which samples uniformly; {glue:text}`saliency_cells`, the number of cells, when it all
+# sits on one cell), and on the same scenes its zoomed input covers {glue:text}`coverage`% of
+# each scene's pixels on average (the least {glue:text}`coverage_min`%;
+# `pixelweight.chapters.zoom.zoom_coverage`). A saliency concentrated away from the scene's edges
+# pulls the sampling grid's border toward it, so part of the scene is never sampled: the unzoom
+# gives those pixels the prediction of (about) the nearest sampled point. Uniform downsampling
+# covers every pixel. A classifier loses nothing there when the digit is elsewhere; a segmenter
+# is scored on every pixel.
 
 # %% [markdown]
 # ## Committed `full`-profile runs
@@ -275,3 +276,6 @@ else:
               fontsize="small", loc="lower right")
     plt.show()
     markdown(table(zoom.converged_summary(converged.runs)))
+    markdown("Where an arm's runs have not all reached the plateau (the table's second column), the converged "
+             "verdicts above compare runs that were still rising when their learning-rate schedule ended: a "
+             "longer budget could move them.")

@@ -554,3 +554,19 @@ def test_zoom_coverage_is_one_for_uniform_sampling_and_drops_as_the_saliency_pea
         zoom.zoom_coverage(model, images, max_iter=0)
     with pytest.raises(TypeError, match="ZoomClassifier or ZoomSegmenter"):
         zoom.zoom_coverage(torch.nn.Identity(), images)
+
+
+def test_verify_uses_the_zoom_setups_metrics_for_any_profile_and_variant():
+    from pixelweight.chapters._runner import _stage_metrics
+
+    seg = {"chapter": "03_zoom", "stage": "segmentation", "profile": {"name": "full"}, "num_classes": 11}
+    assert isinstance(_stage_metrics(seg, "cpu")(), zoom.BoundarySegmentationMetrics)
+    # the metrics do not depend on the profile: a profile the stage has no scale for still gets them
+    assert isinstance(_stage_metrics({**seg, "profile": {"name": "mine"}}, "cpu")(), zoom.BoundarySegmentationMetrics)
+    sweep = {"chapter": "03_zoom", "stage": "sweep", "variant": "d8", "profile": {"name": "full"}, "num_classes": 10}
+    assert type(_stage_metrics(sweep, "cpu")()).__name__ == "ClassificationMetrics"
+    # not the record's classes, an unknown variant, another chapter's stage: the default metrics
+    assert _stage_metrics({**seg, "num_classes": 3}, "cpu") is None
+    assert _stage_metrics({**sweep, "variant": "nope"}, "cpu") is None
+    assert _stage_metrics({"chapter": "02_recall", "stage": "headline", "num_classes": 11}, "cpu") is None
+    assert _stage_metrics({"chapter": "nope", "stage": "x", "num_classes": 11}, "cpu") is None

@@ -332,12 +332,21 @@ def _stage_metrics(config: Mapping[str, Any], device: str):
     from . import get_chapter
     from ._base import Setup
 
-    if _record_stage(config) is None:
+    stage = _record_stage(config)
+    if stage is None:
         return None
     module = get_chapter(config["chapter"])
     make = getattr(module, "setup", None) or module.CHAPTER.setup
-    setup = make(config["stage"], (config.get("profile") or {}).get("name", "full"), device=device)
-    return setup.metrics if type(setup).metrics is not Setup.metrics else None
+    name = (config.get("profile") or {}).get("name")
+    try:  # the metrics do not depend on the profile: any scale of the stage will do
+        setup = make(config["stage"], name if name in stage.scales else next(iter(stage.scales)), device=device)
+        if config.get("variant"):
+            setup = setup.variant(config["variant"])
+    except (KeyError, ValueError, StopIteration):
+        return None  # the default metrics, and verify reports what differs
+    if type(setup).metrics is Setup.metrics or setup.num_classes != int(config["num_classes"]):
+        return None
+    return setup.metrics
 
 
 def _jsonable_task(task) -> Dict[str, Any]:

@@ -32,15 +32,15 @@ unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-re
 padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant 0.043 s for
 its two arms; segmentation uniform 0.059 s, zoom + unzoom 0.141 s (0.18 s with two runs sharing
 the cores; its unzoom, a Newton inverse of the warp at every label pixel, is over half of it).
-Measured at 2 jobs x 1 thread on this 2-core machine, from the committed records' wall times:
-the headline and sweep stages ran 100 minutes of runs in about 55 minutes, the segmentation
-stage 70 minutes of runs (uniform 216-264 s a run, zoom + unzoom 584-627 s) in 38 minutes: about
-93 minutes for the chapter, a little over the 90 of the design. One seed at 2,500 steps had
+Measured at 2 jobs x 1 thread on this 2-core machine, from the committed records (start times
+and wall times): the headline and sweep stages ran 100 minutes of runs in 51 minutes, the
+segmentation stage 70 minutes of runs (uniform 216-264 s a run, zoom + unzoom 584-626 s) in 38
+minutes: about 89 minutes for the chapter, within the 90 of the design, with no margin left. One seed at 2,500 steps had
 plateaued by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by
 step 1,200 (0.967-0.970), hence the 2,000 steps. The segmentation stage's 3,000 steps are
 sized in the comment on ``_FULL_SEGMENT`` in this module's source; at them the uniform runs
-plateau (4 of 5) and the zoom + unzoom runs, which start learning later, are still climbing
-(0 of 5).
+plateau (4 of 5), and the zoom + unzoom runs, which start learning later, were still rising
+when the cosine schedule ended (0 of 5 at the plateau).
 
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
