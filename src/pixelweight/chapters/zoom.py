@@ -35,12 +35,12 @@ the cores; its unzoom, a Newton inverse of the warp at every label pixel, is ove
 Measured at 2 jobs x 1 thread on this 2-core machine, from the committed records (start times
 and wall times): the headline and sweep stages ran 100 minutes of runs in 51 minutes, the
 segmentation stage 70 minutes of runs (uniform 216-264 s a run, zoom + unzoom 584-626 s) in 38
-minutes: about 89 minutes for the chapter, within the 90 of the design, with no margin left. One seed at 2,500 steps had
-plateaued by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by
-step 1,200 (0.967-0.970), hence the 2,000 steps. The segmentation stage's 3,000 steps are
-sized in the comment on ``_FULL_SEGMENT`` in this module's source; at them the uniform runs
-plateau (4 of 5), and the zoom + unzoom runs, which start learning later, were still rising
-when the cosine schedule ended (0 of 5 at the plateau).
+minutes: about 89 minutes for the chapter, within the 90 of the design, with no margin left.
+One seed at 2,500 steps had plateaued by step 1,600 in the sampler and uniform arms, and one
+high-res seed at 2,000 steps by step 1,200 (0.967-0.970), hence the 2,000 steps. The
+segmentation stage's 3,000 steps are sized in the comment on ``_FULL_SEGMENT`` in this
+module's source; at them the uniform runs plateau (4 of 5), and the zoom + unzoom runs, which
+start learning later, were still rising when the cosine schedule ended (0 of 5 at the plateau).
 
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
@@ -886,10 +886,11 @@ def zoom_coverage(model, images, max_iter: int = 50) -> Any:
     """The fraction of each image's pixels that a zooming model's zoomed input covers, ``(N,)``:
     the pixels where :func:`~pixelweight.sampling.invert_grid` finds where the zoom put them
     (``valid``). The rest lie outside every cell of the warped grid: the sampler never read
-    them, and :func:`~pixelweight.sampling.unzoom` gives them the prediction of the nearest
-    covered point. 1 for uniform downsampling; a saliency that pulls the grid's border toward
-    one spot lowers it. ``model``: a :class:`~pixelweight.models.ZoomSegmenter` or
-    :class:`~pixelweight.models.ZoomClassifier` (eval mode, no gradient); ``images``: its
+    them, and :func:`~pixelweight.sampling.unzoom` gives them the prediction of (about) the
+    nearest covered point. 1 for uniform downsampling; a saliency concentrated away from the
+    image's edges pulls the grid's border toward it and lowers it. ``model``: a
+    :class:`~pixelweight.models.ZoomSegmenter` or :class:`~pixelweight.models.ZoomClassifier`
+    (eval mode, no gradient); ``images``: its
     ``(N, C, H, W)`` input; ``max_iter``: Newton iterations of the inverse (50, its default,
     measures the warp rather than the model's own ``unzoom_iterations``).
 
