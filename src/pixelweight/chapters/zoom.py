@@ -193,7 +193,7 @@ _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_s
 #: committed) with the warm-up, uniform seeds 0 and 2 reached 0.74-0.75 by step 2,000 and the
 #: zoom + unzoom seed 0 only 0.15; the committed 3,000-step uniform records hold 0.75-0.78 over
 #: their last quarter.
-_FULL_SEGMENT = get_profile("full", steps=3000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
+_FULL_SEGMENT = get_profile("full", steps=6000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
                             test_samples=400, eval_every=125)
 #: Steps of the linear learning-rate warm-up of the converged segmentation runs (Adam at 4e-3 from
 #: the first step stalled the U-Net on the all-background prediction).
