@@ -281,6 +281,41 @@ def test_inverse_residual_on_strong_zooms(dtype, tol):
     assert _magnification(saliency_grid(s[:1], out_size=96, sigma=1.0), 48, 47) > 50  # a strong zoom indeed
 
 
+@pytest.mark.parametrize("dtype, iterations", [(torch.float32, 2), (torch.float64, 3)])
+@pytest.mark.parametrize("padding", [0, 15])
+def test_newton_from_the_located_cell_converges_in_a_few_iterations(dtype, iterations, padding):
+    # the chapter's shapes (16 x 16 saliency, 32 x 32 grid, 64 x 64 labels) with strong zooms: the
+    # start found by counting grid lines is in the solution's cell, where 2 (float32) or 3
+    # (float64) Newton steps reach rounding error; border pixels may walk again (next test)
+    s = _random_saliency(4, (16, 16), seed=2, dtype=dtype)
+    grid = saliency_grid(s, out_size=32, sigma=16 * 5.52 / 31, padding=padding)  # the models' default width
+    many, few = invert_grid(grid, 64, max_iter=100), invert_grid(grid, 64, max_iter=iterations)
+    inner = (slice(None), slice(1, -1), slice(1, -1))
+    assert 0.4 < many.valid.float().mean() < 0.95  # a real mix of covered and uncovered pixels
+    assert torch.equal(few.valid[inner], many.valid[inner])
+    assert (few.grid - many.grid)[inner][many.valid[inner]].abs().max() <= 4 * torch.finfo(dtype).eps
+    if dtype == torch.float64:  # the located cells say which pixels the warp reaches, before any step
+        from pixelweight.sampling.inverse import _start
+
+        _, outside = _start(grid, 64, 64)
+        assert torch.equal(outside.view(4, 64, 64)[inner], ~many.valid[inner])
+
+
+def test_border_pixels_where_the_clamp_collapsed_grid_lines_are_solved():
+    # a strong saliency near a corner: the clamp puts two grid rows on the top border and two
+    # columns on the left one, where every collapsed cell solves G(q) = p; the inverse still
+    # finds a solution exactly where the brute-force solver does
+    s = _random_saliency(1, (6, 7), seed=57, dtype=torch.float64)
+    grid = saliency_grid(s, out_size=(14, 16), sigma=1.5, padding=2)
+    assert int(grid[0, :, :, 1].eq(-1).all(dim=1).sum()) == 2 and int(grid[0, :, :, 0].eq(-1).all(dim=0).sum()) == 1
+    inverse = invert_grid(grid, (11, 10))
+    with np.errstate(divide="ignore", invalid="ignore"):  # the brute force meets the collapsed cells
+        reference = _brute_force_inverse(grid[0], (11, 10))
+    found = ~np.isnan(reference[..., 0])
+    assert found[0].any() and (inverse.valid[0].numpy() == found).all()
+    assert inverse.residual[inverse.valid].max() <= 64 * torch.finfo(torch.float64).eps
+
+
 def test_identity_inverse_and_unzoom_at_the_identity_is_a_resize():
     inverse = invert_grid(identity_grid((9, 13), batch=2), out_size=(20, 16))
     assert inverse.valid.all() and (inverse.grid - identity_grid((20, 16), batch=2)).abs().max() < 1e-6
