@@ -570,3 +570,21 @@ def test_verify_uses_the_zoom_setups_metrics_for_any_profile_and_variant():
     assert _stage_metrics({**sweep, "variant": "nope"}, "cpu") is None
     assert _stage_metrics({"chapter": "02_recall", "stage": "headline", "num_classes": 11}, "cpu") is None
     assert _stage_metrics({"chapter": "nope", "stage": "x", "num_classes": 11}, "cpu") is None
+
+
+def test_the_setup_declares_what_it_derives_from_the_budget():
+    """A traced rerun at another budget ignores exactly ``BUDGET_DERIVED``: every config key
+    that moves with the steps must be declared there, and each declared key must move."""
+    import dataclasses
+
+    from pixelweight.chapters._base import Setup
+
+    assert Setup.BUDGET_DERIVED == ()
+    moved = set()
+    for stage in zoom.STAGES:
+        setup = zoom.setup(stage, "full", device="cpu")
+        other = dataclasses.replace(setup.scale, profile=dataclasses.replace(setup.scale.profile, steps=8))
+        for arm in setup.arms:
+            a, b = setup.arm_model(arm).to_dict(), setup.arm_model(arm, other).to_dict()
+            moved |= {f"model.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)}  # as a record holds it
+    assert moved == set(zoom.ZoomSetup.BUDGET_DERIVED)

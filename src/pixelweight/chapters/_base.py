@@ -459,6 +459,12 @@ class Setup:
         Where to train and where records go (``None``: no records).
     """
 
+    #: The keys of a record's config (``"section.key"``, e.g. ``"model.blur_warmup_steps"``)
+    #: whose values this setup derives from the budget (the steps): a rerun at another budget,
+    #: as :mod:`pixelweight.chapters._trace` makes, differs from the record there and nowhere
+    #: else. A subclass that derives one declares it.
+    BUDGET_DERIVED: Tuple[str, ...] = ()
+
     def __init__(self, chapter: str, stage: Stage, profile: str, *, device: str = "auto",
                  results_dir: Optional[str] = None, data: Optional[DataSpec] = None, variant: str = ""):
         if not isinstance(stage, Stage):

@@ -18,7 +18,8 @@ stage's ``full`` configuration at that commit (data sizes, model, loss, training
 seed) for :data:`TRACE_STEPS` steps, evaluating every
 :data:`TRACE_EVAL_EVERY` steps and logging every step (so that data generation, evaluation,
 plateau bookkeeping, the stage's logging hooks and the final test evaluation all run). Only the
-budget changes, and what a stage derives from it (the zoom chapter's blur warm-up); a
+budget changes, and what the setup derives from it (its ``BUDGET_DERIVED`` config keys: the
+zoom chapter's blur warm-up); a
 learning-rate warm-up as long as the traced run is shortened to fit it (the same code runs)
 and compared at the stage's length. The
 traced run writes its own record, whose configuration must equal the record's but for the
@@ -107,13 +108,16 @@ if shortened:  # compared as the stage has it, where the traced run used the sho
     for key in ("train", "train_overrides"):
         if isinstance(ours.get(key), dict) and ours[key].get("warmup_steps") == task["steps"] - 1:
             ours[key]["warmup_steps"] = warmup
+# what the setup derives from the budget ("section.key"); a commit older than Setup.BUDGET_DERIVED
+# derived one key, in the zoom chapter only: its blur warm-up (a fraction of the steps)
+derived = getattr(type(setup), "BUDGET_DERIVED", ("model.blur_warmup_steps",))
 def _strip(config):
     config = json.loads(json.dumps(config))
-    # the budget, and what a stage derives from it: the zoom chapter's blur warm-up (a fraction of the steps)
-    for key, drop in (("profile", ("steps", "eval_every")), ("train", ("steps", "eval_every", "log_every", "seed", "device")),
-                      ("train_overrides", ("log_every",)), ("model", ("blur_warmup_steps",))):
-        for k in drop:
-            (config.get(key) or {}).pop(k, None)
+    drops = [("profile", "steps"), ("profile", "eval_every"), ("train_overrides", "log_every")]
+    drops += [("train", k) for k in ("steps", "eval_every", "log_every", "seed", "device")]
+    drops += [tuple(name.split(".", 1)) for name in derived]
+    for key, k in drops:
+        (config.get(key) or {}).pop(k, None)
     return config
 a, b = _strip(ours), _strip(task["config"])
 differ = []

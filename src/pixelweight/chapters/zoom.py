@@ -239,6 +239,9 @@ class ZoomSetup(Setup):
     classification task and metrics (:class:`~pixelweight.train.ClassificationTask`,
     :class:`~pixelweight.metrics.ClassificationMetrics`) where the stage classifies."""
 
+    #: The blur warm-up lasts :data:`BLUR_FRACTION` of the steps (:meth:`arm_model`).
+    BUDGET_DERIVED = ("model.blur_warmup_steps",)
+
     @property
     def task_kind(self) -> str:
         """``"classification"`` or ``"segmentation"``."""
