@@ -302,8 +302,8 @@ def test_newton_from_the_located_cell_converges_in_a_few_iterations(dtype, itera
 
 
 def test_border_pixels_where_the_clamp_collapsed_grid_lines_are_solved():
-    # a strong saliency near a corner: the clamp puts two grid rows on the top border and two
-    # columns on the left one, where every collapsed cell solves G(q) = p; the inverse still
+    # a strong saliency near a corner: the clamp puts two grid rows on the top border and one
+    # column on the left one, where every collapsed cell solves G(q) = p; the inverse still
     # finds a solution exactly where the brute-force solver does
     s = _random_saliency(1, (6, 7), seed=57, dtype=torch.float64)
     grid = saliency_grid(s, out_size=(14, 16), sigma=1.5, padding=2)
@@ -314,6 +314,29 @@ def test_border_pixels_where_the_clamp_collapsed_grid_lines_are_solved():
     found = ~np.isnan(reference[..., 0])
     assert found[0].any() and (inverse.valid[0].numpy() == found).all()
     assert inverse.residual[inverse.valid].max() <= 64 * torch.finfo(torch.float64).eps
+
+
+@pytest.mark.parametrize("flip", ["x", "y", "both", "transpose"])
+def test_a_grid_whose_lines_are_not_in_order_is_still_inverted(flip):
+    # a flipped or transposed grid is a valid warp (a mirror image), but its grid lines run
+    # the other way: the cell count cannot find the cells, and Newton's method walks from q = p
+    grid = saliency_grid(_bump(8.0, size=9, centre=(3.0, 5.0), dtype=torch.float64)[:, 0], out_size=12,
+                         sigma=1.5, padding=8)
+    flipped = {"x": lambda g: g.flip(2), "y": lambda g: g.flip(1), "both": lambda g: g.flip(1, 2),
+               "transpose": lambda g: g.transpose(1, 2).flip(-1)}[flip](grid).contiguous()
+    both = torch.cat((grid, flipped))  # each image of a batch gets its own start
+    inverse = invert_grid(both, 16)
+    assert inverse.valid[1].float().mean() == inverse.valid[0].float().mean() > 0.6
+    assert inverse.residual[inverse.valid].max() <= 64 * torch.finfo(torch.float64).eps
+
+
+def test_the_gradient_to_the_grid_is_finite_where_the_jacobian_is_singular():
+    # grid lines the clamp collapsed on the border: cells of zero area, whose Jacobian is singular
+    s = _random_saliency(1, (6, 7), seed=57, dtype=torch.float64)
+    grid = saliency_grid(s, out_size=(14, 16), sigma=1.5, padding=2).requires_grad_()
+    inverse = invert_grid(grid, (11, 10))
+    inverse.grid[inverse.valid].sum().backward()
+    assert torch.isfinite(grid.grad).all() and grid.grad.abs().sum() > 0
 
 
 def test_identity_inverse_and_unzoom_at_the_identity_is_a_resize():
