@@ -276,6 +276,10 @@ else:
               fontsize="small", loc="lower right")
     plt.show()
     markdown(table(zoom.converged_summary(converged.runs)))
-    markdown("Where an arm's runs have not all reached the plateau (the table's second column), the converged "
-             "verdicts above compare runs that were still rising when their learning-rate schedule ended: a "
-             "longer budget could move them.")
+    if all(r.plateau and r.plateau.get("reached") for arm in ARMS for r in converged.runs[arm]):
+        markdown(f"Every committed run reached its plateau within its {FULL.steps:,} steps: the converged verdicts "
+                 "compare trained-out models.")
+    else:
+        markdown("Where an arm's runs have not all reached the plateau (the table's second column), the converged "
+                 "verdicts above compare runs that were still rising when their learning-rate schedule ended: a "
+                 "longer budget could move them.")
