@@ -242,10 +242,10 @@ class ZoomSegmenter(_Zoom):
         of the input only: the inverse's gradient holds :math:`J^{-1}`, large where the warp
         is nearly singular, and made the chapter's training diverge.
     unzoom_iterations : int, default 12
-        Newton iterations of the inverse warp (``max_iter`` of
-        :func:`~pixelweight.sampling.invert_grid`, whose default is 50): the cost of the
-        unzoom is proportional to them; pixels the warp reaches converge in a few, and those
-        it does not reach (no solution) would use them all.
+        Most Newton iterations of the inverse warp (``max_iter`` of
+        :func:`~pixelweight.sampling.invert_grid`, whose default is 50): started in the cell
+        that holds the solution, pixels the warp reaches converge in 2-3, and those it does
+        not reach (no solution) are not waited for, so the cap binds only on unusual grids.
 
     Examples
     --------
