@@ -34,7 +34,8 @@ and :math:`q_{k+1} = \mathrm{clamp}(q_k - \alpha J^{-1}(G(q_k) - p), -1, 1)`. A 
 only if it lowers the residual :math:`\lVert G(q) - p \rVert`; otherwise :math:`\alpha` is halved
 (a backtracking line search, per pixel). A step may leave the cell: the next one uses the cell it
 lands in. On one bilinear patch Newton's method converges quadratically to its exact inverse:
-from the located start, in 2 iterations in float32 and 3 in float64 on the chapter's grids (to
+from the located start, in 2 iterations in float32 and 3 in float64 on random saliency grids of
+the chapter's shapes (to
 rounding error: the tests ask :math:`\lVert G(q) - p \rVert \le 10^{-10}` in float64 and
 compare with a brute-force analytic solution of every cell's quadratic). The saliency sampler's
 warp is the gradient of a convex function (see the notes of ``pixelweight.sampling.sampler``):
@@ -75,10 +76,13 @@ In the book: :doc:`Learning to zoom: the inverse map </notebooks/03_zoom/01_deri
 **Cost.** Locating the cells costs a few binary searches per pixel; each Newton iteration then
 evaluates the bilinear map once for every output pixel (a gather of one cell's 8 coefficients);
 the loop stops when every pixel has converged, stalled or lies outside the warped lattice
-(checked every iteration: on CUDA a host synchronisation each time). For the chapter's 16 scenes
-of 64 x 64 pixels from a 32 x 32 grid, on one CPU thread: 33-39 ms, against 220 ms when every
-pixel started at :math:`q_0 = p` and walked (12 iterations). Memory is a few dozen numbers per
-output pixel.
+(checked every iteration: on CUDA a host synchronisation each time). For 16 scenes of 64 x 64
+pixels from a 32 x 32 grid of a synthetic saliency (one bright square each), on one idle CPU
+thread: 33-39 ms, against 220 ms when every pixel started at :math:`q_0 = p` and walked (12
+iterations). A learned saliency that collapses grid lines onto the border is slower: a pixel
+there crawls (its cell's :math:`J` is singular) and keeps the loop going to ``max_iter``; in
+the chapter's training the unzoom was still about half of a zoom + unzoom step (a sampling
+profile). Memory is a few dozen numbers per output pixel.
 """
 
 from __future__ import annotations
