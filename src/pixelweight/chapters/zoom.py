@@ -26,21 +26,22 @@ it, so ``python -m pixelweight.results verify`` rebuilds the run). :class:`ZoomS
 task and metrics where the stage classifies. Runs are named ``ch3-<stage>-<arm>``.
 
 The ``full`` budget (``make results CHAPTER=03_zoom``: 5 seeds; 2,000 steps of 32 images for
-the ``headline`` and ``sweep`` stages, 3,000 steps of 16 scenes for ``segmentation``, after a
+the ``headline`` and ``sweep`` stages, 6,000 steps of 16 scenes for ``segmentation``, after a
 100-step learning-rate warm-up). One training step, one thread, as process CPU time (what an
 unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res 0.150, no
 padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant 0.043 s for
-its two arms; segmentation uniform 0.059 s, zoom + unzoom 0.141 s (0.18 s with two runs sharing
-the cores; its unzoom, a Newton inverse of the warp at every label pixel, is over half of it).
-Measured at 2 jobs x 1 thread on this 2-core machine, from the committed records (start times
-and wall times): the headline and sweep stages ran 100 minutes of runs in 51 minutes, the
-segmentation stage 70 minutes of runs (uniform 216-264 s a run, zoom + unzoom 584-626 s) in 38
-minutes: about 89 minutes for the chapter, within the 90 of the design, with no margin left.
-One seed at 2,500 steps had plateaued by step 1,600 in the sampler and uniform arms, and one
-high-res seed at 2,000 steps by step 1,200 (0.967-0.970), hence the 2,000 steps. The
-segmentation stage's 3,000 steps are sized in the comment on ``_FULL_SEGMENT`` in this
-module's source; at them the uniform runs plateau (4 of 5), and the zoom + unzoom runs, which
-start learning later, were still rising when the cosine schedule ended (0 of 5 at the plateau).
+its two arms. Measured at 2 jobs x 1 thread on a 2-core machine, from the committed records: the
+headline and sweep stages ran 100 minutes of runs in 51 minutes. The segmentation records were
+made on a slower 2-core machine (uniform 707 s a run undisturbed, 888-906 s beside other work;
+zoom + unzoom 1,369-1,790 s): about 100 minutes at 2 jobs there, about 70 on the machine of the
+classification stages (scaled by the uniform arm's time per step), so the chapter takes about
+120 minutes, **over the 90 of the design**. Half of a zoom + unzoom step is still the unzoom (see
+the notes of :func:`~pixelweight.sampling.invert_grid`). One seed at 2,500 steps had plateaued
+by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by step
+1,200 (0.967-0.970), hence the 2,000 steps. The segmentation stage's 6,000 steps are sized in
+the comment on ``_FULL_SEGMENT`` in this module's source: at them all 5 uniform runs and 3 of 5
+zoom + unzoom runs meet the plateau rule (the other two move by 0.027 and 0.038 mIoU in their
+last quarter without rising).
 
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
@@ -183,16 +184,16 @@ FIXED_ARM = "learned data-set map"
 _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_samples=6000, val_samples=1000,
                              test_samples=2000, eval_every=125)
 
-#: The converged segmentation budget: 5 seeds, 3,000 steps of 16 scenes (32 epochs of the 1,500
-#: training scenes), validation every 125 steps (7 evaluations in the plateau window), after a
-#: linear learning-rate warm-up of :data:`SEGMENTATION_WARMUP` steps. The earlier budget, 2,000
-#: steps without a warm-up (records of commit d6de90a, replaced), left 8 of 10 runs still
-#: climbing and 2 zoom + unzoom runs on the all-background prediction from the first evaluation
-#: to the last (mIoU 0.089); most runs predicted background only for their first 500-1,000
-#: steps (uniform validation mIoU at step 2,000: 0.18-0.74 across seeds). In pilot runs (not
-#: committed) with the warm-up, uniform seeds 0 and 2 reached 0.74-0.75 by step 2,000 and the
-#: zoom + unzoom seed 0 only 0.15; the committed 3,000-step uniform records hold 0.75-0.78 over
-#: their last quarter.
+#: The converged segmentation budget: 5 seeds, 6,000 steps of 16 scenes (64 epochs of the 1,500
+#: training scenes), validation every 125 steps (13 evaluations in the plateau window), after a
+#: linear learning-rate warm-up of :data:`SEGMENTATION_WARMUP` steps. Earlier budgets, replaced:
+#: 2,000 steps without a warm-up (commit d6de90a) left most runs predicting background only for
+#: 500-1,000 steps and 2 zoom + unzoom runs there to the end; 3,000 steps with the warm-up
+#: (commit 2b7c59b) let 4 of 5 uniform runs plateau (test mIoU 0.774-0.794), but the zoom +
+#: unzoom runs, which leave the all-background answer later (validation mIoU first above 0.2 at
+#: step 1,125-1,750, uniform 375-625), were all still rising (0.653-0.805). At 6,000 steps the
+#: uniform runs hold 0.79-0.81 from step 3,600 on and the zoom + unzoom runs 0.83-0.87 from
+#: about 4,100.
 _FULL_SEGMENT = get_profile("full", steps=6000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
                             test_samples=400, eval_every=125)
 #: Steps of the linear learning-rate warm-up of the converged segmentation runs (Adam at 4e-3 from
