@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -324,3 +325,24 @@ def test_parse_args_excludes_html_only_with_no_html(capsys):
     with pytest.raises(SystemExit):
         bb.parse_args(["--html-only", "--no-html"])
     assert "--html-only and --no-html exclude each other" in capsys.readouterr().err
+
+
+def test_a_partial_book_fails_on_every_warning_but_its_links_to_the_notebooks_left_out():
+    left_out = ["notebooks/02_recall/02_experiments"]
+    warnings = [
+        "/src/recall.py:docstring of recall_loss:60: WARNING: unknown document: '/notebooks/02_recall/02_experiments'",
+        "/src/weak.py:docstring of WeakDigitScenes:38: WARNING: unknown document: '/notebooks/05_spectral/03_weak'",
+        "docstring of Setup.BUDGET_DERIVED:2: WARNING: py:mod reference target not found: pixelweight.chapters._trace",
+    ]
+    assert bb.render.unexpected_warnings(warnings, left_out) == warnings[1:]
+    assert bb.render.unexpected_warnings(warnings[:1], left_out) == []
+
+
+def test_run_jupyter_book_echoes_the_output_and_collects_the_warnings(tmp_path, capsys):
+    script = ("import sys; print('building'); "
+              "print('\\x1b[91m/a.py:docstring of f:2: WARNING: unknown document: \\'/x\\'\\x1b[39;49;00m', "
+              "file=sys.stderr); sys.exit(3)")
+    status, warnings = bb.render.run_jupyter_book([sys.executable, "-c", script], tmp_path)
+    assert status == 3
+    assert warnings == ["/a.py:docstring of f:2: WARNING: unknown document: '/x'"]
+    assert "building" in capsys.readouterr().out

@@ -73,7 +73,7 @@ The package, one module per step (``tools/build_book.py`` is its command line)::
     timings     the timing table, results/notebook_times.csv (--save-times)
     generated   the computed parts: footer, edition line, chapter table, scorecard,
                 how to cite, each notebook's header
-    render      the staging tree, the jupyter-book command, _build/build_info.json
+    render      the staging tree, the jupyter-book command and its warnings, _build/build_info.json
     checks      the built pages as a reader sees them
     cli         parse_args and main
 
@@ -110,6 +110,6 @@ from .generated import (
     footer_html, notebook_header, add_header, generated_text, cite_papers_markdown,
     fill_generated, stage_generated
 )
-from .render import stage_sources, jupyter_book_command, write_build_info
+from .render import stage_sources, jupyter_book_command, run_jupyter_book, unexpected_warnings, write_build_info
 from .checks import RAW_TABLE_RE, RAW_TEX_RE, RAW_ROLE_RE, page_problems, check_pages
 from .cli import parse_args, main

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,7 +55,8 @@ def jupyter_book_command(staging: Path, root: Path, *, strict: bool = True) -> l
     ``strict`` (the default, and always for a complete book) makes every Sphinx warning an
     error (``-W -n --keep-going``: all warnings are shown, then the build fails). A partial
     book (``--only``) is built with ``-n`` alone: its links to the notebooks left out would
-    otherwise fail it; the warnings are still printed.
+    otherwise fail it; the warnings are still printed, and any other warning fails the build
+    after it (:func:`unexpected_warnings`).
     """
     script = Path(sys.executable).with_name("jupyter-book")
     exe = str(script) if script.is_file() else shutil.which("jupyter-book")
@@ -61,6 +64,41 @@ def jupyter_book_command(staging: Path, root: Path, *, strict: bool = True) -> l
         raise BuildError("jupyter-book is not installed in this environment (pip install -e '.[book]')")
     flags = ["-W", "-n", "--keep-going"] if strict else ["-n"]
     return [exe, "build", str(staging), "--path-output", str(root), *flags, "--all"]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_UNKNOWN_DOCUMENT = re.compile(r"WARNING: unknown document: '/?(?P<doc>[^']+)'")
+
+
+def run_jupyter_book(command: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """Run ``command`` (:func:`jupyter_book_command`), echo its output as it comes, and return
+    its exit status and its Sphinx warnings (the first line of each, colours stripped)."""
+    warnings = []
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            plain = _ANSI.sub("", line).strip()
+            if "WARNING:" in plain:
+                warnings.append(plain)
+        sys.stdout.flush()
+        status = proc.wait()
+    return status, warnings
+
+
+def unexpected_warnings(warnings: list[str], left_out: list[str]) -> list[str]:
+    """The warnings a partial book (``--only``) must not have either: all but the links to the
+    notebooks it left out (``unknown document: '/notebooks/...'`` of an entry of ``left_out``).
+    A broken cross-reference in a docstring or a prose page fails a partial build as it fails
+    the complete one."""
+    skipped = {e.strip("/") for e in left_out}
+    unexpected = []
+    for warning in warnings:
+        match = _UNKNOWN_DOCUMENT.search(warning)
+        if match is None or match.group("doc").strip("/") not in skipped:
+            unexpected.append(warning)
+    return unexpected
 
 
 def write_build_info(build_dir: Path, *, entries: list[str], notebooks: list[str], partial: bool,

@@ -461,8 +461,8 @@ class Setup:
 
     #: The keys of a record's config (``"section.key"``, e.g. ``"model.blur_warmup_steps"``)
     #: whose values this setup derives from the budget (the steps): a rerun at another budget,
-    #: as :mod:`pixelweight.chapters._trace` makes, differs from the record there and nowhere
-    #: else. A subclass that derives one declares it.
+    #: as the trace of a record makes (``python -m pixelweight.results trace``), differs from
+    #: the record there and nowhere else. A subclass that derives one declares it.
     BUDGET_DERIVED: Tuple[str, ...] = ()
 
     def __init__(self, chapter: str, stage: Stage, profile: str, *, device: str = "auto",
