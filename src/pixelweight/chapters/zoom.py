@@ -194,7 +194,7 @@ _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_s
 #: step 1,125-1,750, uniform 375-625), were all still rising (0.653-0.805). At 6,000 steps the
 #: uniform runs hold 0.79-0.81 from step 3,600 on and the zoom + unzoom runs 0.83-0.87 from
 #: about 4,100.
-_FULL_SEGMENT = get_profile("full", steps=6000, batch_size=8, lr=4e-3, train_samples=1500, val_samples=200,
+_FULL_SEGMENT = get_profile("full", steps=6000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
                             test_samples=400, eval_every=125)
 #: Steps of the linear learning-rate warm-up of the converged segmentation runs (Adam at 4e-3 from
 #: the first step stalled the U-Net on the all-background prediction).

@@ -250,17 +250,13 @@ def _newton(coef: torch.Tensor, q: torch.Tensor, target: torch.Tensor, hg: int, 
     is in ``skip`` (which still iterate until then). Returns ``(q, cell, s, t, jx, jy, rn)``
     at the end, ``rn`` the squared residual."""
     converged = _converged(q.dtype)
-    rounding = (64 * torch.finfo(q.dtype).eps) ** 2  # what `valid` accepts
     cell, s, t = _locate(q, hg, wg)
     value, jx, jy = _evaluate(coef, cell, s, t, hg, wg)
     r = value - target
     rn = r.square().sum(-1)
     alpha = torch.ones_like(rn)
     for _ in range(max_iter):
-        # done: converged; or within rounding error and a full Newton step could not lower the
-        # residual (float32 rounding can keep it above `converged`); or stalled; or skipped
-        done = (rn <= converged) | ((rn <= rounding) & (alpha < 1.0)) | (alpha < 2.0 ** -12) | skip
-        if bool(done.all()):
+        if bool(((rn <= converged) | (alpha < 2.0 ** -12) | skip).all()):
             break
         trial = (q - alpha.unsqueeze(-1) * _solve(jx, jy, r)).clamp(-1.0, 1.0)
         cell_t, s_t, t_t = _locate(trial, hg, wg)
@@ -349,18 +345,16 @@ def invert_grid(grid: torch.Tensor, out_size: Size, *, max_iter: int = 50) -> In
 
     with torch.no_grad():
         q, outside = _start(grid.detach().to(dtype), h, w)
+        state = _newton(coef, q, target, hg, wg, max_iter, outside)
         # On the image border a clamped grid can collapse whole rows or columns of cells onto the
-        # border line (and only there): the located start may then sit on a collapsed cell, where
-        # J is singular and Newton's method crawls, or that does not reach the pixel. The first
-        # pass does not wait for the border pixels; those it leaves unsolved (and not outside)
-        # walk again from q = p, and keep the better end.
+        # border line (and only there): the located start may then sit on a collapsed row that
+        # does not reach the pixel. Those pixels (not outside) walk again from q = p, and keep
+        # the better end.
         border = _border_index(h, w, grid.device)
-        on_border = torch.zeros(h * w, dtype=torch.bool, device=grid.device)
-        on_border[border] = True
-        state = _newton(coef, q, target, hg, wg, max_iter, outside | on_border)
-        unsolved = (state[-1][:, border] > (64 * eps) ** 2) & ~outside[:, border]  # not valid
+        unsolved = (state[-1][:, border] > _converged(dtype)) & ~outside[:, border]
         if bool(unsolved.any()):
-            again = _newton(coef, target[:, border], target[:, border], hg, wg, max_iter, ~unsolved)
+            again = _newton(coef, target[:, border], target[:, border], hg, wg, max_iter,
+                            ~unsolved)
             better = again[-1] < state[-1][:, border]
             state = tuple(_merge(old, new, border, better) for old, new in zip(state, again))
         q, cell, s, t, jx, jy, rn = state
