@@ -333,16 +333,20 @@ def test_a_partial_book_fails_on_every_warning_but_its_links_to_the_notebooks_le
         "/src/recall.py:docstring of recall_loss:60: WARNING: unknown document: '/notebooks/02_recall/02_experiments'",
         "/src/weak.py:docstring of WeakDigitScenes:38: WARNING: unknown document: '/notebooks/05_spectral/03_weak'",
         "docstring of Setup.BUDGET_DERIVED:2: WARNING: py:mod reference target not found: pixelweight.chapters._trace",
+        "/src/zoom.py:docstring of pixelweight.chapters.zoom:5: ERROR: Unexpected indentation.",
     ]
     assert bb.render.unexpected_warnings(warnings, left_out) == warnings[1:]
     assert bb.render.unexpected_warnings(warnings[:1], left_out) == []
 
 
 def test_run_jupyter_book_echoes_the_output_and_collects_the_warnings(tmp_path, capsys):
-    script = ("import sys; print('building'); "
-              "print('\\x1b[91m/a.py:docstring of f:2: WARNING: unknown document: \\'/x\\'\\x1b[39;49;00m', "
-              "file=sys.stderr); sys.exit(3)")
+    lines = ["building",
+             "\x1b[91m/a.py:docstring of f:2: WARNING: unknown document: '/x'\x1b[39;49;00m",
+             "WARNING:root:a library's log line, not Sphinx's",
+             'b.md:3: ERROR: Unknown directive type "foo".']
+    script = f"import sys; [print(line, file=sys.stderr) for line in {lines!r}]; sys.exit(3)"
     status, warnings = bb.render.run_jupyter_book([sys.executable, "-c", script], tmp_path)
     assert status == 3
-    assert warnings == ["/a.py:docstring of f:2: WARNING: unknown document: '/x'"]
+    assert warnings == ["/a.py:docstring of f:2: WARNING: unknown document: '/x'",
+                        'b.md:3: ERROR: Unknown directive type "foo".']
     assert "building" in capsys.readouterr().out

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -67,20 +69,24 @@ def jupyter_book_command(staging: Path, root: Path, *, strict: bool = True) -> l
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: What Sphinx's warning handler passes to ``-W``: its warnings and docutils' errors.
+_SPHINX_PROBLEM = re.compile(r"(^|: )(WARNING|ERROR|CRITICAL|SEVERE): ")
 _UNKNOWN_DOCUMENT = re.compile(r"WARNING: unknown document: '/?(?P<doc>[^']+)'")
 
 
 def run_jupyter_book(command: list[str], cwd: Path) -> tuple[int, list[str]]:
     """Run ``command`` (:func:`jupyter_book_command`), echo its output as it comes, and return
-    its exit status and its Sphinx warnings (the first line of each, colours stripped)."""
+    its exit status and its Sphinx warnings and errors (the first line of each, colours
+    stripped): what ``-W`` turns into a failure."""
     warnings = []
-    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, errors="replace", bufsize=1) as proc:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the echo keeps pace, warnings stay in place
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
+        output = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
+        for line in output:  # newline="": Sphinx's \r progress lines are echoed as they are
             sys.stdout.write(line)
             plain = _ANSI.sub("", line).strip()
-            if "WARNING:" in plain:
+            if _SPHINX_PROBLEM.search(plain):
                 warnings.append(plain)
         sys.stdout.flush()
         status = proc.wait()
