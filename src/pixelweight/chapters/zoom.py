@@ -36,7 +36,11 @@ made on a slower 2-core machine (uniform 707 s a run undisturbed, 888-906 s besi
 zoom + unzoom 1,369-1,790 s): about 100 minutes at 2 jobs there, about 70 on the machine of the
 classification stages (scaled by the uniform arm's time per step), so the chapter takes about
 120 minutes, **over the 90 of the design**. Half of a zoom + unzoom step is still the unzoom (see
-the notes of :func:`~pixelweight.sampling.invert_grid`). One seed at 2,500 steps had plateaued
+the notes of :func:`~pixelweight.sampling.invert_grid`). Halving the scenes a step does not
+help: a pilot at 8 scenes a step and 6,000 steps (commit 688111c, reverted) let all 5 uniform
+runs plateau at half the time (350-396 s a run at 2 jobs, test mIoU 0.785-0.798), but left 2 of
+the first 3 zoom + unzoom runs still rising (by 0.032 and 0.038 over their last quarter): the
+zoom arm converges in scenes seen, not in steps. One seed at 2,500 steps had plateaued
 by step 1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by step
 1,200 (0.967-0.970), hence the 2,000 steps. The segmentation stage's 6,000 steps are sized in
 the comment on ``_FULL_SEGMENT`` in this module's source: at them all 5 uniform runs and 3 of 5
