@@ -204,11 +204,16 @@ _FULL_SEGMENT = get_profile("full", steps=6000, batch_size=16, lr=4e-3, train_sa
 #: the first step stalled the U-Net on the all-background prediction).
 SEGMENTATION_WARMUP = 100
 
+#: The early (``ci``) budgets of the classification stages, sized to keep ``02_classification``
+#: under the 4 minutes of the design on a slow 2-core machine: at 400 and 250 steps it took 182 s
+#: on one and 262-344 s on two slower ones (the high-res arm is over half of the headline's cost).
+_CI_HEADLINE_STEPS, _CI_SWEEP_STEPS = 280, 170
+
 STAGES = {
     "headline": Stage(
         "headline", "uniform downsampling, the saliency sampler, the high-resolution upper bound and three ablations",
         scales={
-            "ci": Scale(get_profile("ci", steps=400, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
+            "ci": Scale(get_profile("ci", steps=_CI_HEADLINE_STEPS, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
             "full": Scale(_FULL_CLASSIFY, CANVASES, _CLASSIFIER, train=PLATEAU_ACCURACY),
         },
         arms=_HEADLINE_ARMS, prefix="ch3-headline", num_classes=10,
@@ -216,7 +221,7 @@ STAGES = {
     "sweep": Stage(
         "sweep", "uniform downsampling against the saliency sampler at each digit size",
         scales={
-            "ci": Scale(get_profile("ci", steps=250, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
+            "ci": Scale(get_profile("ci", steps=_CI_SWEEP_STEPS, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
             "full": Scale(_FULL_CLASSIFY, CANVASES, _CLASSIFIER, train=PLATEAU_ACCURACY),
         },
         arms=(Arm("uniform", "classification-ce", run="uniform"), Arm("sampler", "classification-ce", run="sampler")),
