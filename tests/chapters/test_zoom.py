@@ -198,7 +198,7 @@ def test_stages_arms_and_run_names():
         assert len(stage.scale("ci").profile.seeds) >= 3 and len(stage.scale("full").profile.seeds) >= 5
         full = stage.scale("full")
         assert full.profile.steps * full.train["plateau_window"] // full.profile.eval_every >= 3
-    assert head.describe() == ("`ci` (early training): 280 steps, 3 seeds, 96x96 canvases (digits 12 px), "
+    assert head.describe() == ("`ci` (early training): 220 steps, 3 seeds, 96x96 canvases (digits 12 px), "
                                "32x32 task input, width-16 SmallCNN")
 
 
@@ -207,7 +207,7 @@ def test_each_arm_has_its_model_and_the_record_holds_it():
     specs = {a.label: head.arm_model(a) for a in head.arms}
     assert specs["uniform"].options["mode"] == "uniform" and specs["high-res"].options["mode"] == "full"
     assert specs["no padding"].options["padding"] == 0
-    assert specs["sampler"].options["blur_warmup_steps"] == int(zoom.BLUR_FRACTION * 280)
+    assert specs["sampler"].options["blur_warmup_steps"] == int(zoom.BLUR_FRACTION * 220)
     assert "blur_warmup_steps" not in specs["no blur warm-up"].options
     full = zoom.setup("headline", "full")
     config = full.full_config(full.arm("sampler"))

@@ -206,8 +206,9 @@ SEGMENTATION_WARMUP = 100
 
 #: The early (``ci``) budgets of the classification stages, sized to keep ``02_classification``
 #: under the 4 minutes of the design on a slow 2-core machine: at 400 and 250 steps it took 182 s
-#: on one and 262-344 s on two slower ones (the high-res arm is over half of the headline's cost).
-_CI_HEADLINE_STEPS, _CI_SWEEP_STEPS = 280, 170
+#: on one and 262-344 s on two slower ones (the high-res arm is over half of the headline's cost);
+#: at 220 and 130 steps, 151 s on the 262-s one.
+_CI_HEADLINE_STEPS, _CI_SWEEP_STEPS = 220, 130
 
 STAGES = {
     "headline": Stage(
