@@ -44,7 +44,7 @@ class BuildError(Exception):
 
 
 def strip_ansi(text: str) -> str:
-    """Remove the terminal colour codes IPython puts in tracebacks."""
+    """Remove the terminal colour codes IPython puts in tracebacks and Sphinx in its log."""
     return _ANSI.sub("", text)
 
 

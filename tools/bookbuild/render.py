@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .common import BUILD_INFO_FILE, BuildError
+from .common import BUILD_INFO_FILE, BuildError, strip_ansi
 from .config import Release
 from .toc import page_source
 
@@ -68,7 +68,6 @@ def jupyter_book_command(staging: Path, root: Path, *, strict: bool = True) -> l
     return [exe, "build", str(staging), "--path-output", str(root), *flags, "--all"]
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: What Sphinx's warning handler passes to ``-W``: its warnings and docutils' errors.
 _SPHINX_PROBLEM = re.compile(r"(^|: )(WARNING|ERROR|CRITICAL|SEVERE): ")
 _UNKNOWN_DOCUMENT = re.compile(r"WARNING: unknown document: '/?(?P<doc>[^']+)'")
@@ -85,7 +84,7 @@ def run_jupyter_book(command: list[str], cwd: Path) -> tuple[int, list[str]]:
         output = io.TextIOWrapper(proc.stdout, encoding="utf-8", errors="replace", newline="")
         for line in output:  # newline="": Sphinx's \r progress lines are echoed as they are
             sys.stdout.write(line)
-            plain = _ANSI.sub("", line).strip()
+            plain = strip_ansi(line).strip()
             if _SPHINX_PROBLEM.search(plain):
                 warnings.append(plain)
         sys.stdout.flush()
