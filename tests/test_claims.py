@@ -42,6 +42,8 @@ def test_effect_text():
     assert _claim(effect=_interval(), digits=2, detail="+33% relative").effect_text() == "+0.11 [0.03, 0.19] (+33% relative)"
     assert _claim(effect="max relative gap 1.2e-05").effect_text() == "max relative gap 1.2e-05"
     assert _claim(effect=None).effect_text() == "—"
+    undefined = Interval(float("nan"), float("nan"), float("nan"), 3, 0.95)
+    assert _claim(effect=undefined, detail="gap closed on average: -33%").effect_text() == "— (gap closed on average: -33%)"
     computed = paired_difference_ci([0.5, 0.6, 0.7], [0.4, 0.45, 0.5])
     assert _claim(effect=computed).effect_text() == "+" + computed.format(3)
 

@@ -33,6 +33,7 @@ Source tags say where a claim comes from (the evidence tags of ``shared/papers.m
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -161,6 +162,8 @@ def _seeds_above(effect: Interval, threshold: float):
 
 
 def _signed(effect: Interval, digits: int) -> str:
+    if math.isnan(effect.mean):  # undefined (not testable at this scale): no "nan [nan, nan]"
+        return "—"
     text = effect.format(digits)
     if not text.startswith("-") and float(text.split()[0]) > 0:  # not "+0.000" for a mean that rounds to 0
         text = "+" + text
@@ -255,7 +258,8 @@ class Claim:
                 raise TypeError(f"{flag} must be a bool, got {type(getattr(self, flag)).__name__}")
 
     def effect_text(self) -> str:
-        """The effect as printed: ``+0.111 [0.028, 0.194]`` (with the detail), or "—"."""
+        """The effect as printed: ``+0.111 [0.028, 0.194]`` (with the detail), or "—" where there is
+        none or it is undefined (a NaN interval: not testable at this scale)."""
         if self.effect is None:
             text = "—"
         elif isinstance(self.effect, Interval):
