@@ -316,6 +316,39 @@ def test_border_pixels_where_the_clamp_collapsed_grid_lines_are_solved():
     assert inverse.residual[inverse.valid].max() <= 64 * torch.finfo(torch.float64).eps
 
 
+def test_a_solved_pixel_does_not_depend_on_the_rest_of_the_batch():
+    # a pixel that has converged is done: it keeps its point while other pixels (of its image or
+    # of another) still walk, so every pixel the warp reaches gets the same inverse alone or in a batch
+    s = torch.cat((_random_saliency(3, (16, 16), seed=4, scale=5.0), _random_saliency(3, (16, 16), seed=6)))
+    grid = saliency_grid(s, out_size=32, sigma=16 * 5.52 / 31, padding=15)
+    batch = invert_grid(grid, 64, max_iter=12)
+    for n in range(grid.shape[0]):
+        alone = invert_grid(grid[n:n + 1], 64, max_iter=12)
+        assert torch.equal(alone.valid[0], batch.valid[n])
+        assert torch.equal(alone.grid[0][alone.valid[0]], batch.grid[n][batch.valid[n]])
+
+
+def test_later_newton_iterations_evaluate_only_the_pixels_still_walking(monkeypatch):
+    # the cost of an iteration is that of the pixels not yet converged or stalled: after the
+    # first step (float32, from the located cell) the pixels the warp does not reach are most of
+    # those left
+    import pixelweight.sampling.inverse as inverse_module
+
+    sizes = []
+    patch = inverse_module._patch
+
+    def counting(k, *args):
+        sizes.append(k.shape[0])
+        return patch(k, *args)
+
+    monkeypatch.setattr(inverse_module, "_patch", counting)
+    grid = saliency_grid(_random_saliency(4, (16, 16), seed=2), out_size=32, sigma=16 * 5.52 / 31, padding=15)
+    invert_grid(grid, 64, max_iter=12)
+    pixels = 4 * 64 * 64
+    assert sizes[0] == pixels and len(sizes) > 3  # the start, then the iterations
+    assert max(sizes[2:]) < 0.2 * pixels  # mostly the uncovered pixels, which walk while others do
+
+
 @pytest.mark.parametrize("flip", ["x", "y", "both", "transpose"])
 def test_a_grid_whose_lines_are_not_in_order_is_still_inverted(flip):
     # a flipped or transposed grid is a valid warp (a mirror image), but its grid lines run
