@@ -73,6 +73,7 @@ __all__ = [
     "SEGMENTATION_INPUT",
     "SEGMENTATION_WARMUP",
     "GRID_SIZE",
+    "SEGMENTATION_GRID",
     "BLUR_FRACTION",
     "DIGIT_SIZES",
     "HEADLINE_DIGIT",
@@ -109,10 +110,12 @@ __all__ = [
 
 #: The task network's input side, in pixels, for every arm but the high-resolution one.
 INPUT_SIZE = 32
-#: The U-Net's input side in the ``segmentation`` stage (the scenes are 64 x 64).
-SEGMENTATION_INPUT = 32
+#: The U-Net's input side in the ``segmentation`` stage (the scenes are 48 x 48).
+SEGMENTATION_INPUT = 24
 #: Cells of the saliency grid (the public code's 31 for a 224 input; here half the input).
 GRID_SIZE = 16
+#: Cells of the saliency grid of the ``segmentation`` stage: half its input, as :data:`GRID_SIZE`.
+SEGMENTATION_GRID = 12
 #: The blur warm-up lasts this fraction of the training steps (the code: the first 30 epochs).
 BLUR_FRACTION = 0.25
 #: The digit sides (pixels, on a 96 x 96 canvas) of the ``sweep`` stage.
@@ -163,9 +166,10 @@ ARM_MODELS: Mapping[str, Mapping[str, Any]] = {
 _TASKS = {"headline": "classification", "sweep": "classification", "segmentation": "segmentation"}
 
 CANVASES = DataSpec("ClutteredDigits", size=96, options={"digit_size": HEADLINE_DIGIT, "clutter": 8})
-SCENES = DataSpec("DigitScenes", size=64, options={"num_digits": [1, 2], "digit_size": [10, 16]})
+SCENES = DataSpec("DigitScenes", size=48, options={"num_digits": [1, 2], "digit_size": [8, 12]})
 _CLASSIFIER = ModelSpec("ZoomClassifier", width=16, depth=3, options={"input_size": INPUT_SIZE, "grid_size": GRID_SIZE})
-_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3, options={"input_size": SEGMENTATION_INPUT, "grid_size": GRID_SIZE})
+_SEGMENTER = ModelSpec("ZoomSegmenter", width=8, depth=3,
+                       options={"input_size": SEGMENTATION_INPUT, "grid_size": SEGMENTATION_GRID})
 
 
 _HEADLINE_ARMS = (
@@ -198,7 +202,7 @@ _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_s
 #: step 1,125-1,750, uniform 375-625), were all still rising (0.653-0.805). At 6,000 steps the
 #: uniform runs hold 0.79-0.81 from step 3,600 on and the zoom + unzoom runs 0.83-0.87 from
 #: about 4,100.
-_FULL_SEGMENT = get_profile("full", steps=6000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
+_FULL_SEGMENT = get_profile("full", steps=4000, batch_size=16, lr=4e-3, train_samples=1500, val_samples=200,
                             test_samples=400, eval_every=125)
 #: Steps of the linear learning-rate warm-up of the converged segmentation runs (Adam at 4e-3 from
 #: the first step stalled the U-Net on the all-background prediction).
