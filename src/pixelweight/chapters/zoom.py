@@ -166,9 +166,9 @@ ARM_MODELS: Mapping[str, Mapping[str, Any]] = {
 _TASKS = {"headline": "classification", "sweep": "classification", "segmentation": "segmentation"}
 
 CANVASES = DataSpec("ClutteredDigits", size=96, options={"digit_size": HEADLINE_DIGIT, "clutter": 8})
-SCENES = DataSpec("DigitScenes", size=48, options={"num_digits": [1, 2], "digit_size": [8, 12]})
+SCENES = DataSpec("DigitScenes", size=48, options={"num_digits": [2, 3], "digit_size": [10, 16]})
 _CLASSIFIER = ModelSpec("ZoomClassifier", width=16, depth=3, options={"input_size": INPUT_SIZE, "grid_size": GRID_SIZE})
-_SEGMENTER = ModelSpec("ZoomSegmenter", width=8, depth=3,
+_SEGMENTER = ModelSpec("ZoomSegmenter", width=16, depth=3,
                        options={"input_size": SEGMENTATION_INPUT, "grid_size": SEGMENTATION_GRID})
 
 
