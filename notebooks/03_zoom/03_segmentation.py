@@ -54,15 +54,15 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # zoom applied (derived in the first notebook of this chapter).
 #
 # We test the claim on `DigitScenes` of {glue:text}`scene_px` x {glue:text}`scene_px` pixels with
-# one or two small digits: the same U-Net segments a {glue:text}`input_px` x {glue:text}`input_px`
-# input made by uniform downsampling (its logits upsampled bilinearly to the full resolution) or
-# by the saliency sampler (its logits unzoomed), so that the task network's **input size** is
-# the same. The compute is not: the saliency network and the grid, and above all the unzoom
-# (an iterative inverse of the warp at every pixel of the full resolution), cost time, which
-# the page measures below. Thavamani et al. state their gains at similar compute; here the claim
-# is judged at equal task-network input size, and its scope says that the zooming arm costs
-# more. Both are scored at the **full label resolution**, by mIoU and by the accuracy on object
-# boundaries, where the loss of resolution shows first.
+# {glue:text}`scene_digits` digits of {glue:text}`digit_px` pixels: the same U-Net segments a
+# {glue:text}`input_px` x {glue:text}`input_px` input made by uniform downsampling (its logits
+# upsampled bilinearly to the full resolution) or by the saliency sampler (its logits unzoomed),
+# so that the task network's **input size** is the same. The compute is not: the saliency network
+# and the grid, and above all the unzoom (an iterative inverse of the warp at every pixel of the
+# full resolution), cost time, which the page measures below. Thavamani et al. state their gains
+# at similar compute; here the claim is judged at equal task-network input size, and its scope
+# says that the zooming arm costs more. Both are scored at the **full label resolution**, by mIoU
+# and by the accuracy on object boundaries, where the loss of resolution shows first.
 #
 # **Needs:** a CPU for the `ci` profile ({glue:text}`n_arms` arms x {glue:text}`n_seeds` seeds,
 # {glue:text}`steps` steps: early training); the converged `full` profile
@@ -94,6 +94,8 @@ ARMS = [arm.label for arm in setup.arms]
 FULL = setup.stage.scale("full").profile
 glue("scene_px", setup.data.size)
 glue("input_px", setup.input_size)
+glue("scene_digits", "{} to {}".format(*setup.data.options["num_digits"]))
+glue("digit_px", "{} to {}".format(*setup.data.options["digit_size"]))
 glue("n_arms", len(ARMS))
 glue("n_seeds", len(P.seeds))
 glue("steps", P.steps)

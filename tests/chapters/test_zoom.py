@@ -407,7 +407,7 @@ def test_segmentation_claims():
               "zoom + unzoom": runs((0.5, 0.52, 0.49), (0.4, 0.42, 0.41))}
     table = zoom.segmentation_claims(seg, better)
     assert _verdicts(table) == {"(h)": "supported", "(i)": "supported"}  # no models: no boundary claim
-    assert table.claims[0].primary and "64x64 label resolution" in table.claims[0].ran
+    assert table.claims[0].primary and "48x48 label resolution" in table.claims[0].ran
     worse = {"uniform": better["zoom + unzoom"], "zoom + unzoom": better["uniform"]}
     assert _verdicts(zoom.segmentation_claims(seg, worse))["(h)"] == "contradicted"
     absent = {k: [types.SimpleNamespace(seed=r.seed, metrics={"test_miou": r.metrics["test_miou"],
