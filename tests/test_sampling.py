@@ -331,8 +331,6 @@ def test_a_solved_pixel_does_not_depend_on_the_rest_of_the_batch():
         assert torch.equal(alone.grid[0][inner][valid], batch.grid[n][inner][valid])
 
 
-@pytest.mark.xfail(strict=True, reason="known: the border pass lets solved and uncovered border pixels walk "
-                                       "again while another image's unsolved ones do, and keeps a lower residual")
 def test_a_border_pixel_does_not_depend_on_the_rest_of_the_batch():
     # found in review: on a border line the clamp collapsed, a solved pixel can move to another
     # collapsed cell (both solve G(q) = p) in the second pass, depending on the other images

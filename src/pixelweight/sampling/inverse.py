@@ -282,6 +282,8 @@ def _newton(coef: torch.Tensor, q: torch.Tensor, target: torch.Tensor, hg: int, 
         rn_t = r_t.square().sum(-1)
         ok = rn_t < rn[active]
         moved = active[ok]
+        # boolean-mask writes (a host sync each on CUDA) measured 10-25% faster on CPU than
+        # writing every active pixel through torch.where
         for old, new in ((q, trial), (r, r_t), (jx, jx_t), (jy, jy_t), (cell, cell_t), (s, s_t), (t, t_t),
                          (rn, rn_t)):
             old[moved] = new[ok]
@@ -372,7 +374,10 @@ def invert_grid(grid: torch.Tensor, out_size: Size, *, max_iter: int = 50) -> In
         if bool(unsolved.any()):
             again = _newton(coef, target[:, border], target[:, border], hg, wg, max_iter,
                             ~unsolved)
-            better = again[-1] < state[-1][:, border]
+            # only the pixels that were unsolved take the second pass's end: the others walked
+            # only to keep the batch in step, and a solved pixel on a collapsed border line could
+            # otherwise move to another collapsed cell, depending on the rest of the batch
+            better = (again[-1] < state[-1][:, border]) & unsolved
             state = tuple(_merge(old, new, border, better) for old, new in zip(state, again))
         q, cell, s, t, jx, jy, rn = state
         residual = rn.sqrt()
