@@ -79,7 +79,7 @@ print(f"pixelweight {pixelweight.__version__}; device 'auto' is {auto_device}"
 # **Needs:** a CPU for the `ci` profile ({glue:text}`n_arms` arms and a
 # {glue:text}`n_variants`-variant sweep, {glue:text}`n_seeds` seeds each, {glue:text}`steps`
 # steps: early training); the converged `full` profile ({glue:text}`full_seeds` seeds,
-# {glue:text}`full_steps` steps, the plateau of each run recorded) runs outside the book with
+# {glue:text}`full_steps`, the plateau of each run recorded) runs outside the book with
 # `make results CHAPTER=03_zoom`.
 
 # %% tags=["parameters"]
@@ -116,7 +116,8 @@ glue("n_variants", len(sweep_setup.stage.variants))
 glue("n_seeds", len(P.seeds))
 glue("steps", P.steps)
 glue("full_seeds", len(FULL.seeds))
-glue("full_steps", f"{FULL.steps:,}")
+own_steps = zoom.setup("headline", "full").arm_budget_text()  # the arms that plateau early train less
+glue("full_steps", f"{FULL.steps:,} steps" + (f" ({own_steps}, where it has plateaued)" if own_steps else ""))
 print(setup)
 
 # %% [markdown]
@@ -286,6 +287,9 @@ plt.show()
 # %%
 sweep_runs = {}
 for variant in sweep_setup.stage.variants:
+    if variant in sweep_setup.scale.shared_variants:  # `full`: the headline's own runs, not trained twice
+        sweep_runs.update({(variant, arm.label): runs[arm.label] for arm in sweep_setup.arms})
+        continue
     for label, rs in sweep_setup.variant(variant).run().items():
         sweep_runs[variant, label] = rs
 sweep = zoom.sweep_effects(sweep_setup, sweep_runs)

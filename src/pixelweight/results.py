@@ -379,13 +379,15 @@ def committed_records(chapter: str, name: Optional[str] = None,
 
 def committed_frame(chapter: str, expected_profile: Mapping[str, Any], names: Iterable[str],
                     columns: Iterable[str] = ("seed", "test_miou", "device", "commit"),
-                    start: Union[str, Path, None] = None):
+                    start: Union[str, Path, None] = None, profiles: Optional[Mapping[str, Mapping[str, Any]]] = None):
     """The committed records of ``chapter`` named in ``names``, as a table for a notebook.
 
     One row per record: ``name``, then ``columns`` (those a record lacks are NaN), then
     ``config matches``: whether the recorded profile still equals ``expected_profile`` (the
     ``full`` profile the notebook would run today, e.g. ``get_profile("full").to_dict()``;
-    see :func:`config_differences`). An empty frame with those columns when none is committed.
+    see :func:`config_differences`); a run named in ``profiles`` is compared with its own
+    expected profile there (an arm with its own steps). An empty frame with those columns when
+    none is committed.
     """
     import pandas as pd
 
@@ -393,14 +395,17 @@ def committed_frame(chapter: str, expected_profile: Mapping[str, Any], names: It
         raise TypeError("names must be a collection of run names, not one string")
     if not isinstance(expected_profile, Mapping):
         raise TypeError(f"expected_profile must be a mapping (Profile.to_dict()), got {type(expected_profile).__name__}")
+    profiles = {} if profiles is None else profiles
+    if not isinstance(profiles, Mapping) or not all(isinstance(p, Mapping) for p in profiles.values()):
+        raise TypeError("profiles must map run names to profiles (Profile.to_dict())")
     names, columns = list(names), [c for c in columns if c != "name"]
     records = [r for r in committed_records(chapter, start=start) if r.name in names]
     header = ["name", *columns, "config matches"]
     if not records:
         return pd.DataFrame(columns=header)
     frame = records_frame(records).reindex(columns=["name", *columns])
-    frame["config matches"] = [not config_differences(r.config.get("profile", {}), expected_profile)
-                               for r in records]
+    frame["config matches"] = [
+        not config_differences(r.config.get("profile", {}), profiles.get(r.name, expected_profile)) for r in records]
     return frame.reset_index(drop=True)
 
 

@@ -106,6 +106,55 @@ def test_scale_and_stage_validation():
         tiny_stage().scale("huge")
 
 
+@pytest.mark.parametrize("budgets, error, match", [
+    ({"ce": {"lr": 1e-3}}, ValueError, "may set"),
+    ({"ce": {}}, ValueError, "may set"),
+    ({"ce": {"steps": 0}}, ValueError, "steps must be a positive int"),
+    ({"ce": {"eval_every": -1}}, ValueError, "eval_every"),
+    ({"ce": 5}, TypeError, "must be a mapping"),
+    ([("ce", {"steps": 2})], TypeError, "must be a mapping"),
+])
+def test_an_arms_own_budget_is_checked(budgets, error, match):
+    with pytest.raises(error, match=match):
+        Scale(TINY, DATA, arm_budgets=budgets)
+
+
+def test_an_arm_budget_names_an_arm_of_the_stage():
+    with pytest.raises(ValueError, match="not the run names of its arms"):
+        Stage("s", "d", scales={"ci": Scale(TINY, DATA, arm_budgets={"CE": {"steps": 2}})}, arms=(Arm("CE", "ce"),))
+    with pytest.raises(TypeError, match="must be an Arm"):
+        Scale(TINY, DATA).profile_of("ce")
+
+
+def test_an_arm_with_its_own_steps_trains_records_and_is_named_with_them(tmp_path):
+    """One arm trains 2 steps where the others train the profile's 3: its record says so, the
+    budget text names it, its full config (what a converged record must hold) has its steps,
+    and the other arms are untouched."""
+    own = {"recall-ma": {"steps": 2, "eval_every": 1}}
+    stage = Stage("tiny", "d", prefix="t", arms=tiny_stage().arms,
+                  scales={"ci": Scale(TINY, DATA, ModelSpec(width=4, depth=1), arm_budgets=own),
+                          "full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1),
+                                        arm_budgets={"recall-ma": {"steps": 500}})})
+    setup = Setup("09_tiny", stage, "ci", device="cpu", results_dir=str(tmp_path))
+    ce, rma = setup.arm("CE"), setup.arm("recall (moving average)")
+    assert setup.scale.profile_of(ce) is setup.profile and setup.scale.profile_of(None) is setup.profile
+    assert setup.scale.profile_of(rma).steps == 2 and setup.scale.profile_of(rma).seeds == setup.profile.seeds
+    assert setup.arm_budget_text() == "recall (moving average): 2 steps"
+    assert setup.budget() == "`ci` (early training): 3 steps (recall (moving average): 2 steps), 2 seeds"
+    assert Setup("09_tiny", tiny_stage(), "ci").budget() == "`ci` (early training): 3 steps, 2 seeds"
+    runs = setup.run()
+    steps = {label: max(h["step"] for h in rs[0].history) for label, rs in runs.items()}
+    assert steps == {"CE": 3, "recall (moving average)": 2}
+    record = json.loads((tmp_path / "t-recall-ma--seed0.json").read_text())
+    assert record["config"]["profile"]["steps"] == 2 and record["config"]["profile"]["eval_every"] == 1
+    assert json.loads((tmp_path / "t-ce--seed0.json").read_text())["config"]["profile"]["steps"] == 3
+    full = Setup("09_tiny", stage, "full")
+    assert full.full_config(rma)["profile"]["steps"] == 500
+    assert full.full_config(ce)["profile"]["steps"] == get_profile("full").steps
+    assert stage.scale("full").to_dict()["arm_budgets"] == {"recall-ma": {"steps": 500}}
+    assert "arm_budgets" not in tiny_stage().scale("full").to_dict()
+
+
 def test_chapter_setup_checks_the_name_the_build_passes():
     chapter = Chapter("09_tiny", "A tiny chapter", {"tiny": tiny_stage()})
     assert chapter.setup("tiny", "ci", chapter="09_tiny").chapter == "09_tiny"

@@ -320,6 +320,139 @@ def test_converged_over_data_variants_pairs_every_variant_by_seed(monkeypatch, t
         full.converged(claims, variants=["s9"])
 
 
+def test_an_arm_with_its_own_steps_is_read_compared_and_named_with_them(monkeypatch, tmp_path):
+    """The converged records of an arm with its own steps (Scale.arm_budgets) count only at
+    those steps; the committed table compares each record with its own arm's profile, the
+    runner resumes it, and the converged table's budget names it."""
+    own = {"rma": {"steps": 1200, "eval_every": 75}}
+    stage = Stage("tiny", "a tiny stage", prefix="t",
+                  scales={"ci": Scale(TINY, DATA, ModelSpec(width=4, depth=1)),
+                          "full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1), arm_budgets=own)},
+                  arms=(Arm("CE", "ce"), Arm("recall (moving average)", "recall", {"momentum": 0.5}, run="rma")))
+    folder = tmp_path / "09_tiny"
+    full = Setup("09_tiny", stage, "full", device="cpu", results_dir=str(folder))
+    ci = Setup("09_tiny", stage, "ci", device="cpu", results_dir=str(folder))
+    ci.run_arm(ci.arm("CE"), seeds=[0])
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    monkeypatch.setattr("pixelweight.book.markdown", lambda text: None)
+    (source,) = folder.glob("*.json")
+    data = json.loads(source.read_text())
+    source.unlink()
+    rma = full.arm("recall (moving average)")
+
+    def write(name, label, seed, profile):  # a "full" record (the ci run relabelled)
+        config = {**data["config"], "profile": profile, "loss": full.arm(label).to_dict()}
+        (folder / f"{name}--seed{seed}.json").write_text(
+            json.dumps({**data, "name": name, "seed": seed, "config": config}))
+
+    for seed in (0, 1):
+        write("t-ce", "CE", seed, full.profile.to_dict())
+        write("t-rma", "recall (moving average)", seed, full.profile.to_dict())  # the shared steps: not this arm's
+    assert list(full.committed_runs()) == ["CE"]
+    frame = full.committed(columns=["seed"])
+    assert dict(zip(frame["name"], frame["config matches"])) == {"t-ce": True, "t-rma": False}
+    for seed in (0, 1):
+        write("t-rma", "recall (moving average)", seed, full.scale.profile_of(rma).to_dict())
+    assert list(full.committed_runs()) == ["CE", "recall (moving average)"]
+    assert full.committed(columns=["seed"])["config matches"].all()
+    job = _runner.RunJob("09_tiny", "tiny", "", rma.label, 0, "t-rma")
+    monkeypatch.setattr("pixelweight.chapters.get_chapter", lambda folder: types.SimpleNamespace(
+        setup=lambda stage_name, profile: Setup("09_tiny", stage, profile)))
+    assert _runner._current(folder / "t-rma--seed0.json", job, "full")
+
+    def claims(setup, runs):
+        from pixelweight.claims import Claim, Evidence
+        from pixelweight.stats import paired_difference_ci
+
+        effect = paired_difference_ci([r.metrics["test_miou"] for r in runs["recall (moving average)"]],
+                                      [r.metrics["test_miou"] for r in runs["CE"]])
+        return setup.claims_table([Claim("a claim", source="ours", ran="rma vs CE",
+                                         evidence=Evidence("Δ mIoU", effect, direction=+1))])
+
+    out = full.converged(claims)
+    steps = get_profile("full").steps
+    assert out.table.budget.startswith(f"`full` (converged budget): {steps} steps (recall (moving average): 1,200 "
+                                       "steps), "
+                                       "2 seeds")
+    from pixelweight.chapters import converged_table
+
+    with pytest.raises(TypeError, match="arm_budgets must be a string"):
+        converged_table(out.table, out.runs, arm_budgets={"rma": 1200})
+
+
+def test_a_shared_variant_is_not_trained_twice_and_reads_the_other_stages_records(monkeypatch, tmp_path):
+    """A sweep point that is another stage's experiment (Scale.shared_variants) is skipped by
+    the runner and read from that stage's records, keyed by the sweep's arm labels; if the two
+    stop being the same runs, reading fails instead of mixing them."""
+    scale = Scale(TINY, DATA, ModelSpec(width=4, depth=1))
+    head = Stage("head", "the headline", prefix="h", scales={"ci": scale, "full": scale.__class__(
+        get_profile("full"), DATA, ModelSpec(width=4, depth=1))}, arms=(Arm("CE", "ce"),))
+    sweep = Stage("sweep", "a sweep", prefix="s", arms=(Arm("CE", "ce"),),
+                  variants={"i0": {"imbalance": 0.0}, "i1": {"imbalance": 1.0}},
+                  scales={"ci": scale, "full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1),
+                                                     shared_variants={"i1": head})})
+    chapter = Chapter("09_tiny", "A tiny chapter", {"head": head, "sweep": sweep})
+    monkeypatch.setattr("pixelweight.chapters.get_chapter", lambda folder: types.SimpleNamespace(
+        STAGES=chapter.stages, CHAPTER=chapter, setup=chapter.setup))
+    full_jobs = _runner.chapter_jobs("09_tiny", "full")
+    assert [(j.stage, j.variant, j.name) for j in full_jobs if j.seed == 0] == [
+        ("head", "", "h-ce"), ("sweep", "i0", "s-i0-ce")]
+    assert len(_runner.chapter_jobs("09_tiny", "ci")) == 3 * len(TINY.seeds)  # ci trains every variant
+    folder = tmp_path / "09_tiny"
+    ci = Setup("09_tiny", head, "ci", device="cpu", results_dir=str(folder))
+    ci.run_arm(ci.arm("CE"), seeds=[0])
+    monkeypatch.setenv("PIXELWEIGHT_RESULTS", str(tmp_path))
+    (source,) = folder.glob("*.json")
+    data = json.loads(source.read_text())
+    full_head = Setup("09_tiny", head, "full")
+    for seed in (0, 1):
+        config = {**data["config"], "profile": full_head.profile.to_dict()}
+        (folder / f"h-ce--seed{seed}.json").write_text(json.dumps({**data, "name": "h-ce", "seed": seed,
+                                                                      "config": config}))
+    shared = Setup("09_tiny", sweep, "full").variant("i1")
+    runs = shared.committed_runs()
+    assert list(runs) == ["CE"] and [r.seed for r in runs["CE"]] == [0, 1]
+    assert runs["CE"][0].metrics == full_head.committed_runs()["CE"][0].metrics
+    assert Setup("09_tiny", sweep, "full").variant("i0").committed_runs() == {}
+    # the headline's data no longer those of the shared point: not the same runs
+    other = Stage("sweep", "a sweep", prefix="s", arms=(Arm("CE", "ce"),), variants={"i1": {"imbalance": 0.5}},
+                  scales={"full": Scale(get_profile("full"), DATA, ModelSpec(width=4, depth=1),
+                                        shared_variants={"i1": head})})
+    with pytest.raises(ValueError, match="not the same run"):
+        Setup("09_tiny", other, "full").variant("i1").committed_runs()
+
+
+def test_shared_variants_are_checked():
+    full = get_profile("full")
+    head = Stage("head", "d", scales={"full": Scale(full, DATA)}, arms=(Arm("CE", "ce"),))
+    cases = [({"i9": head}, ValueError, "does not have"),
+             ({"i1": "head"}, TypeError, "must be a Stage"),
+             ({"i1": Stage("head", "d", scales={"ci": Scale(TINY, DATA)}, arms=(Arm("CE", "ce"),))}, ValueError,
+              "with a 'full' scale"),
+             ({"i1": Stage("head", "d", scales={"full": Scale(full, DATA)}, arms=(Arm("CE", "focal"),))},
+              ValueError, "no arm with run name")]
+    for shared, error, match in cases:
+        with pytest.raises(error, match=match):
+            Stage("sweep", "d", arms=(Arm("CE", "ce"),), variants={"i1": {"imbalance": 1.0}},
+                  scales={"full": Scale(full, DATA, shared_variants=shared)})
+
+
+def test_parallel_runs_start_longest_first_as_earlier_records_time_them(tmp_path):
+    def job(stage, name, seed):
+        return _runner.RunJob("09_tiny", stage, "", name, seed, name)
+
+    (tmp_path / "a").mkdir()
+    for name, seconds in (("short", [10.0, 12.0]), ("long", [300.0]), ("broken", ["x"])):
+        for seed, value in enumerate(seconds):
+            (tmp_path / "a" / f"{name}--seed{seed}.json").write_text(json.dumps({"wall_time_s": value}))
+    (tmp_path / "a" / "torn--seed0.json").write_text("{")
+    todo = [job("a", "short", 0), job("a", "short", 1), job("a", "long", 3), job("a", "new", 0),
+            job("a", "torn", 0), job("a", "broken", 0)]
+    order = [(j.name, j.seed) for j in _runner._longest_first(todo, tmp_path)]
+    # untimed runs first (in their order), then by time; equal times keep their order
+    assert order == [("new", 0), ("torn", 0), ("broken", 0), ("long", 3), ("short", 0), ("short", 1)]
+
+
 def test_the_command_line_checks_its_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["run", "02_recall", "--profile", "ci", "--arm", "Dice", "--list"])

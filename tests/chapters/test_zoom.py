@@ -197,7 +197,9 @@ def test_stages_arms_and_run_names():
     for stage in zoom.STAGES.values():
         assert len(stage.scale("ci").profile.seeds) >= 3 and len(stage.scale("full").profile.seeds) >= 5
         full = stage.scale("full")
-        assert full.profile.steps * full.train["plateau_window"] // full.profile.eval_every >= 3
+        for arm in stage.arms:  # at least 3 evaluations in every run's plateau window
+            own = full.profile_of(arm)
+            assert own.steps * full.train["plateau_window"] // own.eval_every >= 3
     assert head.describe() == ("`ci` (early training): 220 steps, 3 seeds, 96x96 canvases (digits 12 px), "
                                "32x32 task input, width-16 SmallCNN")
 
@@ -212,6 +214,12 @@ def test_each_arm_has_its_model_and_the_record_holds_it():
     full = zoom.setup("headline", "full")
     config = full.full_config(full.arm("sampler"))
     assert config["model"]["blur_warmup_steps"] == int(zoom.BLUR_FRACTION * full.profile.steps)
+    # the high-resolution arm plateaus early and costs 10 uniform steps a step: its own budget
+    highres = full.full_config(full.arm("high-res"))["profile"]
+    assert highres["steps"] == 1200 < full.profile.steps and highres["eval_every"] == 75
+    assert highres["seeds"] == list(full.profile.seeds) and highres["batch_size"] == full.profile.batch_size
+    assert full.budget().startswith("`full` (converged budget): 2000 steps (high-res: 1,200 steps), 5 seeds")
+    assert head.budget() == "`ci` (early training): 220 steps, 3 seeds"  # early training: every arm alike
     assert config["model"]["name"] == "ZoomClassifier" and config["num_classes"] == 10
     assert isinstance(head.variant("") , zoom.ZoomSetup)
     assert isinstance(zoom.setup("sweep", "ci").variant("d8"), zoom.ZoomSetup)
@@ -224,8 +232,14 @@ def test_each_arm_has_its_model_and_the_record_holds_it():
 
 def test_the_runner_lists_every_run():
     jobs = chapter_jobs("03_zoom", "full")
-    assert len(jobs) == 5 * (6 + 2 * (len(zoom.DIGIT_SIZES) + 1) + 2)
+    # the sweep's headline-size point is the headline's uniform and sampler runs: not trained twice
+    assert len(jobs) == 5 * (6 + 2 * len(zoom.DIGIT_SIZES) + 2)
     assert {j.stage for j in jobs} == {"headline", "sweep", "segmentation"}
+    assert not [j for j in jobs if j.variant == f"d{zoom.HEADLINE_DIGIT}"]
+    assert len(chapter_jobs("03_zoom", "ci")) == 3 * (6 + 2 * (len(zoom.DIGIT_SIZES) + 1) + 2)  # ci trains it
+    sweep, head = zoom.setup("sweep", "full").variant(f"d{zoom.HEADLINE_DIGIT}"), zoom.setup("headline", "full")
+    for label in ("uniform", "sampler"):  # the same runs: data, model, budget, loss
+        assert sweep.full_config(sweep.arm(label)) == head.full_config(head.arm(label))
 
 
 # ---------------------------------------------------------------------------------------

@@ -259,12 +259,30 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """A stage at one profile: the budget (a :class:`~pixelweight.profiles.Profile`), the data
-    and the model, and any :class:`~pixelweight.train.TrainConfig` overrides."""
+    and the model, and any :class:`~pixelweight.train.TrainConfig` overrides.
+
+    ``arm_budgets`` gives an arm (by its run name, :attr:`Arm.run`) its own number of steps at
+    this scale, e.g. ``{"highres": {"steps": 1200, "eval_every": 75}}``: an arm that reaches its
+    plateau much earlier than the others and costs much more a step (a converged budget trains
+    each run to its plateau; the arms still share the data, the seeds, the batch size and the
+    learning rate, so comparisons stay paired). Only ``steps`` and ``eval_every`` may differ.
+
+    ``shared_variants`` names data variants of the stage whose runs at this scale are another
+    stage's, e.g. ``{"d12": headline}``: a sweep point that is exactly the headline experiment
+    (same data, model, budget and arms by run name) is not trained twice. The runner skips it
+    and :meth:`Setup.committed_runs` reads that stage's records for it; they must be the same
+    runs (:meth:`Setup.full_config`), or reading them fails.
+    """
 
     profile: Profile
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    arm_budgets: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    shared_variants: Mapping[str, "Stage"] = dataclasses.field(default_factory=dict)
+
+    #: The profile fields an arm's own budget may set (:attr:`arm_budgets`).
+    ARM_BUDGET_FIELDS = ("steps", "eval_every")
 
     def __post_init__(self):
         if not isinstance(self.profile, Profile):
@@ -282,10 +300,38 @@ class Scale:
         if owned:
             raise ValueError(f"train overrides {owned} belong to the profile or the run")
         object.__setattr__(self, "train", train_opts)
+        budgets = _frozen(self.arm_budgets, "arm_budgets")
+        for run, fields in budgets.items():
+            fields = _frozen(fields, f"arm_budgets[{run!r}]")
+            unknown = sorted(set(fields) - set(self.ARM_BUDGET_FIELDS))
+            if unknown or not fields:
+                raise ValueError(f"arm_budgets[{run!r}] may set {list(self.ARM_BUDGET_FIELDS)} only, got "
+                                 f"{sorted(fields)}")
+            dataclasses.replace(self.profile, **fields)  # the profile checks the values
+        object.__setattr__(self, "arm_budgets", types.MappingProxyType(
+            {run: _frozen(fields, run) for run, fields in budgets.items()}))
+        shared = _frozen(self.shared_variants, "shared_variants")
+        for variant, stage in shared.items():
+            if not isinstance(stage, Stage):
+                raise TypeError(f"shared_variants[{variant!r}] must be a Stage, got {type(stage).__name__}")
+        object.__setattr__(self, "shared_variants", shared)
+
+    def profile_of(self, arm: Optional["Arm"] = None) -> Profile:
+        """The budget ``arm`` trains with at this scale: the profile, with the arm's own steps
+        (:attr:`arm_budgets`) where it has them."""
+        if arm is None:
+            return self.profile
+        if not isinstance(arm, Arm):
+            raise TypeError(f"arm must be an Arm or None, got {type(arm).__name__}")
+        fields = self.arm_budgets.get(arm.run)
+        return dataclasses.replace(self.profile, **fields) if fields else self.profile
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"profile": self.profile.to_dict(), "data": self.data.to_dict(), "model": self.model.to_dict(),
-                "train": _plain(dict(self.train))}
+        out = {"profile": self.profile.to_dict(), "data": self.data.to_dict(), "model": self.model.to_dict(),
+               "train": _plain(dict(self.train))}
+        if self.arm_budgets:
+            out["arm_budgets"] = {run: dict(fields) for run, fields in self.arm_budgets.items()}
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,7 +407,24 @@ class Stage:
             if len(set(values)) != len(values):
                 raise ValueError(f"stage {self.name!r} lists an arm {what} twice: {values}")
         object.__setattr__(self, "arms", arms)
+        for key, scale in scales.items():
+            unknown = sorted(set(scale.arm_budgets) - {a.run for a in arms})
+            if unknown:
+                raise ValueError(f"scale {key!r} of stage {self.name!r} gives a budget to {unknown}, which are not "
+                                 f"the run names of its arms {[a.run for a in arms]}")
         variants = _frozen(self.variants, "variants")
+        for key, scale in scales.items():
+            for variant, other in scale.shared_variants.items():
+                if variant not in variants:
+                    raise ValueError(f"scale {key!r} of stage {self.name!r} shares variant {variant!r}, which it does "
+                                     f"not have; it has {sorted(variants)}")
+                if other is self or other.name == self.name or key not in other.scales:
+                    raise ValueError(f"scale {key!r} of stage {self.name!r} shares variant {variant!r} with stage "
+                                     f"{other.name!r}, which must be another stage with a {key!r} scale")
+                missing = sorted({a.run for a in arms} - {a.run for a in other.arms})
+                if missing:
+                    raise ValueError(f"stage {other.name!r} has no arm with run name {missing}: it cannot share "
+                                     f"variant {variant!r} of stage {self.name!r}")
         for key, options in variants.items():
             if not key or not key.replace(".", "").replace("_", "").isalnum():
                 raise ValueError(f"a variant name is a short run-name part such as 's1', got {key!r}")
@@ -532,8 +595,19 @@ class Setup:
                      results_dir=self.results_dir, variant=name)
 
     def budget(self) -> str:
-        """The training budget in a few words (:meth:`pixelweight.profiles.Profile.budget`)."""
-        return self.profile.budget()
+        """The training budget in a few words (:meth:`pixelweight.profiles.Profile.budget`), with
+        the arms that train for their own number of steps (:attr:`Scale.arm_budgets`)."""
+        return _with_arm_budgets(self.profile.budget(), self.profile, self.arm_budget_text())
+
+    def arm_budget_text(self) -> str:
+        """The arms with their own number of steps at this scale, e.g. "high-res: 1,200 steps";
+        empty when every arm trains for the profile's."""
+        parts = []
+        for arm in self.arms:
+            own = self.scale.profile_of(arm)
+            if own.steps != self.profile.steps:
+                parts.append(f"{arm.label}: {own.steps:,} steps")
+        return "; ".join(parts)
 
     def describe(self) -> str:
         """The budget and the scale in one line, for a claims table, e.g.
@@ -613,7 +687,7 @@ class Setup:
             raise TypeError(f"arm must be an Arm, got {type(arm).__name__}")
         return run_seeds(
             name or self.run_name(arm), lambda: self.build_model(arm), lambda: self.build_loss(arm), self.splits,
-            self.profile, self.metrics, device=self.device, results_dir=self.results_dir,
+            self.scale.profile_of(arm), self.metrics, device=self.device, results_dir=self.results_dir,
             record_config=self.record_config(loss=arm.to_dict(), model=self.model_of(arm).to_dict()),
             on_log=on_log if on_log is not None else self.stage.on_log,
             train_overrides={**self.scale.train, **train_overrides},
@@ -644,8 +718,14 @@ class Setup:
         from ..results import committed_frame
 
         full = self.stage.scale("full")
+        own = {}  # the arms with their own steps are compared with their own budget
+        for arm in self.arms:
+            if arm.run in full.arm_budgets:
+                for variant in (self.stage.variants or {"": None}):
+                    own[self.variant(variant).run_name(arm)] = full.profile_of(arm).to_dict()
         return committed_frame(self.chapter, full.profile.to_dict(),
-                               self.run_names(variants=True) if names is None else names, columns=columns)
+                               self.run_names(variants=True) if names is None else names, columns=columns,
+                               profiles=own)
 
     def full_config(self, arm: Arm) -> Dict[str, Any]:
         """What a converged record of ``arm`` on this stage (and variant) must hold today: the
@@ -654,7 +734,7 @@ class Setup:
         full = self.stage.scale("full")
         data = full.data.replace(**self.stage.variants[self.variant_name]) if self.variant_name else full.data
         model = arm.model if arm.model is not None else full.model
-        return _plain({"profile": full.profile.to_dict(), "data_spec": data.to_dict(), "model": model.to_dict(),
+        return _plain({"profile": full.profile_of(arm).to_dict(), "data_spec": data.to_dict(), "model": model.to_dict(),
                        "train_overrides": dict(full.train), "loss": arm.to_dict(), "num_classes": self.num_classes})
 
     def committed_runs(self, arms: Optional[Sequence[Arm]] = None) -> Dict[str, List["CommittedRun"]]:
@@ -662,9 +742,15 @@ class Setup:
         ``{arm label: [CommittedRun per seed]}`` for the arms with records, seeds in order,
         only the seeds every such arm has (the comparisons are paired), and only records made
         with the stage's ``full`` scale and the arm as they are today (:meth:`full_config`).
-        Empty when none is committed (e.g. a notebook opened alone on Colab)."""
+        Empty when none is committed (e.g. a notebook opened alone on Colab). A data variant the
+        ``full`` scale shares with another stage (:attr:`Scale.shared_variants`) reads that
+        stage's records of the arms with the same run names."""
         from ..results import committed_records
 
+        full = self.stage.scales.get("full")
+        shared = full.shared_variants.get(self.variant_name) if full is not None else None
+        if shared is not None:
+            return self._shared_runs(shared, self.arms if arms is None else tuple(arms))
         records = committed_records(self.chapter)
         found: Dict[str, Dict[int, CommittedRun]] = {}
         for arm in self.arms if arms is None else arms:
@@ -676,6 +762,19 @@ class Setup:
             return {}
         seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))
         return {label: [by_seed[s] for s in seeds] for label, by_seed in found.items()} if seeds else {}
+
+    def _shared_runs(self, stage: "Stage", arms: Sequence[Arm]) -> Dict[str, List["CommittedRun"]]:
+        """:meth:`committed_runs` of ``arms`` read from ``stage``'s records (a shared variant),
+        keyed by this stage's labels; the runs must be the same (:meth:`full_config`)."""
+        other = type(self)(self.chapter, stage, "full", device=self.device, results_dir=self.results_dir)
+        theirs = {a.run: a for a in other.arms}
+        for arm in arms:
+            if self.full_config(arm) != other.full_config(theirs[arm.run]):
+                raise ValueError(f"variant {self.variant_name!r} of stage {self.stage.name!r} is shared with stage "
+                                 f"{stage.name!r}, but its arm {arm.label!r} is not the same run there: "
+                                 "train it (drop the variant from shared_variants) or make the runs equal")
+        found = other.committed_runs([theirs[a.run] for a in arms])
+        return {a.label: found[theirs[a.run].label] for a in arms if theirs[a.run].label in found}
 
     def converged(self, claims: Callable[["Setup", Mapping[Any, Sequence["CommittedRun"]]], Any],
                   arms: Optional[Sequence[Arm]] = None, section: str = "converged-claims",
@@ -721,7 +820,8 @@ class Setup:
             return Converged(None, {}, {}, missing=tuple(f"{key if isinstance(key, str) else ' '.join(key)} "
                                                          "(fewer than two paired seeds)"
                                                          for key, rs in runs.items() if len(rs) < 2))
-        table = converged_table(claims(self, runs), runs, section=section, profile=self.profile)
+        table = converged_table(claims(self, runs), runs, section=section, profile=self.profile,
+                                arm_budgets=self.arm_budget_text())
         return Converged(table, runs, committed_status(runs))
 
     def show_converged(self, claims: Callable, results_dir: Optional[str] = None,
@@ -805,18 +905,30 @@ def check_stage(setup: Any, chapter: str, stage: str) -> None:
                          f"got stage {setup.stage.name!r} of {setup.chapter!r}")
 
 
+def _with_arm_budgets(budget: str, profile: Profile, arm_budgets: str) -> str:
+    """``budget`` (:meth:`Profile.budget`) with the arms that train for their own number of
+    steps after the profile's, e.g. "`full` (converged): 2000 steps (high-res: 1,200 steps), 5 seeds"."""
+    if not arm_budgets:
+        return budget
+    steps = f": {profile.steps} steps"
+    return budget.replace(steps, f"{steps} ({arm_budgets})", 1) if steps in budget else f"{budget} ({arm_budgets})"
+
+
 def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: str = "converged-claims",
-                    profile: Optional[Profile] = None):
+                    profile: Optional[Profile] = None, arm_budgets: str = ""):
     """``table`` (a :class:`~pixelweight.claims.ClaimsTable` judged on committed runs)
     labelled with the runs' status. Its budget counts the seeds the comparison paired (of
     ``profile``, the ``full`` profile, when given) and how many runs reached the plateau; its
     scope adds from which commits the records are and whether the library changed since. A
     stale table says "STALE records" in its budget and is marked ``stale``, so that the
-    landing page and the scorecard never show its verdicts as current."""
+    landing page and the scorecard never show its verdicts as current.``arm_budgets``
+    (:meth:`Setup.arm_budget_text`) names the arms that trained for their own number of steps."""
     from ..claims import ClaimsTable
 
     if not isinstance(table, ClaimsTable):
         raise TypeError(f"a claims function must return a ClaimsTable, got {type(table).__name__}")
+    if not isinstance(arm_budgets, str):
+        raise TypeError(f"arm_budgets must be a string (Setup.arm_budget_text), got {type(arm_budgets).__name__}")
     status = committed_status(runs)
     if not status["runs"]:
         raise ValueError("converged claims need at least one committed run")
@@ -825,7 +937,7 @@ def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: 
         if not isinstance(profile, Profile):
             raise TypeError(f"profile must be a Profile, got {type(profile).__name__}")
         seeds = sorted({r.seed for rs in runs.values() for r in rs})
-        paired = dataclasses.replace(profile, seeds=tuple(seeds)).budget()
+        paired = _with_arm_budgets(dataclasses.replace(profile, seeds=tuple(seeds)).budget(), profile, arm_budgets)
         scope = paired + scope[len(table.budget):] if scope.startswith(table.budget) else scope
         budget = paired
     plateau = (f"{status['plateau_reached']} of {status['plateau_measured']} runs reached the plateau"

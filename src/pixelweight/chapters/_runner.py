@@ -54,7 +54,8 @@ class RunJob:
 def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[str]] = None,
                  arms: Optional[Sequence[str]] = None) -> List[RunJob]:
     """Every run of the chapter ``folder`` at ``profile``, in a stable order (only the
-    ``stages`` and the arms labelled ``arms`` when given)."""
+    ``stages`` and the arms labelled ``arms`` when given; not the data variants a stage shares
+    with another at that profile, :attr:`~pixelweight.chapters.Scale.shared_variants`)."""
     from . import get_chapter
 
     module = get_chapter(folder)
@@ -63,6 +64,8 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
     for stage_name in chosen:
         stage = module.CHAPTER.stage(stage_name)
         for variant in (stage.variants or {"": {}}):
+            if variant in stage.scale(profile).shared_variants:
+                continue  # another stage's runs (Scale.shared_variants): not trained twice
             setup = module.setup(stage_name, profile).variant(variant)
             if arms is not None:
                 unknown = sorted(set(arms) - {a.label for a in stage.arms})
@@ -110,7 +113,8 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
     records to ``out`` (default ``results/<chapter>``). Refuses a working tree with uncommitted
     changes (the records' commit would not name the code that made them) unless
     ``allow_dirty``. With ``skip_existing`` a run whose record exists is not rerun (a run
-    interrupted half-way resumes). With ``trace`` (``full`` profile) the stages' records
+    interrupted half-way resumes). With several ``jobs`` the runs start longest first, as the
+    records already under ``out`` time them. With ``trace`` (``full`` profile) the stages' records
     then get the library files their runs execute (:mod:`pixelweight.chapters._trace`: a
     short traced rerun per arm, at each record's own commit), which makes their staleness
     per file. Returns the records'
@@ -132,6 +136,8 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
     if skip_existing:
         todo = [j for j in todo if not _current(out / j.stage / f"{j.name}--seed{j.seed}.json", j, profile)]
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs > 1:
+        todo = _longest_first(todo, out)
     paths: List[str] = []
     print(f"{folder}: {len(todo)} runs at profile {profile!r}, {jobs} at a time, {threads} thread(s) each -> {out}",
           flush=True)
@@ -153,6 +159,28 @@ def run_chapter(folder: str, profile: str = "full", *, jobs: int = 1, out: Union
             print(f"[{i}/{len(todo)}] {job.name} seed {job.seed}: {seconds:.0f} s", flush=True)
     _trace_written(out, sorted({j.stage for j in chapter_jobs(folder, profile, stages, arms)}), profile, trace)
     return sorted(paths)
+
+
+def _longest_first(todo: Sequence[RunJob], out: Path) -> List[RunJob]:
+    """``todo`` with the longest runs first, so that parallel workers finish together instead
+    of one running the last long run alone: each run's expected time is the median wall time of
+    the records of its name under ``out`` (any seed: the records a rerun replaces, or an earlier
+    run's); a run without one goes first (it may be long). Stable among equals."""
+    import json
+    import statistics
+
+    expected: Dict[Tuple[str, str], float] = {}
+    for stage, name in {(j.stage, j.name) for j in todo}:
+        times = []
+        for path in (out / stage).glob(f"{name}--seed*.json"):
+            try:
+                seconds = json.loads(path.read_text()).get("wall_time_s")
+            except (OSError, ValueError):
+                continue
+            if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+                times.append(float(seconds))
+        expected[stage, name] = statistics.median(times) if times else math.inf
+    return sorted(todo, key=lambda j: -expected[j.stage, j.name])
 
 
 def _trace_written(out: Path, stages: Sequence[str], profile: str, trace: bool) -> None:

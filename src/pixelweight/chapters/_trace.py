@@ -90,13 +90,18 @@ if task["variant"]:
     setup = setup.variant(task["variant"])
 arm = setup.arm(task["arm"])
 profile = dataclasses.replace(setup.scale.profile, steps=task["steps"], eval_every=task["eval_every"])
-setup.scale = dataclasses.replace(setup.scale, profile=profile)
+# every arm traces at this budget, one with its own steps too (Scale.arm_budgets, where the commit has them)
+own = {"arm_budgets": {}} if any(f.name == "arm_budgets" for f in dataclasses.fields(setup.scale)) else {}
+setup.scale = dataclasses.replace(setup.scale, profile=profile, **own)
 # a learning-rate warm-up as long as the traced run or longer is shortened to fit it (the same code runs)
 warmup = setup.scale.train.get("warmup_steps", 0)
 shortened = warmup >= task["steps"]
 if shortened:
     setup.scale = dataclasses.replace(setup.scale, train={**setup.scale.train, "warmup_steps": task["steps"] - 1})
 setup.results_dir = task["records"]
+budget = setup.scale.profile_of(arm) if hasattr(setup.scale, "profile_of") else setup.scale.profile
+if (budget.steps, budget.eval_every) != (task["steps"], task["eval_every"]):
+    raise SystemExit(f"the traced run would train {budget.steps} steps, not the trace's {task['steps']}")
 setup.run_arm(arm, seeds=[task["seed"]], log_every=1)
 if sys.gettrace() is not _hook:
     raise SystemExit("the trace hook was replaced during the run")
