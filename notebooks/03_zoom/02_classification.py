@@ -154,9 +154,10 @@ plt.show()
 runs = setup.run()
 glue("train_minutes", f"{sum(r.wall_time_s for rs in runs.values() for r in rs) / 60:.1f}")
 glue("device_name", runs["uniform"][0].device)
+glue("trained_steps", f"{P.steps} Adam steps" + (f" ({setup.arm_budget_text()})" if setup.arm_budget_text() else ""))
 
 # %% [markdown]
-# Each arm trained {glue:text}`n_seeds` seeds of {glue:text}`steps` Adam steps
+# Each arm trained {glue:text}`n_seeds` seeds of {glue:text}`trained_steps`
 # ({glue:text}`train_minutes` minutes in all on {glue:text}`device_name`).
 #
 # ## Results (test split)

@@ -119,6 +119,14 @@ def test_an_arms_own_budget_is_checked(budgets, error, match):
         Scale(TINY, DATA, arm_budgets=budgets)
 
 
+def test_an_arms_own_budget_keeps_the_warm_up_and_evaluation_consistent():
+    with pytest.raises(ValueError, match="eval_every"):
+        Scale(TINY, DATA, train={"eval_every": 2}, arm_budgets={"ce": {"steps": 2}})
+    with pytest.raises(ValueError, match="not shorter than arm 'ce'"):
+        Scale(TINY, DATA, train={"warmup_steps": 2}, arm_budgets={"ce": {"steps": 2}})
+    assert Scale(TINY, DATA, train={"warmup_steps": 1}, arm_budgets={"ce": {"steps": 2}}).arm_budgets["ce"]["steps"] == 2
+
+
 def test_an_arm_budget_names_an_arm_of_the_stage():
     with pytest.raises(ValueError, match="not the run names of its arms"):
         Stage("s", "d", scales={"ci": Scale(TINY, DATA, arm_budgets={"CE": {"steps": 2}})}, arms=(Arm("CE", "ce"),))
@@ -140,6 +148,7 @@ def test_an_arm_with_its_own_steps_trains_records_and_is_named_with_them(tmp_pat
     assert setup.scale.profile_of(ce) is setup.profile and setup.scale.profile_of(None) is setup.profile
     assert setup.scale.profile_of(rma).steps == 2 and setup.scale.profile_of(rma).seeds == setup.profile.seeds
     assert setup.arm_budget_text() == "recall (moving average): 2 steps"
+    assert setup.arm_budget_text([ce]) == ""  # a comparison without that arm does not name it
     assert setup.budget() == "`ci` (early training): 3 steps (recall (moving average): 2 steps), 2 seeds"
     assert Setup("09_tiny", tiny_stage(), "ci").budget() == "`ci` (early training): 3 steps, 2 seeds"
     runs = setup.run()

@@ -371,9 +371,17 @@ def test_an_arm_with_its_own_steps_is_read_compared_and_named_with_them(monkeypa
 
     out = full.converged(claims)
     steps = get_profile("full").steps
-    assert out.table.budget.startswith(f"`full` (converged budget): {steps} steps (recall (moving average): 1,200 "
-                                       "steps), "
-                                       "2 seeds")
+    assert out.table.budget.startswith(f"`full` (converged budget): {steps} steps (recall (moving average): 1200 "
+                                       "steps), 2 seeds")
+    def ce_only(setup, runs):
+        from pixelweight.claims import Claim, Evidence
+        from pixelweight.stats import mean_ci
+
+        return setup.claims_table([Claim("a claim", source="ours", ran="CE", evidence=Evidence(
+            "mIoU", mean_ci([r.metrics["test_miou"] for r in runs["CE"]]), direction=+1))])
+
+    only_ce = full.converged(ce_only, arms=[full.arm("CE")])
+    assert only_ce.table.budget.startswith(f"`full` (converged budget): {steps} steps, 2 seeds")
     from pixelweight.chapters import converged_table
 
     with pytest.raises(TypeError, match="arm_budgets must be a string"):
@@ -420,6 +428,14 @@ def test_a_shared_variant_is_not_trained_twice_and_reads_the_other_stages_record
                                         shared_variants={"i1": head})})
     with pytest.raises(ValueError, match="not the same run"):
         Setup("09_tiny", other, "full").variant("i1").committed_runs()
+    drifted = Chapter("09_tiny", "A tiny chapter", {"head": head, "sweep": other})
+    monkeypatch.setattr("pixelweight.chapters.get_chapter", lambda folder: types.SimpleNamespace(
+        STAGES=drifted.stages, CHAPTER=drifted, setup=drifted.setup))
+    with pytest.raises(ValueError, match="not the same run"):  # the runner refuses to skip it
+        _runner.chapter_jobs("09_tiny", "full")
+    copy = Stage("head", "the headline", prefix="h", scales=head.scales, arms=head.arms)
+    with pytest.raises(ValueError, match="not this chapter's own"):
+        Chapter("09_tiny", "A tiny chapter", {"head": copy, "sweep": sweep})
 
 
 def test_shared_variants_are_checked():
@@ -430,7 +446,9 @@ def test_shared_variants_are_checked():
              ({"i1": Stage("head", "d", scales={"ci": Scale(TINY, DATA)}, arms=(Arm("CE", "ce"),))}, ValueError,
               "with a 'full' scale"),
              ({"i1": Stage("head", "d", scales={"full": Scale(full, DATA)}, arms=(Arm("CE", "focal"),))},
-              ValueError, "no arm with run name")]
+              ValueError, "no arm with run name"),
+             ({"i1": Stage("head", "d", scales={"full": Scale(full, DATA)}, arms=(Arm("CE", "ce"),),
+                           variants={"v": {"imbalance": 0.5}})}, ValueError, "no data variants")]
     for shared, error, match in cases:
         with pytest.raises(error, match=match):
             Stage("sweep", "d", arms=(Arm("CE", "ce"),), variants={"i1": {"imbalance": 1.0}},
@@ -446,11 +464,14 @@ def test_parallel_runs_start_longest_first_as_earlier_records_time_them(tmp_path
         for seed, value in enumerate(seconds):
             (tmp_path / "a" / f"{name}--seed{seed}.json").write_text(json.dumps({"wall_time_s": value}))
     (tmp_path / "a" / "torn--seed0.json").write_text("{")
+    (tmp_path / "a" / "list--seed0.json").write_text("[]")
+    (tmp_path / "a" / "flag--seed0.json").write_text(json.dumps({"wall_time_s": True}))
     todo = [job("a", "short", 0), job("a", "short", 1), job("a", "long", 3), job("a", "new", 0),
-            job("a", "torn", 0), job("a", "broken", 0)]
+            job("a", "torn", 0), job("a", "broken", 0), job("a", "list", 0), job("a", "flag", 0)]
     order = [(j.name, j.seed) for j in _runner._longest_first(todo, tmp_path)]
     # untimed runs first (in their order), then by time; equal times keep their order
-    assert order == [("new", 0), ("torn", 0), ("broken", 0), ("long", 3), ("short", 0), ("short", 1)]
+    assert order == [("new", 0), ("torn", 0), ("broken", 0), ("list", 0), ("flag", 0), ("long", 3), ("short", 0),
+                     ("short", 1)]
 
 
 def test_the_command_line_checks_its_arguments(capsys):

@@ -307,7 +307,12 @@ class Scale:
             if unknown or not fields:
                 raise ValueError(f"arm_budgets[{run!r}] may set {list(self.ARM_BUDGET_FIELDS)} only, got "
                                  f"{sorted(fields)}")
-            dataclasses.replace(self.profile, **fields)  # the profile checks the values
+            own = dataclasses.replace(self.profile, **fields)  # the profile checks the values
+            if "eval_every" in train_opts:
+                raise ValueError("train overrides eval_every, which arm_budgets sets per arm: put it in the profile")
+            if train_opts.get("warmup_steps", 0) >= own.steps:
+                raise ValueError(f"the warm-up of {train_opts['warmup_steps']} steps is not shorter than arm "
+                                 f"{run!r}'s {own.steps} steps")
         object.__setattr__(self, "arm_budgets", types.MappingProxyType(
             {run: _frozen(fields, run) for run, fields in budgets.items()}))
         shared = _frozen(self.shared_variants, "shared_variants")
@@ -418,9 +423,10 @@ class Stage:
                 if variant not in variants:
                     raise ValueError(f"scale {key!r} of stage {self.name!r} shares variant {variant!r}, which it does "
                                      f"not have; it has {sorted(variants)}")
-                if other is self or other.name == self.name or key not in other.scales:
+                if other is self or other.name == self.name or key not in other.scales or other.variants:
                     raise ValueError(f"scale {key!r} of stage {self.name!r} shares variant {variant!r} with stage "
-                                     f"{other.name!r}, which must be another stage with a {key!r} scale")
+                                     f"{other.name!r}, which must be another stage with a {key!r} scale and no "
+                                     "data variants of its own")
                 missing = sorted({a.run for a in arms} - {a.run for a in other.arms})
                 if missing:
                     raise ValueError(f"stage {other.name!r} has no arm with run name {missing}: it cannot share "
@@ -599,14 +605,14 @@ class Setup:
         the arms that train for their own number of steps (:attr:`Scale.arm_budgets`)."""
         return _with_arm_budgets(self.profile.budget(), self.profile, self.arm_budget_text())
 
-    def arm_budget_text(self) -> str:
-        """The arms with their own number of steps at this scale, e.g. "high-res: 1,200 steps";
-        empty when every arm trains for the profile's."""
+    def arm_budget_text(self, arms: Optional[Sequence[Arm]] = None) -> str:
+        """The arms (of ``arms``, default all) with their own number of steps at this scale, e.g.
+        "high-res: 1200 steps"; empty when every one trains for the profile's."""
         parts = []
-        for arm in self.arms:
+        for arm in self.arms if arms is None else arms:
             own = self.scale.profile_of(arm)
             if own.steps != self.profile.steps:
-                parts.append(f"{arm.label}: {own.steps:,} steps")
+                parts.append(f"{arm.label}: {own.steps} steps")
         return "; ".join(parts)
 
     def describe(self) -> str:
@@ -821,7 +827,7 @@ class Setup:
                                                          "(fewer than two paired seeds)"
                                                          for key, rs in runs.items() if len(rs) < 2))
         table = converged_table(claims(self, runs), runs, section=section, profile=self.profile,
-                                arm_budgets=self.arm_budget_text())
+                                arm_budgets=self.arm_budget_text(wanted))
         return Converged(table, runs, committed_status(runs))
 
     def show_converged(self, claims: Callable, results_dir: Optional[str] = None,
@@ -907,7 +913,7 @@ def check_stage(setup: Any, chapter: str, stage: str) -> None:
 
 def _with_arm_budgets(budget: str, profile: Profile, arm_budgets: str) -> str:
     """``budget`` (:meth:`Profile.budget`) with the arms that train for their own number of
-    steps after the profile's, e.g. "`full` (converged): 2000 steps (high-res: 1,200 steps), 5 seeds"."""
+    steps after the profile's, e.g. "`full` (converged budget): 2000 steps (high-res: 1200 steps), 5 seeds"."""
     if not arm_budgets:
         return budget
     steps = f": {profile.steps} steps"
@@ -1164,6 +1170,12 @@ class Chapter:
         for key, stage in stages.items():
             if not isinstance(stage, Stage) or stage.name != key:
                 raise ValueError(f"stage {key!r} of chapter {self.folder!r} must be a Stage named {key!r}")
+        for stage in stages.values():
+            for profile, scale in stage.scales.items():
+                for variant, other in scale.shared_variants.items():
+                    if stages.get(other.name) is not other:
+                        raise ValueError(f"stage {stage.name!r} shares variant {variant!r} at {profile!r} with a stage "
+                                         f"{other.name!r} that is not this chapter's own")
         object.__setattr__(self, "stages", stages)
 
     def stage(self, name: str) -> Stage:

@@ -64,9 +64,16 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
     for stage_name in chosen:
         stage = module.CHAPTER.stage(stage_name)
         for variant in (stage.variants or {"": {}}):
-            if variant in stage.scale(profile).shared_variants:
-                continue  # another stage's runs (Scale.shared_variants): not trained twice
             setup = module.setup(stage_name, profile).variant(variant)
+            shared = stage.scale(profile).shared_variants.get(variant)
+            if shared is not None:  # another stage's runs (Scale.shared_variants): not trained twice
+                other = module.setup(shared.name, profile)
+                theirs = {a.run: a for a in other.arms}
+                for arm in stage.arms:
+                    if profile == "full" and setup.full_config(arm) != other.full_config(theirs[arm.run]):
+                        raise ValueError(f"variant {variant!r} of stage {stage_name!r} is shared with stage "
+                                         f"{shared.name!r}, but its arm {arm.label!r} is not the same run there")
+                continue
             if arms is not None:
                 unknown = sorted(set(arms) - {a.label for a in stage.arms})
                 if unknown:
@@ -174,10 +181,11 @@ def _longest_first(todo: Sequence[RunJob], out: Path) -> List[RunJob]:
         times = []
         for path in (out / stage).glob(f"{name}--seed*.json"):
             try:
-                seconds = json.loads(path.read_text()).get("wall_time_s")
+                record = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(seconds, (int, float)) and math.isfinite(seconds):
+            seconds = record.get("wall_time_s") if isinstance(record, dict) else None
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds):
                 times.append(float(seconds))
         expected[stage, name] = statistics.median(times) if times else math.inf
     return sorted(todo, key=lambda j: -expected[j.stage, j.name])

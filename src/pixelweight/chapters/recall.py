@@ -99,8 +99,7 @@ _SCALES = {
 def _logging_every_400th(scale: Scale) -> Scale:
     """``scale`` logging 400 times per run (every step in ``ci``): the weight trajectory's
     resolution in ``02_experiments``."""
-    return Scale(scale.profile, scale.data, scale.model,
-                 train={**scale.train, "log_every": max(1, scale.profile.steps // 400)})
+    return dataclasses.replace(scale, train={**scale.train, "log_every": max(1, scale.profile.steps // 400)})
 
 
 STAGES = {
