@@ -629,32 +629,6 @@ def test_a_trace_accepts_what_a_stage_derives_from_the_budget(tmp_path):
     assert "src/pixelweight/sampling/sampler.py" in found["files"]
 
 
-def test_a_trace_runs_an_arm_with_its_own_steps_at_the_traces_budget(tmp_path):
-    """The zoom chapter's high-res arm trains 1,200 steps of its own at the full scale: its
-    trace still runs TRACE_STEPS (the traced child refuses any other budget) and checks the
-    rest of the record's configuration."""
-    import dataclasses
-    import subprocess
-
-    from pixelweight.chapters import get_chapter
-    from pixelweight.chapters._trace import traced_files
-
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_runner.Path(__file__).resolve().parents[2],
-                          capture_output=True, text=True).stdout.strip()
-    setup = get_chapter("03_zoom").setup("headline", "full", device="cpu", results_dir=str(tmp_path))
-    own = setup.scale.profile_of(setup.arm("high-res"))
-    assert own.steps < setup.profile.steps
-    setup.scale = dataclasses.replace(setup.scale, arm_budgets={},
-                                      profile=dataclasses.replace(setup.scale.profile, steps=4, eval_every=2))
-    (run,) = setup.run_arm(setup.arm("high-res"), seeds=[0], progress=False)
-    config = load_record(run.record_path).config
-    config["profile"].update(steps=own.steps, eval_every=own.eval_every)  # as its converged record says
-    task = {"chapter": "03_zoom", "stage": "headline", "variant": "", "arm": "high-res", "seed": 0, "config": config}
-    found = traced_files({"highres": task}, head)["highres"]
-    assert isinstance(found, dict) and found.get("config_checked"), found
-    assert "src/pixelweight/models/zoom.py" in found["files"]
-
-
 def test_a_trace_shortens_a_warm_up_longer_than_its_run(tmp_path):
     """The zoom chapter's converged segmentation runs warm the learning rate up over
     SEGMENTATION_WARMUP steps, more than the traced run's TRACE_STEPS: the trace shortens the

@@ -27,21 +27,24 @@ task and metrics where the stage classifies. Runs are named ``ch3-<stage>-<arm>`
 
 The ``full`` budget (``make results CHAPTER=03_zoom``: 5 seeds; 2,000 steps of 32 images for
 the ``headline`` and ``sweep`` stages, 4,000 steps of 16 scenes for ``segmentation``, after a
-100-step learning-rate warm-up). One training step, one thread, as process CPU time (what an
-unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res 0.150, no
-padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant 0.043 s for
-its two arms. Measured at 2 jobs x 1 thread on 2-core machines, from the committed records: the
-headline and sweep stages ran 100 minutes of runs in 51 minutes; the segmentation stage, on a
-slower machine, 69 minutes of runs in about 35 (uniform 239-317 s a run, zoom + unzoom 448-590
-s; two zoom + unzoom runs side by side are the slowest pair). On that slower machine a high-res
-record (329 s on the first, beside other runs) retrained in 556 s beside a segmentation run:
-about 1.3-1.7 times slower. The chapter therefore takes about 75 minutes on the faster machine,
-within the 90 of the design, and about 110 on the slower one, **over** them; the
-classification stages are then two thirds of it (the high-res arm alone a third of theirs). One seed at 2,500 steps had plateaued by step
-1,600 in the sampler and uniform arms, and one high-res seed at 2,000 steps by step 1,200
-(0.967-0.970), hence the 2,000 steps. The segmentation experiment was made smaller to fit the
-budget; its sizing and the budgets it replaced are in the comment on ``_FULL_SEGMENT`` in this
-module's source.
+100-step learning-rate warm-up; 70 runs). One training step, one thread, as process CPU time
+(what an unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res
+0.150, no padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant
+0.043 s for its two arms. The sweep's point at the headline's digit size is the headline's
+uniform and sampler runs themselves (:attr:`~pixelweight.chapters.Scale.shared_variants`; until
+commit 51a1a33 they were trained twice). Measured at 2 jobs x 1 thread on 2-core machines, from
+the committed records (wall time of each run beside another): the headline stage 65 minutes of
+runs and the sweep 26, on the machine that made them; the segmentation stage 78 minutes of runs
+in 42 minutes of wall time on a slower one (uniform 306-327 s a run, zoom + unzoom 581-661 s;
+the inverse warp of the unzoom costs as much again as the U-Net). That is 169 minutes of runs,
+about 85 minutes at 2 jobs, the longest runs first (``python -m pixelweight.results run``
+orders them so): within the design's 90 on these machines, with little margin (a slower
+2-core machine takes longer).
+The classification stages are half of it, the high-res arm a third of theirs. One seed at
+2,500 steps had plateaued by step 1,600 in the sampler and uniform arms, hence the 2,000
+steps; 1,500 left the sampler arms short of their plateau. The segmentation experiment was made
+smaller to fit the budget; its sizing and the budgets it replaced are in the comment on
+``_FULL_SEGMENT`` in this module's source, those of the high-res arm beside ``_FULL_CLASSIFY``.
 
 Claims: :func:`headline_claims` (``02_classification``, from the ``headline`` and ``sweep``
 runs), :func:`sweep_claims` (``02_classification``'s converged section of the sweep) and
@@ -186,13 +189,13 @@ FIXED_ARM = "learned data-set map"
 #: so 2,000 steps keep the plateau and cut the budget.
 _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_samples=6000, val_samples=1000,
                              test_samples=2000, eval_every=125)
-#: The converged budget of the high-resolution arm (:attr:`~pixelweight.chapters.Scale.arm_budgets`):
-#: 1,200 steps, validation every 75 (5 evaluations in the plateau window). At 2,000 steps its 5
-#: seeds stayed within 0.02 of their final validation accuracy from step 875-1,250 on (0.947-0.984);
-#: one seed at 1,500 steps, from step 975 (0.952-0.965). Its step costs about 10 times uniform
-#: downsampling's (it reads the 96 x 96 canvas): at 2,000 steps it was a third of the
-#: classification stages' cost.
-_FULL_HIGHRES = {"steps": 1200, "eval_every": 75}
+#: The high-resolution arm trains these 2,000 steps too. Its step costs about 10 times uniform
+#: downsampling's (it reads the 96 x 96 canvas), a third of the classification stages' cost, and
+#: at 2,000 steps its 5 seeds stayed within 0.02 of their final validation accuracy from step
+#: 875-1,250 on; so a budget of its own (:attr:`~pixelweight.chapters.Scale.arm_budgets`) of 1,200
+#: steps, validation every 75, was tried (commit 9ea3787): it ended lower (test accuracy
+#: 0.940-0.972 against 0.972-0.985: the learning-rate schedule decays over the shorter run), and
+#: one seed of 5 missed the plateau (change 0.020). A weaker upper bound would flatter claim (c).
 
 #: The converged segmentation budget: 5 seeds, 4,000 steps of 16 scenes (43 epochs of the 1,500
 #: training scenes), validation every 125 steps (9 evaluations in the plateau window), after a
@@ -232,8 +235,7 @@ _HEADLINE = Stage(
     "headline", "uniform downsampling, the saliency sampler, the high-resolution upper bound and three ablations",
     scales={
         "ci": Scale(get_profile("ci", steps=_CI_HEADLINE_STEPS, lr=3e-3, eval_every=0), CANVASES, _CLASSIFIER),
-        "full": Scale(_FULL_CLASSIFY, CANVASES, _CLASSIFIER, train=PLATEAU_ACCURACY,
-                      arm_budgets={"highres": _FULL_HIGHRES}),
+        "full": Scale(_FULL_CLASSIFY, CANVASES, _CLASSIFIER, train=PLATEAU_ACCURACY),
     },
     arms=_HEADLINE_ARMS, prefix="ch3-headline", num_classes=10,
 )
