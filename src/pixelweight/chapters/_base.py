@@ -261,7 +261,7 @@ class Scale:
     """A stage at one profile: the budget (a :class:`~pixelweight.profiles.Profile`), the data
     and the model, and any :class:`~pixelweight.train.TrainConfig` overrides.
 
-    ``arm_budgets`` gives an arm (by its run name, :attr:`Arm.run`) its own number of steps at
+    ``arm_budgets`` gives an arm (by its run name, ``Arm.run``) its own number of steps at
     this scale, e.g. ``{"highres": {"steps": 1200, "eval_every": 75}}``: an arm that reaches its
     plateau much earlier than the others and costs much more a step (a converged budget trains
     each run to its plateau; the arms still share the data, the seeds, the batch size and the
@@ -281,7 +281,7 @@ class Scale:
     arm_budgets: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     shared_variants: Mapping[str, "Stage"] = dataclasses.field(default_factory=dict)
 
-    #: The profile fields an arm's own budget may set (:attr:`arm_budgets`).
+    #: The profile fields an arm's own budget may set (``arm_budgets``).
     ARM_BUDGET_FIELDS = ("steps", "eval_every")
 
     def __post_init__(self):
@@ -323,7 +323,7 @@ class Scale:
 
     def profile_of(self, arm: Optional["Arm"] = None) -> Profile:
         """The budget ``arm`` trains with at this scale: the profile, with the arm's own steps
-        (:attr:`arm_budgets`) where it has them."""
+        (``arm_budgets``) where it has them."""
         if arm is None:
             return self.profile
         if not isinstance(arm, Arm):
@@ -602,7 +602,7 @@ class Setup:
 
     def budget(self) -> str:
         """The training budget in a few words (:meth:`pixelweight.profiles.Profile.budget`), with
-        the arms that train for their own number of steps (:attr:`Scale.arm_budgets`)."""
+        the arms that train for their own number of steps (``Scale.arm_budgets``)."""
         return _with_arm_budgets(self.profile.budget(), self.profile, self.arm_budget_text())
 
     def arm_budget_text(self, arms: Optional[Sequence[Arm]] = None) -> str:
@@ -749,7 +749,7 @@ class Setup:
         only the seeds every such arm has (the comparisons are paired), and only records made
         with the stage's ``full`` scale and the arm as they are today (:meth:`full_config`).
         Empty when none is committed (e.g. a notebook opened alone on Colab). A data variant the
-        ``full`` scale shares with another stage (:attr:`Scale.shared_variants`) reads that
+        ``full`` scale shares with another stage (``Scale.shared_variants``) reads that
         stage's records of the arms with the same run names."""
         from ..results import committed_records
 

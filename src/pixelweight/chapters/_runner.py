@@ -55,7 +55,7 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
                  arms: Optional[Sequence[str]] = None) -> List[RunJob]:
     """Every run of the chapter ``folder`` at ``profile``, in a stable order (only the
     ``stages`` and the arms labelled ``arms`` when given; not the data variants a stage shares
-    with another at that profile, :attr:`~pixelweight.chapters.Scale.shared_variants`)."""
+    with another at that profile, ``Scale.shared_variants``)."""
     from . import get_chapter
 
     module = get_chapter(folder)

@@ -31,7 +31,7 @@ the ``headline`` and ``sweep`` stages, 4,000 steps of 16 scenes for ``segmentati
 (what an unloaded core would take): headline arms uniform 0.015 s, sampler 0.028, high-res
 0.150, no padding 0.029, no blur warm-up 0.027, learned data-set map 0.019; each sweep variant
 0.043 s for its two arms. The sweep's point at the headline's digit size is the headline's
-uniform and sampler runs themselves (:attr:`~pixelweight.chapters.Scale.shared_variants`; until
+uniform and sampler runs themselves (``Scale.shared_variants``; until
 commit 51a1a33 they were trained twice). Measured at 2 jobs x 1 thread on 2-core machines, from
 the committed records (wall time of each run beside another): the headline stage 65 minutes of
 runs and the sweep 26, on the machine that made them; the segmentation stage 78 minutes of runs
@@ -192,7 +192,7 @@ _FULL_CLASSIFY = get_profile("full", steps=2000, batch_size=32, lr=2e-3, train_s
 #: The high-resolution arm trains these 2,000 steps too. Its step costs about 10 times uniform
 #: downsampling's (it reads the 96 x 96 canvas), a third of the classification stages' cost, and
 #: at 2,000 steps its 5 seeds stayed within 0.02 of their final validation accuracy from step
-#: 875-1,250 on; so a budget of its own (:attr:`~pixelweight.chapters.Scale.arm_budgets`) of 1,200
+#: 875-1,250 on; so a budget of its own (``Scale.arm_budgets``) of 1,200
 #: steps, validation every 75, was tried (commit 9ea3787): it ended lower (test accuracy
 #: 0.940-0.972 against 0.972-0.985: the learning-rate schedule decays over the shorter run), and
 #: one seed of 5 missed the plateau (change 0.020). A weaker upper bound would flatter claim (c).
