@@ -38,8 +38,12 @@ runs and the sweep 26, on the machine that made them; the segmentation stage 78 
 in 42 minutes of wall time on a slower one (uniform 306-327 s a run, zoom + unzoom 581-661 s;
 the inverse warp of the unzoom costs as much again as the U-Net). That is 169 minutes of runs,
 about 85 minutes at 2 jobs, the longest runs first (``python -m pixelweight.results run``
-orders them so): within the design's 90 on these machines, with little margin (a slower
-2-core machine takes longer).
+orders them so): within the design's 90 on these machines, with little margin. On a 2-core
+machine 1.33 times slower (seed 0 of every classification run retrained there, 2 at a time:
+1,384 s of runs against the records' 1,041 s, every metric identical) the classification
+stages take 121 minutes of runs and the chapter about 100 minutes: **over** 90. The zoom +
+unzoom runs are the next lever: their step costs twice the uniform one's, half of it the
+inverse warp.
 The classification stages are half of it, the high-res arm a third of theirs. One seed at
 2,500 steps had plateaued by step 1,600 in the sampler and uniform arms, hence the 2,000
 steps; 1,500 left the sampler arms short of their plateau. The segmentation experiment was made
