@@ -42,8 +42,10 @@ orders them so): within the design's 90 on these machines, with little margin. O
 machine 1.33 times slower (seed 0 of every classification run retrained there, 2 at a time:
 1,384 s of runs against the records' 1,041 s, every metric identical) the classification
 stages take 121 minutes of runs and the chapter about 100 minutes: **over** 90. The zoom +
-unzoom runs are the next lever: their step costs twice the uniform one's, half of it the
-inverse warp.
+unzoom runs are the next lever: their step costs about twice the uniform one's, and the inverse
+warp is most of the difference (one thread, a model trained 1,500 steps: 43 ms of a 127-ms
+step, 30 of them one Newton iteration over every pixel, the half of them the warp does not
+reach included, 11 the located start).
 The classification stages are half of it, the high-res arm a third of theirs. One seed at
 2,500 steps had plateaued by step 1,600 in the sampler and uniform arms, hence the 2,000
 steps; 1,500 left the sampler arms short of their plateau. The segmentation experiment was made
