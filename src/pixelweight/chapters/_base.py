@@ -769,16 +769,23 @@ class Setup:
         seeds = sorted(set.intersection(*(set(by_seed) for by_seed in found.values())))
         return {label: [by_seed[s] for s in seeds] for label, by_seed in found.items()} if seeds else {}
 
-    def _shared_runs(self, stage: "Stage", arms: Sequence[Arm]) -> Dict[str, List["CommittedRun"]]:
-        """:meth:`committed_runs` of ``arms`` read from ``stage``'s records (a shared variant),
-        keyed by this stage's labels; the runs must be the same (:meth:`full_config`)."""
+    def shared_arms(self, stage: "Stage", arms: Optional[Sequence[Arm]] = None) -> Tuple["Setup", Dict[str, Arm]]:
+        """The ``full`` setup of ``stage``, whose runs this variant shares (``Scale.shared_variants``),
+        and its arm of each of ``arms`` (default all) by run name; raises where the two are not the
+        same run (:meth:`full_config`), so that neither the runner nor a reader mixes them."""
         other = type(self)(self.chapter, stage, "full", device=self.device, results_dir=self.results_dir)
         theirs = {a.run: a for a in other.arms}
-        for arm in arms:
+        for arm in self.arms if arms is None else arms:
             if self.full_config(arm) != other.full_config(theirs[arm.run]):
                 raise ValueError(f"variant {self.variant_name!r} of stage {self.stage.name!r} is shared with stage "
                                  f"{stage.name!r}, but its arm {arm.label!r} is not the same run there: "
                                  "train it (drop the variant from shared_variants) or make the runs equal")
+        return other, theirs
+
+    def _shared_runs(self, stage: "Stage", arms: Sequence[Arm]) -> Dict[str, List["CommittedRun"]]:
+        """:meth:`committed_runs` of ``arms`` read from ``stage``'s records (a shared variant),
+        keyed by this stage's labels (:meth:`shared_arms`)."""
+        other, theirs = self.shared_arms(stage, arms)
         found = other.committed_runs([theirs[a.run] for a in arms])
         return {a.label: found[theirs[a.run].label] for a in arms if theirs[a.run].label in found}
 
@@ -927,7 +934,7 @@ def converged_table(table, runs: Mapping[str, Sequence[CommittedRun]], section: 
     ``profile``, the ``full`` profile, when given) and how many runs reached the plateau; its
     scope adds from which commits the records are and whether the library changed since. A
     stale table says "STALE records" in its budget and is marked ``stale``, so that the
-    landing page and the scorecard never show its verdicts as current.``arm_budgets``
+    landing page and the scorecard never show its verdicts as current. ``arm_budgets``
     (:meth:`Setup.arm_budget_text`) names the arms that trained for their own number of steps."""
     from ..claims import ClaimsTable
 

@@ -67,12 +67,8 @@ def chapter_jobs(folder: str, profile: str = "full", stages: Optional[Sequence[s
             setup = module.setup(stage_name, profile).variant(variant)
             shared = stage.scale(profile).shared_variants.get(variant)
             if shared is not None:  # another stage's runs (Scale.shared_variants): not trained twice
-                other = module.setup(shared.name, profile)
-                theirs = {a.run: a for a in other.arms}
-                for arm in stage.arms:
-                    if profile == "full" and setup.full_config(arm) != other.full_config(theirs[arm.run]):
-                        raise ValueError(f"variant {variant!r} of stage {stage_name!r} is shared with stage "
-                                         f"{shared.name!r}, but its arm {arm.label!r} is not the same run there")
+                if profile == "full":
+                    setup.shared_arms(shared)  # raises where they are not the same runs
                 continue
             if arms is not None:
                 unknown = sorted(set(arms) - {a.label for a in stage.arms})
