@@ -78,8 +78,8 @@ evaluates the bilinear map once for each pixel still walking (a gather of one ce
 coefficients): a pixel that has converged or stalled is done, keeps its point and is left out of
 later iterations, and a pixel outside the warped lattice walks only while others do. The loop
 stops when every pixel has converged, stalled or lies outside (checked every iteration; on CUDA
-picking the pixels still walking synchronises with the host several times an iteration). After the first step from the located start most of the pixels
-still walking are the uncovered ones. For 16 images of 64 x 64 pixels from a 32 x 32 grid (the
+picking the pixels still walking synchronises with the host several times an iteration). After
+the first step from the located start most of the pixels still walking are the uncovered ones. For 16 images of 64 x 64 pixels from a 32 x 32 grid (the
 chapter's shapes) of the test suite's random saliency maps, one idle CPU thread, ``max_iter=12``:
 47-64 ms, against 79-139 ms when every pixel took every iteration (the version before this one,
 whose solved pixels could also still move along a collapsed border line while others walked). A
