@@ -33,9 +33,9 @@ SMALL = DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits"
 
 
 @pytest.mark.parametrize("stage, name, profile, data, model", [
-    ("maps", "ci", get_profile("ci", seeds=(0,), steps=300, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
-    ("headline", "ci", get_profile("ci", steps=215, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
-    ("grid", "ci", get_profile("ci", steps=190, lr=6e-3, eval_every=0), SMALL, ModelSpec(width=8)),
+    ("maps", "ci", get_profile("ci", seeds=(0,), steps=200, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
+    ("headline", "ci", get_profile("ci", steps=140, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16)),
+    ("grid", "ci", get_profile("ci", steps=120, lr=6e-3, eval_every=0), SMALL, ModelSpec(width=8)),
 ])
 def test_stage_scales(stage, name, profile, data, model):
     scale = lmp.STAGES[stage].scale(name)
@@ -59,9 +59,9 @@ def test_stages_seeds_and_descriptions():
         assert len(lmp.STAGES[stage].scale("ci").profile.seeds) >= 3
         assert len(lmp.STAGES[stage].scale("full").profile.seeds) >= 5
     assert lmp.setup("headline", "ci").describe() == \
-        "`ci` (early training): 215 steps, 3 seeds, 64x64 scenes, width-16 U-Net"
+        "`ci` (early training): 140 steps, 3 seeds, 64x64 scenes, width-16 U-Net"
     assert lmp.setup("grid", "ci").describe() == \
-        "`ci` (early training): 190 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
+        "`ci` (early training): 120 steps, 3 seeds, 32x32 scenes, width-8 U-Net"
     assert lmp.CHAPTER.folder == "04_lmp" and set(lmp.STAGES) == {"maps", "headline", "grid"}
 
 
@@ -281,7 +281,7 @@ def _headline(diffs=None, rare_iou=None, limits=None):
 def test_headline_claims():
     table = _headline()
     assert isinstance(table, ClaimsTable) and table.chapter == "04_lmp" and table.section == "claims"
-    assert table.scope == "`ci` (early training): 215 steps, 3 seeds, 64x64 scenes, width-16 U-Net"
+    assert table.scope == "`ci` (early training): 140 steps, 3 seeds, 64x64 scenes, width-16 U-Net"
     assert [(c.text, c.source) for c in table.claims] == [
         ("LMP improves mIoU over CE", "abstract"),
         ("LMP improves rare-class IoU over CE", "abstract"),

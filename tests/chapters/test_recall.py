@@ -51,7 +51,7 @@ def splits():
 @pytest.mark.parametrize("stage", ["experiments", "sweep"])
 def test_ci_scale_is_what_the_chapter_ran(stage):
     scale = recall.STAGES[stage].scale("ci")
-    assert scale.profile == get_profile("ci", steps=245, train_samples=1000, val_samples=100,
+    assert scale.profile == get_profile("ci", steps=160, train_samples=1000, val_samples=100,
                                         test_samples=300, eval_every=0)
     assert (scale.profile.batch_size, scale.profile.lr, len(scale.profile.seeds)) == (16, 2e-3, 3)
     assert (scale.data.dataset, scale.data.size) == ("DigitScenes", 32)
@@ -252,8 +252,8 @@ def test_experiments_claims_texts_tags_and_verdicts():
     s = recall.setup("experiments", "ci")
     table = recall.experiments_claims(s, **effects())
     assert isinstance(table, ClaimsTable) and table.chapter == "02_recall"
-    assert table.budget == "`ci` (early training): 245 steps, 3 seeds"
-    assert table.scope == "`ci` (early training): 245 steps, 3 seeds, 32x32 scenes, width-16 U-Net"
+    assert table.budget == "`ci` (early training): 160 steps, 3 seeds"
+    assert table.scope == "`ci` (early training): 160 steps, 3 seeds, 32x32 scenes, width-16 U-Net"
     claims = by_label(table)
     assert list(claims) == ["(a)", "(b)", "(c)", "(c′)", "(d)"]
     assert [(c.text, c.source) for c in table.claims] == [

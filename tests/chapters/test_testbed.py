@@ -10,7 +10,7 @@ from pixelweight.chapters import Converged, testbed
 
 def test_baseline_stage_is_what_the_book_ran():
     ci = testbed.setup("baseline", "ci").scale
-    assert (ci.profile.steps, len(ci.profile.seeds), ci.data.size, ci.model.width) == (450, 3, 64, 16)
+    assert (ci.profile.steps, len(ci.profile.seeds), ci.data.size, ci.model.width) == (270, 3, 64, 16)
     assert dict(ci.data.options) == {"imbalance": 1.0}
     full = testbed.setup("baseline", "full").scale
     assert len(full.profile.seeds) >= 5 and full.data == ci.data and full.model == ci.model

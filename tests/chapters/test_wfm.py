@@ -35,7 +35,7 @@ def test_chapter_is_registered_with_its_stages():
 
 def test_ci_scale_is_what_the_chapter_ran():
     scale = wfm.STAGES["experiments"].scale("ci")
-    assert scale.profile == get_profile("ci", steps=180, train_samples=600, val_samples=100, test_samples=200,
+    assert scale.profile == get_profile("ci", steps=120, train_samples=600, val_samples=100, test_samples=200,
                                         eval_every=0)
     assert len(scale.profile.seeds) >= 3  # paired intervals
     assert (scale.data.dataset, scale.data.size) == ("SalientDigits", 32)
@@ -161,7 +161,7 @@ def test_claims_texts_sources_and_scope(exp_setup):
     assert [claims[k].source for k in claims] == ["abstract", "abstract", "abstract", "ours"]
     assert [k for k, c in claims.items() if c.primary] == ["(a)"]
     assert "SalientDigits 32x32" in table.scale and "width-16 U-Net" in table.scope
-    assert "`ci` (early training): 180 steps, 3 seeds" in table.budget
+    assert "`ci` (early training): 120 steps, 3 seeds" in table.budget
     assert "tolerance 0.01" in claims["(b)"].ran and "width-8 U-Net" in claims["(c)"].ran
     assert "BCE + Fʷ vs BCE" in claims["(a)"].detail
     assert claims["(a)"].verdict == "supported"

@@ -131,7 +131,7 @@ STAGES = {
     "maps": Stage(
         "maps", "the pixel losses of a U-Net trained with CE for a short while, which the derivation weights",
         scales={
-            "ci": Scale(get_profile("ci", seeds=(0,), steps=300, lr=4e-3, eval_every=0), SCENES,
+            "ci": Scale(get_profile("ci", seeds=(0,), steps=200, lr=4e-3, eval_every=0), SCENES,
                         ModelSpec(width=16, depth=3)),
             "full": Scale(dataclasses.replace(_FULL_64, seeds=(0,)), SCENES,
                           ModelSpec(width=16, depth=3), train=PLATEAU),
@@ -141,7 +141,7 @@ STAGES = {
     "headline": Stage(
         "headline", "CE against LMP at the public defaults on chapter 0's long tail",
         scales={
-            "ci": Scale(get_profile("ci", steps=215, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16, depth=3)),
+            "ci": Scale(get_profile("ci", steps=140, lr=4e-3, eval_every=0), SCENES, ModelSpec(width=16, depth=3)),
             "full": Scale(_FULL_64, SCENES, ModelSpec(width=16, depth=3), train=PLATEAU),
         },
         arms=(Arm("CE", "ce"),
@@ -151,7 +151,7 @@ STAGES = {
     "grid": Stage(
         "grid", "LMP over the grid of p and ratio, with top-k mining (p = 1), CE and focal loss",
         scales={
-            "ci": Scale(get_profile("ci", steps=190, lr=6e-3, eval_every=0), SMALL_SCENES,
+            "ci": Scale(get_profile("ci", steps=120, lr=6e-3, eval_every=0), SMALL_SCENES,
                         ModelSpec(width=8, depth=3)),
             # 4,000 steps: at 2,000 only 17 of 60 runs reached the plateau, the validation mIoU of
             # the others still rising by 0.01-0.04 over the last quarter

@@ -13,7 +13,7 @@ Stages (``STAGES``):
   :data:`EXPONENTS`, the stage's data variants ``s0``, ``s1``, ``s2``
   (``setup.variant(sweep_variant(s))``), records named by :func:`sweep_run_name`.
 
-Both stages share one scale: in ``ci`` 32 x 32 scenes of one to three smaller digits, 245
+Both stages share one scale: in ``ci`` 32 x 32 scenes of one to three smaller digits, 160
 steps and fewer samples, so that the chapter's 36 runs fit the book's CPU build; in
 ``full`` the same scenes and model trained to a plateau (3,000 steps, 5 seeds, validation every
 200 steps), sized to run in under 90 minutes on two CPU cores.
@@ -76,12 +76,12 @@ __all__ = [
 # The setup: data, model, budgets and arms of each stage
 # --------------------------------------------------------------------------------------
 #: The scale both stages share, by profile. ``ci``: 32 x 32 scenes of 1-3 digits of 10-20
-#: pixels, 245 steps, fewer samples, validation only at the end; ``full``: the same scenes
+#: pixels, 160 steps, fewer samples, validation only at the end; ``full``: the same scenes
 #: and model trained to a plateau (3,000 steps, 5 seeds, validation every 200 steps).
 #: The Zipf exponent is 1 (the ``sweep`` stage replaces it).
 _SCALES = {
     "ci": Scale(
-        get_profile("ci", steps=245, train_samples=1000, val_samples=100, test_samples=300, eval_every=0),
+        get_profile("ci", steps=160, train_samples=1000, val_samples=100, test_samples=300, eval_every=0),
         DataSpec("DigitScenes", size=32, options={"imbalance": 1.0, "num_digits": (1, 3), "digit_size": (10, 20)}),
         ModelSpec(width=16, depth=3),
     ),

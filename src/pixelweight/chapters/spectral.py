@@ -191,7 +191,7 @@ class SpectralProbe:
 
 _PROBE = SpectralProbe()
 
-_CI = get_profile("ci", steps=150, lr=6e-3, train_samples=600, val_samples=100, test_samples=200, eval_every=0)
+_CI = get_profile("ci", steps=100, lr=6e-3, train_samples=600, val_samples=100, test_samples=200, eval_every=0)
 # converged on a CPU: 3,000 steps (the cosine schedule's end), 5 seeds, validation every 150 steps
 # for the plateau (the digits' classes are learned slowly: the validation mIoU still rises at 1,500)
 _FULL = get_profile("full", steps=3000, batch_size=16, lr=6e-3, train_samples=1200, val_samples=200,

@@ -26,7 +26,7 @@ STAGES = {
     "baseline": Stage(
         "baseline", "a U-Net trained with cross-entropy on a Zipf long tail",
         scales={
-            "ci": Scale(get_profile("ci"), SCENES, ModelSpec(width=16, depth=3)),
+            "ci": Scale(get_profile("ci", steps=270), SCENES, ModelSpec(width=16, depth=3)),
             # converged on a CPU: 5 seeds, 4,000 steps, validation every 250 steps for the plateau
             "full": Scale(get_profile("full", steps=4000, batch_size=16, train_samples=1200, val_samples=200,
                                       test_samples=400, eval_every=250),

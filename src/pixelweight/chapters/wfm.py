@@ -110,7 +110,7 @@ TOLERANCE = 0.01
 
 _SCALES = {
     "ci": Scale(
-        get_profile("ci", steps=180, train_samples=600, val_samples=100, test_samples=200, eval_every=0),
+        get_profile("ci", steps=120, train_samples=600, val_samples=100, test_samples=200, eval_every=0),
         DATA, BOOK_MODEL, train={"log_every": 10},
     ),
     # converged on a CPU (the ci data and models, 17x longer), 5 seeds, plateau recorded

@@ -234,8 +234,9 @@ SEGMENTATION_WARMUP = 100
 #: The early (``ci``) budgets of the classification stages, sized to keep ``02_classification``
 #: under the 4 minutes of the design on a slow 2-core machine: at 400 and 250 steps it took 182 s
 #: on one and 262-344 s on two slower ones (the high-res arm is over half of the headline's cost);
-#: at 220 and 130 steps, 151 s on the 262-s one.
-_CI_HEADLINE_STEPS, _CI_SWEEP_STEPS = 220, 130
+#: at 220 and 130 steps, 151 s on the 262-s one, but 297 s on a third machine, about twice as slow
+#: as the records' (where CI took 77 minutes). Cut to 150 and 90 with every chapter's early budget.
+_CI_HEADLINE_STEPS, _CI_SWEEP_STEPS = 150, 90
 
 _HEADLINE = Stage(
     "headline", "uniform downsampling, the saliency sampler, the high-resolution upper bound and three ablations",
